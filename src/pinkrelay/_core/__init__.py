@@ -1,0 +1,88 @@
+"""pinkrelay's hot path: frame codec, reassembly, send queues and fan-out.
+
+The compiled core (``_cpinkrelay``, Cython) is loaded unless the environment
+sets ``PINKRELAY_PUREPYTHON=1`` or the extension was not built; the pure-Python
+``reference`` module defines the same names with the same behaviour.
+``COMPILED`` says which one is in use.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .wire import (
+    DROPPED,
+    HEADER_SIZE,
+    LANE_WEIGHTS,
+    MAGIC,
+    OVERFLOW,
+    QUEUED,
+    VERSION,
+    Flag,
+    FrameType,
+    Lane,
+    Limits,
+    QueueDefaults,
+)
+
+if os.environ.get("PINKRELAY_PUREPYTHON"):
+    from .reference import (
+        COMPILED,
+        Frame,
+        FrameDecoder,
+        Message,
+        Reassembler,
+        SendQueue,
+        deliver,
+        encode_frame,
+        encode_media,
+    )
+else:
+    try:
+        from ._cpinkrelay import (  # type: ignore[no-redef]
+            COMPILED,
+            Frame,
+            FrameDecoder,
+            Message,
+            Reassembler,
+            SendQueue,
+            deliver,
+            encode_frame,
+            encode_media,
+        )
+    except ImportError:
+        from .reference import (
+            COMPILED,
+            Frame,
+            FrameDecoder,
+            Message,
+            Reassembler,
+            SendQueue,
+            deliver,
+            encode_frame,
+            encode_media,
+        )
+
+__all__ = [
+    "COMPILED",
+    "DROPPED",
+    "HEADER_SIZE",
+    "LANE_WEIGHTS",
+    "MAGIC",
+    "OVERFLOW",
+    "QUEUED",
+    "VERSION",
+    "Flag",
+    "Frame",
+    "FrameDecoder",
+    "FrameType",
+    "Lane",
+    "Limits",
+    "Message",
+    "QueueDefaults",
+    "Reassembler",
+    "SendQueue",
+    "deliver",
+    "encode_frame",
+    "encode_media",
+]
