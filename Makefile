@@ -1,0 +1,35 @@
+# pinkrelay: the two commands a new user needs are `make run` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SOURCES := $(shell find src -name '*.py' -o -name '*.pyx' -o -name '*.pxd') setup.py pyproject.toml
+
+.PHONY: run test bench bench-load clean system-deps
+
+run: $(STAMP)
+	$(PY) -m pinkrelay demo
+
+test: $(STAMP)
+	PINKRELAY_EXPECT_COMPILED=1 $(PY) -m pytest -q -p no:cacheprovider tests
+	PINKRELAY_PUREPYTHON=1 $(PY) -m pytest -q -p no:cacheprovider -m "not compiled_only" tests
+
+bench: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider benchmarks --benchmark-only --benchmark-columns=min,median,ops --benchmark-sort=name
+
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+$(VENV)/bin/python:
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON): install Debian's python3 (3.11) first" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV) || { $(MAKE) system-deps && $(PYTHON) -m venv $(VENV); }
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+
+$(STAMP): $(VENV)/bin/python $(SOURCES)
+	@bash scripts/install-system-deps.sh
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info var .pytest_cache .hypothesis .benchmarks
+	find src -name '*.so' -delete -o -name '*.c' -delete -o -name '__pycache__' -prune -exec rm -rf {} +

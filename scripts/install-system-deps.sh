@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install the Debian packages pinkrelay's build and tests need, only when missing.
+# Runs apt-get only as root; otherwise it names what is missing and stops.
+set -euo pipefail
+
+needed=()
+have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+for package in gcc python3-dev python3-venv; do
+    have "$package" || needed+=("$package")
+done
+# Python.h for the Cython build: satisfied by any python3.11 with headers.
+if python3.11 -c 'import sysconfig, os, sys; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else 1)' 2>/dev/null; then
+    needed=("${needed[@]/python3-dev}")
+fi
+if python3.11 -m venv --help >/dev/null 2>&1; then
+    needed=("${needed[@]/python3-venv}")
+fi
+command -v gcc >/dev/null 2>&1 && needed=("${needed[@]/gcc}")
+
+missing=()
+for package in "${needed[@]}"; do [ -n "$package" ] && missing+=("$package"); done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "missing Debian packages: ${missing[*]}; run as root: apt-get install ${missing[*]}" >&2
+    exit 1
+fi
+echo "installing Debian packages: ${missing[*]}"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

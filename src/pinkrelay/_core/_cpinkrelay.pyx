@@ -1,0 +1,947 @@
+# Compiler directives live in setup.py (one dict for every extension).
+"""The compiled core: the same names and behaviour as ``reference.py``, fast.
+
+Read ``reference.py`` for what each piece does and why; this file says only
+how it is made fast:
+
+* headers are parsed and built with C arithmetic on raw pointers;
+* a frame's wire bytes are copied once, from the receive buffer into one
+  ``bytes`` object, and then shared by every subscriber that forwards it;
+* a send queue writes with one ``sendmsg`` (scatter-gather, MSG_DONTWAIT)
+  straight from those ``bytes`` objects, with no Python call per buffer;
+* ``deliver`` pushes a message to every subscriber and tries each socket in
+  one C loop; only a subscriber whose socket is full goes back to Python.
+
+Errors are detected here and raised through ``checks.py``, so both cores
+produce the same exception with the same message.
+"""
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.errno cimport EAGAIN, EINTR, ENOTSOCK, errno
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+
+import os
+
+from ..errors import FrameError, LimitExceeded, ProtocolError
+from . import checks
+from .wire import LANE_WEIGHTS as _PY_LANE_WEIGHTS, Limits, QueueDefaults
+
+COMPILED = True
+
+cdef extern from "<sys/uio.h>":
+    struct iovec:
+        void *iov_base
+        size_t iov_len
+    ssize_t writev(int fd, const iovec *iov, int iovcnt) nogil
+
+cdef extern from "<sys/socket.h>":
+    struct msghdr:
+        void *msg_name
+        unsigned int msg_namelen
+        iovec *msg_iov
+        size_t msg_iovlen
+        void *msg_control
+        size_t msg_controllen
+        int msg_flags
+    ssize_t sendmsg(int fd, const msghdr *msg, int flags) nogil
+    int MSG_NOSIGNAL
+    int MSG_DONTWAIT
+
+cdef extern from "<string.h>":
+    void *memset(void *s, int c, size_t n) nogil
+
+# Wire constants; tests/test_core_constants.py checks them against wire.py.
+cdef enum:
+    HEADER_SIZE = 24
+    VERSION = 1
+    MAGIC0 = 0x50
+    MAGIC1 = 0x52
+    FLAG_KEYFRAME = 0x01
+    FLAG_END = 0x02
+    FLAGS_KNOWN = 0x03
+    TYPE_MEDIA = 0x40
+    LANE_ALERT = 0
+    LANE_CONTROL = 1
+    LANE_AUDIO = 2
+    LANE_VIDEO = 3
+    LANE_COUNT = 4
+    MAX_IOV = 64
+    WRITE_MAX_BYTES = 262144
+
+cdef int QUEUED_ = 0
+cdef int DROPPED_ = 1
+cdef int OVERFLOW_ = 2
+
+# Lane of every control frame type, -1 for an unknown type, -2 for MEDIA.
+cdef signed char TYPE_LANE_TABLE[256]
+memset(TYPE_LANE_TABLE, -1, 256)
+for _type, _lane in (
+    (0x01, 1), (0x02, 1), (0x03, 1), (0x04, 1), (0x05, 1), (0x06, 1), (0x07, 1),
+    (0x10, 0), (0x11, 0), (0x12, 0), (0x13, 0),
+    (0x20, 1), (0x21, 1), (0x22, 1), (0x23, 1), (0x24, 1),
+):
+    TYPE_LANE_TABLE[_type] = _lane
+TYPE_LANE_TABLE[TYPE_MEDIA] = -2
+
+cdef int LANE_WEIGHT[4]
+for _i in range(4):
+    LANE_WEIGHT[_i] = _PY_LANE_WEIGHTS[_i]
+
+HEADER_LAYOUT = (HEADER_SIZE, VERSION, MAGIC0, MAGIC1, FLAG_KEYFRAME, FLAG_END, TYPE_MEDIA)
+
+
+cdef inline uint16_t _rd16(const uint8_t *p) noexcept nogil:
+    return (<uint16_t>p[0] << 8) | p[1]
+
+
+cdef inline uint32_t _rd32(const uint8_t *p) noexcept nogil:
+    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
+
+
+cdef inline int64_t _rd64(const uint8_t *p) noexcept nogil:
+    return <int64_t>((<uint64_t>_rd32(p) << 32) | _rd32(p + 4))
+
+
+cdef inline void _wr_header(
+    uint8_t *p, int type, int flags, int lane, int track, uint32_t seq, int64_t timestamp,
+    uint32_t length,
+) noexcept nogil:
+    cdef uint64_t ts = <uint64_t>timestamp
+    cdef int i
+    p[0] = MAGIC0
+    p[1] = MAGIC1
+    p[2] = VERSION
+    p[3] = <uint8_t>type
+    p[4] = <uint8_t>flags
+    p[5] = <uint8_t>lane
+    p[6] = <uint8_t>(track >> 8)
+    p[7] = <uint8_t>track
+    p[8] = <uint8_t>(seq >> 24)
+    p[9] = <uint8_t>(seq >> 16)
+    p[10] = <uint8_t>(seq >> 8)
+    p[11] = <uint8_t>seq
+    for i in range(8):
+        p[12 + i] = <uint8_t>(ts >> (56 - 8 * i))
+    p[20] = <uint8_t>(length >> 24)
+    p[21] = <uint8_t>(length >> 16)
+    p[22] = <uint8_t>(length >> 8)
+    p[23] = <uint8_t>length
+
+
+cdef inline bint _fields_ok(int type, int flags, int lane, int track) noexcept nogil:
+    cdef int expected = TYPE_LANE_TABLE[type & 0xFF]
+    if type < 0 or type > 255 or expected == -1:
+        return False
+    if flags & ~FLAGS_KNOWN:
+        return False
+    if expected == -2:
+        return (lane == LANE_AUDIO or lane == LANE_VIDEO) and track != 0
+    return lane == expected and flags == FLAG_END and track == 0
+
+
+cdef class Frame:
+    """One decoded frame: header fields plus the frame's wire bytes."""
+
+    cdef readonly int type
+    cdef readonly int flags
+    cdef readonly int lane
+    cdef readonly int track
+    cdef readonly uint32_t seq
+    cdef readonly int64_t timestamp
+    cdef readonly bytes wire
+
+    def __init__(self, int type, int flags, int lane, int track, uint32_t seq, int64_t timestamp, bytes wire):
+        self.type = type
+        self.flags = flags
+        self.lane = lane
+        self.track = track
+        self.seq = seq
+        self.timestamp = timestamp
+        self.wire = wire
+
+    @property
+    def payload(self):
+        return memoryview(self.wire)[HEADER_SIZE:]
+
+    @property
+    def keyframe(self):
+        return bool(self.flags & FLAG_KEYFRAME)
+
+    @property
+    def end(self):
+        return bool(self.flags & FLAG_END)
+
+    def as_tuple(self):
+        return (self.type, self.flags, self.lane, self.track, self.seq, self.timestamp, self.wire)
+
+    def __repr__(self):
+        return (
+            f"Frame(type={self.type:#04x}, flags={self.flags:#04x}, lane={self.lane}, "
+            f"track={self.track}, seq={self.seq}, timestamp={self.timestamp}, "
+            f"length={len(self.wire) - HEADER_SIZE})"
+        )
+
+
+cdef inline Frame _new_frame(const uint8_t *p, Py_ssize_t total):
+    cdef Frame frame = Frame.__new__(Frame)
+    frame.type = p[3]
+    frame.flags = p[4]
+    frame.lane = p[5]
+    frame.track = _rd16(p + 6)
+    frame.seq = _rd32(p + 8)
+    frame.timestamp = _rd64(p + 12)
+    frame.wire = PyBytes_FromStringAndSize(<const char *>p, total)
+    return frame
+
+
+cdef bytes _build_frame(
+    int type, int flags, int lane, int track, object seq_obj, int64_t timestamp, object payload,
+):
+    cdef Py_buffer view
+    cdef bytes out
+    cdef uint32_t seq
+    if not _fields_ok(type, flags, lane, track):
+        checks.check_fields(type, flags, lane, track)
+    if track < 0 or track > 0xFFFF:
+        raise FrameError(f"track {track} out of range 0..65535")
+    if seq_obj < 0 or seq_obj > 0xFFFFFFFF:
+        raise FrameError(f"sequence {seq_obj} out of range 0..4294967295")
+    seq = seq_obj
+    PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+    try:
+        if view.len > 0xFFFFFFFF:
+            raise LimitExceeded(f"payload of {view.len} bytes cannot be framed (limit 4 GiB)")
+        out = PyBytes_FromStringAndSize(NULL, HEADER_SIZE + view.len)
+        _wr_header(<uint8_t *>PyBytes_AS_STRING(out), type, flags, lane, track, seq, timestamp, <uint32_t>view.len)
+        memcpy(PyBytes_AS_STRING(out) + HEADER_SIZE, view.buf, view.len)
+    finally:
+        PyBuffer_Release(&view)
+    return out
+
+
+def encode_frame(int type, int lane, int track, seq, int64_t timestamp, payload, int flags=FLAG_END):
+    """Build one frame's wire bytes (header and payload)."""
+    return _build_frame(type, flags, lane, track, seq, timestamp, payload)
+
+
+def encode_media(
+    int track, int lane, seq, int64_t timestamp, payload, bint keyframe=False,
+    Py_ssize_t chunk_size=Limits.CHUNK_SIZE,
+):
+    """Split one media message into frames of at most ``chunk_size`` payload bytes."""
+    cdef Py_buffer view
+    cdef Py_ssize_t offset, size, total
+    cdef int flags = FLAG_KEYFRAME if keyframe else 0
+    cdef list frames = []
+    cdef bytes out
+    cdef uint32_t seq32
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
+    if not _fields_ok(TYPE_MEDIA, flags | FLAG_END, lane, track):
+        checks.check_fields(TYPE_MEDIA, flags | FLAG_END, lane, track)
+    if track > 0xFFFF:
+        raise FrameError(f"track {track} out of range 0..65535")
+    if seq < 0 or seq > 0xFFFFFFFF:
+        raise FrameError(f"sequence {seq} out of range 0..4294967295")
+    seq32 = seq
+    PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+    try:
+        total = view.len
+        offset = 0
+        while True:
+            size = total - offset
+            if size > chunk_size:
+                size = chunk_size
+            out = PyBytes_FromStringAndSize(NULL, HEADER_SIZE + size)
+            _wr_header(
+                <uint8_t *>PyBytes_AS_STRING(out), TYPE_MEDIA,
+                flags | (FLAG_END if offset + size >= total else 0),
+                lane, track, seq32, timestamp, <uint32_t>size,
+            )
+            memcpy(PyBytes_AS_STRING(out) + HEADER_SIZE, <const char *>view.buf + offset, size)
+            frames.append(out)
+            offset += size
+            if offset >= total:
+                break
+    finally:
+        PyBuffer_Release(&view)
+    return frames
+
+
+cdef class FrameDecoder:
+    """Turn a byte stream, split anywhere, into validated frames."""
+
+    cdef readonly Py_ssize_t max_frame_bytes
+    cdef readonly Py_ssize_t max_control_bytes
+    cdef bytearray _buffer
+    cdef Py_ssize_t _pos
+    cdef object _error
+    cdef readonly Py_ssize_t frames_decoded
+    cdef readonly Py_ssize_t bytes_received
+
+    def __init__(self, Py_ssize_t max_frame_bytes=Limits.MAX_FRAME_BYTES,
+                 Py_ssize_t max_control_bytes=Limits.MAX_CONTROL_BYTES):
+        self.max_frame_bytes = max_frame_bytes
+        self.max_control_bytes = max_control_bytes
+        self._buffer = bytearray()
+        self._pos = 0
+        self._error = None
+        self.frames_decoded = 0
+        self.bytes_received = 0
+
+    @property
+    def buffered(self):
+        return PyByteArray_GET_SIZE(self._buffer) - self._pos
+
+    @property
+    def error(self):
+        return self._error
+
+    def feed(self, data):
+        if self._error is not None:
+            raise self._error
+        self._compact()
+        self._buffer += data
+        self.bytes_received += len(data)
+
+    cdef inline void _compact(self):
+        if self._pos and self._pos == PyByteArray_GET_SIZE(self._buffer):
+            del self._buffer[:]
+            self._pos = 0
+        elif self._pos > 65536:
+            del self._buffer[:self._pos]
+            self._pos = 0
+
+    def next_frame(self):
+        """The next complete frame, or None when more bytes are needed."""
+        cdef list out = []
+        if self._error is not None:
+            raise self._error
+        cdef Py_ssize_t size = PyByteArray_GET_SIZE(self._buffer)
+        cdef const uint8_t *base = <const uint8_t *>PyByteArray_AS_STRING(self._buffer)
+        try:
+            self._pos += self._parse(base + self._pos, size - self._pos, out, 1)
+        except ProtocolError as error:
+            self._error = error
+            raise
+        if self._pos == size:
+            del self._buffer[:]
+            self._pos = 0
+        return out[0] if out else None
+
+    def decode(self, data):
+        """Feed ``data`` and return every frame it completes (see reference.py)."""
+        cdef list out = []
+        cdef Py_buffer view
+        cdef Py_ssize_t used, size
+        cdef const uint8_t *base
+        if self._error is not None:
+            raise self._error
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            self.bytes_received += view.len
+            if self._pos == PyByteArray_GET_SIZE(self._buffer):
+                # Fast path: nothing buffered, parse straight from the caller's bytes.
+                if self._pos:
+                    del self._buffer[:]
+                    self._pos = 0
+                try:
+                    used = self._parse(<const uint8_t *>view.buf, view.len, out, -1)
+                except ProtocolError as error:
+                    self._error = error
+                    if out:
+                        return out
+                    raise
+                if used < view.len:
+                    self._buffer += (<const char *>view.buf)[used:view.len]
+                return out
+        finally:
+            PyBuffer_Release(&view)
+        self._compact()
+        self._buffer += data
+        size = PyByteArray_GET_SIZE(self._buffer)
+        base = <const uint8_t *>PyByteArray_AS_STRING(self._buffer)
+        try:
+            self._pos += self._parse(base + self._pos, size - self._pos, out, -1)
+        except ProtocolError as error:
+            self._error = error
+            if out:
+                return out
+            raise
+        if self._pos == size:
+            del self._buffer[:]
+            self._pos = 0
+        return out
+
+    cdef Py_ssize_t _parse(self, const uint8_t *p, Py_ssize_t n, list out, Py_ssize_t max_frames) except -1:
+        """Append up to ``max_frames`` frames (all when negative); return bytes used."""
+        cdef Py_ssize_t pos = 0
+        cdef Py_ssize_t length, available
+        cdef int type, flags, lane, track
+        cdef const uint8_t *h
+        while max_frames != 0:
+            available = n - pos
+            h = p + pos
+            if available < HEADER_SIZE:
+                if available > 0 and not (
+                    h[0] == MAGIC0
+                    and (available < 2 or h[1] == MAGIC1)
+                    and (available < 3 or h[2] == VERSION)
+                    and (available < 4 or TYPE_LANE_TABLE[h[3]] != -1)
+                ):
+                    checks.check_prefix(PyBytes_FromStringAndSize(<const char *>h, available))
+                return pos
+            type = h[3]
+            flags = h[4]
+            lane = h[5]
+            track = _rd16(h + 6)
+            length = _rd32(h + 20)
+            if h[0] != MAGIC0 or h[1] != MAGIC1:
+                checks.bad_magic(PyBytes_FromStringAndSize(<const char *>h, 2))
+            if h[2] != VERSION:
+                checks.bad_version(h[2])
+            if not _fields_ok(type, flags, lane, track):
+                checks.check_fields(type, flags, lane, track)
+            if type == TYPE_MEDIA:
+                if length > self.max_frame_bytes:
+                    checks.frame_too_long(length, self.max_frame_bytes, track)
+            elif length > self.max_control_bytes:
+                checks.control_too_long(type, length, self.max_control_bytes)
+            if available < HEADER_SIZE + length:
+                return pos
+            out.append(_new_frame(h, HEADER_SIZE + length))
+            self.frames_decoded += 1
+            pos += HEADER_SIZE + length
+            if max_frames > 0:
+                max_frames -= 1
+        return pos
+
+
+cdef class Message:
+    """One whole media message; ``chunks`` are its wire frames."""
+
+    cdef readonly int track
+    cdef readonly int lane
+    cdef readonly uint32_t seq
+    cdef readonly int64_t timestamp
+    cdef readonly bint keyframe
+    cdef readonly tuple chunks
+    cdef readonly Py_ssize_t size
+
+    def __init__(self, int track, int lane, uint32_t seq, int64_t timestamp, bint keyframe,
+                 tuple chunks, Py_ssize_t size):
+        self.track = track
+        self.lane = lane
+        self.seq = seq
+        self.timestamp = timestamp
+        self.keyframe = keyframe
+        self.chunks = chunks
+        self.size = size
+
+    def payload(self):
+        cdef bytes out, chunk
+        cdef Py_ssize_t offset = 0, length
+        if len(self.chunks) == 1:
+            return (<bytes>self.chunks[0])[HEADER_SIZE:]
+        out = PyBytes_FromStringAndSize(NULL, self.size)
+        for chunk in self.chunks:
+            length = PyBytes_GET_SIZE(chunk) - HEADER_SIZE
+            memcpy(PyBytes_AS_STRING(out) + offset, PyBytes_AS_STRING(chunk) + HEADER_SIZE, length)
+            offset += length
+        return out
+
+    @property
+    def wire_size(self):
+        return self.size + HEADER_SIZE * len(self.chunks)
+
+    def as_tuple(self):
+        return (self.track, self.lane, self.seq, self.timestamp, self.keyframe, self.chunks, self.size)
+
+    def __repr__(self):
+        return (
+            f"Message(track={self.track}, lane={self.lane}, seq={self.seq}, "
+            f"timestamp={self.timestamp}, keyframe={self.keyframe}, "
+            f"chunks={len(self.chunks)}, size={self.size})"
+        )
+
+
+cdef class _Partial:
+    cdef int lane
+    cdef uint32_t seq
+    cdef int64_t timestamp
+    cdef bint keyframe
+    cdef list chunks
+    cdef Py_ssize_t size
+
+
+cdef class Reassembler:
+    """Collect media chunks per track until the END chunk completes a message."""
+
+    cdef readonly Py_ssize_t max_message_bytes
+    cdef readonly Py_ssize_t max_chunks_per_message
+    cdef readonly Py_ssize_t max_partial_tracks
+    cdef dict _partial
+
+    def __init__(self, Py_ssize_t max_message_bytes=Limits.MAX_MESSAGE_BYTES,
+                 Py_ssize_t max_chunks_per_message=Limits.MAX_CHUNKS_PER_MESSAGE,
+                 Py_ssize_t max_partial_tracks=64):
+        self.max_message_bytes = max_message_bytes
+        self.max_chunks_per_message = max_chunks_per_message
+        self.max_partial_tracks = max_partial_tracks
+        self._partial = {}
+
+    @property
+    def partial_tracks(self):
+        return len(self._partial)
+
+    def discard(self, int track):
+        self._partial.pop(track, None)
+
+    def add(self, Frame frame):
+        """Take one MEDIA frame; return the message it completes, if any."""
+        cdef int track = frame.track
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(frame.wire) - HEADER_SIZE
+        cdef bint keyframe = (frame.flags & FLAG_KEYFRAME) != 0
+        cdef _Partial partial
+        cdef Message message
+        cdef object existing = self._partial.get(track) if self._partial else None
+        if existing is None:
+            if size > self.max_message_bytes:
+                checks.message_too_big(track, frame.seq, size, self.max_message_bytes)
+            if frame.flags & FLAG_END:
+                message = Message.__new__(Message)
+                message.track = track
+                message.lane = frame.lane
+                message.seq = frame.seq
+                message.timestamp = frame.timestamp
+                message.keyframe = keyframe
+                message.chunks = (frame.wire,)
+                message.size = size
+                return message
+            if len(self._partial) >= self.max_partial_tracks:
+                checks.too_many_partial_tracks(self.max_partial_tracks)
+            partial = _Partial.__new__(_Partial)
+            partial.lane = frame.lane
+            partial.seq = frame.seq
+            partial.timestamp = frame.timestamp
+            partial.keyframe = keyframe
+            partial.chunks = [frame.wire]
+            partial.size = size
+            self._partial[track] = partial
+            return None
+        partial = <_Partial>existing
+        if (frame.seq != partial.seq or frame.timestamp != partial.timestamp
+                or frame.lane != partial.lane or keyframe != partial.keyframe):
+            checks.message_interrupted(
+                track, partial.seq, frame.seq, frame.timestamp, frame.lane, keyframe
+            )
+        if partial.size + size > self.max_message_bytes:
+            checks.message_too_big(track, partial.seq, partial.size + size, self.max_message_bytes)
+        if len(partial.chunks) >= self.max_chunks_per_message:
+            checks.too_many_chunks(track, partial.seq, self.max_chunks_per_message)
+        partial.chunks.append(frame.wire)
+        partial.size += size
+        if frame.flags & FLAG_END:
+            del self._partial[track]
+            return Message(track, partial.lane, partial.seq, partial.timestamp, partial.keyframe,
+                           tuple(partial.chunks), partial.size)
+        return None
+
+
+cdef class _Entry:
+    cdef tuple chunks
+    cdef Py_ssize_t next
+    cdef Py_ssize_t nchunks
+    cdef int track
+    cdef bint keyframe
+    cdef double queued_at
+    cdef Py_ssize_t size
+
+
+cdef inline int _pick_lane(int *credits, bint *has_work) noexcept:
+    cdef int lane
+    for lane in range(LANE_COUNT):
+        if has_work[lane] and credits[lane] > 0:
+            credits[lane] -= 1
+            return lane
+    if not (has_work[0] or has_work[1] or has_work[2] or has_work[3]):
+        return -1
+    for lane in range(LANE_COUNT):
+        credits[lane] = LANE_WEIGHT[lane]
+    for lane in range(LANE_COUNT):
+        if has_work[lane]:
+            credits[lane] -= 1
+            return lane
+    return -1
+
+
+cdef class SendQueue:
+    """One outbound connection: four lanes, a scheduler, bounds and a writer."""
+
+    cdef public int fd
+    cdef public Py_ssize_t max_video_bytes
+    cdef public double max_video_age
+    cdef public Py_ssize_t max_audio_bytes
+    cdef public Py_ssize_t max_control_bytes
+    cdef public bint blocked
+    cdef public object error
+    cdef public Py_ssize_t dropped_video
+    cdef public Py_ssize_t dropped_audio
+    cdef public Py_ssize_t bytes_sent
+    cdef list _lanes                 # four lists of _Entry, each read from _head[lane]
+    cdef Py_ssize_t _head[4]
+    cdef Py_ssize_t _lane_bytes[4]
+    cdef int _credits[4]
+    cdef int _current_lane
+    cdef Py_ssize_t _offset
+    cdef set _need_keyframe
+
+    def __init__(self, int fd=-1, Py_ssize_t max_video_bytes=QueueDefaults.MAX_VIDEO_BYTES,
+                 double max_video_age=QueueDefaults.MAX_VIDEO_AGE,
+                 Py_ssize_t max_audio_bytes=QueueDefaults.MAX_AUDIO_BYTES,
+                 Py_ssize_t max_control_bytes=QueueDefaults.MAX_CONTROL_BYTES):
+        cdef int lane
+        self.fd = fd
+        self.max_video_bytes = max_video_bytes
+        self.max_video_age = max_video_age
+        self.max_audio_bytes = max_audio_bytes
+        self.max_control_bytes = max_control_bytes
+        self.blocked = False
+        self.error = None
+        self.dropped_video = 0
+        self.dropped_audio = 0
+        self.bytes_sent = 0
+        self._lanes = [[], [], [], []]
+        for lane in range(LANE_COUNT):
+            self._head[lane] = 0
+            self._lane_bytes[lane] = 0
+            self._credits[lane] = LANE_WEIGHT[lane]
+        self._current_lane = -1
+        self._offset = 0
+        self._need_keyframe = set()
+
+    # -- state ---------------------------------------------------------------
+
+    cdef inline Py_ssize_t _count(self, int lane) noexcept:
+        return len(<list>self._lanes[lane]) - self._head[lane]
+
+    cdef inline _Entry _at(self, int lane, Py_ssize_t index):
+        return <_Entry>(<list>self._lanes[lane])[self._head[lane] + index]
+
+    @property
+    def pending_bytes(self):
+        return self._lane_bytes[0] + self._lane_bytes[1] + self._lane_bytes[2] + self._lane_bytes[3] - self._offset
+
+    @property
+    def empty(self):
+        return self._is_empty()
+
+    cdef inline bint _is_empty(self) noexcept:
+        return (self._count(0) == 0 and self._count(1) == 0
+                and self._count(2) == 0 and self._count(3) == 0)
+
+    def lane_bytes(self, int lane):
+        if lane < 0 or lane >= LANE_COUNT:
+            raise ValueError(f"lane {lane} out of range 0..3")
+        return self._lane_bytes[lane]
+
+    def oldest_age(self, double now):
+        cdef double oldest = 0
+        cdef bint found = False
+        cdef int lane
+        cdef _Entry entry
+        for lane in (LANE_AUDIO, LANE_VIDEO):
+            if self._count(lane):
+                entry = self._at(lane, 0)
+                if not found or entry.queued_at < oldest:
+                    oldest = entry.queued_at
+                    found = True
+        if not found:
+            return 0.0
+        return max(0.0, now - oldest)
+
+    def waiting_for_keyframe(self, int track):
+        return track in self._need_keyframe
+
+    # -- pushing -------------------------------------------------------------
+
+    def push(self, int lane, chunks, int track=0, bint keyframe=False, double now=0.0):
+        """Queue one message's wire chunks; returns QUEUED, DROPPED or OVERFLOW."""
+        if lane < 0 or lane >= LANE_COUNT:
+            raise ValueError(f"lane {lane} out of range 0..{LANE_COUNT - 1}")
+        return self._push(lane, _as_chunks(chunks), track, keyframe, now)
+
+    def push_message(self, Message message, double now=0.0):
+        return self._push(message.lane, message.chunks, message.track, message.keyframe, now)
+
+    cdef int _push(self, int lane, tuple chunks, int track, bint keyframe, double now) except -1:
+        cdef _Entry entry = _Entry.__new__(_Entry)
+        cdef Py_ssize_t size = 0
+        cdef bytes chunk
+        for chunk in chunks:
+            size += PyBytes_GET_SIZE(chunk)
+        entry.chunks = chunks
+        entry.next = 0
+        entry.nchunks = len(chunks)
+        entry.track = track
+        entry.keyframe = keyframe
+        entry.queued_at = now
+        entry.size = size
+        if lane == LANE_VIDEO:
+            return self._push_video(entry, now)
+        if lane == LANE_AUDIO:
+            self._make_audio_room(size)
+        elif self._lane_bytes[0] + self._lane_bytes[1] + size > self.max_control_bytes:
+            return OVERFLOW_
+        self._append(lane, entry)
+        return QUEUED_
+
+    cdef inline void _append(self, int lane, _Entry entry):
+        (<list>self._lanes[lane]).append(entry)
+        self._lane_bytes[lane] += entry.size
+
+    cdef int _push_video(self, _Entry entry, double now) except -1:
+        cdef int track = entry.track
+        cdef bint behind
+        if self._need_keyframe and not entry.keyframe and track in self._need_keyframe:
+            self.dropped_video += 1
+            return DROPPED_
+        behind = self._lane_bytes[LANE_VIDEO] + entry.size > self.max_video_bytes or (
+            self._count(LANE_VIDEO) > 0 and now - self._at(LANE_VIDEO, 0).queued_at > self.max_video_age
+        )
+        if behind:
+            self._drop_unstarted(LANE_VIDEO)
+            if not entry.keyframe:
+                self._need_keyframe.add(track)
+                self.dropped_video += 1
+                return DROPPED_
+        if entry.keyframe and self._need_keyframe:
+            self._need_keyframe.discard(track)
+        self._append(LANE_VIDEO, entry)
+        return QUEUED_
+
+    cdef inline bint _started(self, int lane, Py_ssize_t index, _Entry entry) noexcept:
+        return entry.next > 0 or (index == 0 and self._current_lane == lane)
+
+    cdef void _drop_unstarted(self, int lane):
+        cdef list kept = []
+        cdef Py_ssize_t index, count = self._count(lane)
+        cdef _Entry entry
+        for index in range(count):
+            entry = self._at(lane, index)
+            if self._started(lane, index, entry):
+                kept.append(entry)
+                continue
+            self._lane_bytes[lane] -= entry.size
+            if lane == LANE_VIDEO:
+                self.dropped_video += 1
+                self._need_keyframe.add(entry.track)
+            else:
+                self.dropped_audio += 1
+        self._lanes[lane] = kept
+        self._head[lane] = 0
+
+    cdef void _make_audio_room(self, Py_ssize_t size):
+        cdef list queue = <list>self._lanes[LANE_AUDIO]
+        cdef Py_ssize_t index = 0
+        cdef _Entry entry
+        while (self._lane_bytes[LANE_AUDIO] + size > self.max_audio_bytes
+               and index < self._count(LANE_AUDIO)):
+            entry = self._at(LANE_AUDIO, index)
+            if self._started(LANE_AUDIO, index, entry):
+                index += 1
+                continue
+            del queue[self._head[LANE_AUDIO] + index]
+            self._lane_bytes[LANE_AUDIO] -= entry.size
+            self.dropped_audio += 1
+
+    # -- sending -------------------------------------------------------------
+
+    cdef int _walk(self, iovec *iov, int max_buffers, Py_ssize_t max_bytes, list out) except -1:
+        """Fill ``iov`` (and ``out`` when given) with the next buffers in scheduled order.
+
+        Changes nothing: this is ``peek``; ``_consume`` commits what was written.
+        """
+        cdef int credits[4]
+        cdef bint has_work[4]
+        cdef Py_ssize_t entry_index[4]
+        cdef Py_ssize_t chunk_index[4]
+        cdef int count = 0, lane
+        cdef Py_ssize_t total = 0, length
+        cdef _Entry entry
+        cdef bytes chunk
+        for lane in range(LANE_COUNT):
+            credits[lane] = self._credits[lane]
+            entry_index[lane] = 0
+            chunk_index[lane] = self._at(lane, 0).next if self._count(lane) else 0
+            has_work[lane] = self._count(lane) > 0
+        if self._current_lane >= 0:
+            lane = self._current_lane
+            entry = self._at(lane, 0)
+            chunk = <bytes>entry.chunks[entry.next]
+            length = PyBytes_GET_SIZE(chunk) - self._offset
+            iov[0].iov_base = PyBytes_AS_STRING(chunk) + self._offset
+            iov[0].iov_len = length
+            if out is not None:
+                out.append(memoryview(chunk)[self._offset:])
+            count = 1
+            total = length
+            self._walk_advance(lane, entry_index, chunk_index, has_work)
+        while count < max_buffers and total < max_bytes:
+            lane = _pick_lane(credits, has_work)
+            if lane < 0:
+                break
+            entry = self._at(lane, entry_index[lane])
+            chunk = <bytes>entry.chunks[chunk_index[lane]]
+            length = PyBytes_GET_SIZE(chunk)
+            iov[count].iov_base = PyBytes_AS_STRING(chunk)
+            iov[count].iov_len = length
+            if out is not None:
+                out.append(chunk)
+            count += 1
+            total += length
+            self._walk_advance(lane, entry_index, chunk_index, has_work)
+        return count
+
+    cdef inline void _walk_advance(self, int lane, Py_ssize_t *entry_index, Py_ssize_t *chunk_index,
+                                   bint *has_work):
+        cdef _Entry entry = self._at(lane, entry_index[lane])
+        chunk_index[lane] += 1
+        if chunk_index[lane] >= entry.nchunks:
+            entry_index[lane] += 1
+            if entry_index[lane] < self._count(lane):
+                chunk_index[lane] = self._at(lane, entry_index[lane]).next
+            else:
+                chunk_index[lane] = 0
+                has_work[lane] = False
+
+    def peek(self, int max_buffers=MAX_IOV, Py_ssize_t max_bytes=WRITE_MAX_BYTES):
+        """The next buffers to write, in scheduled order, without removing them."""
+        cdef iovec iov[MAX_IOV]
+        cdef list out = []
+        if max_buffers > MAX_IOV:
+            max_buffers = MAX_IOV
+        self._walk(iov, max_buffers, max_bytes, out)
+        return out
+
+    def consume(self, Py_ssize_t nbytes):
+        """Commit ``nbytes`` written from the front of what ``peek`` showed."""
+        self._consume(nbytes)
+
+    cdef int _consume(self, Py_ssize_t nbytes) except -1:
+        cdef int lane
+        cdef bint has_work[4]
+        cdef _Entry entry
+        cdef Py_ssize_t chunk_length, remaining
+        cdef list queue
+        self.bytes_sent += nbytes
+        while nbytes > 0:
+            lane = self._current_lane
+            if lane < 0:
+                for lane in range(LANE_COUNT):
+                    has_work[lane] = self._count(lane) > 0
+                lane = _pick_lane(self._credits, has_work)
+                if lane < 0:
+                    raise ValueError("consume() of more bytes than were queued")
+                self._offset = 0
+            entry = self._at(lane, 0)
+            chunk_length = PyBytes_GET_SIZE(<bytes>entry.chunks[entry.next])
+            remaining = chunk_length - self._offset
+            if nbytes < remaining:
+                self._offset += nbytes
+                self._current_lane = lane
+                return 0
+            nbytes -= remaining
+            self._current_lane = -1
+            self._offset = 0
+            self._lane_bytes[lane] -= chunk_length
+            entry.next += 1
+            if entry.next == entry.nchunks:
+                queue = <list>self._lanes[lane]
+                queue[self._head[lane]] = None
+                self._head[lane] += 1
+                if self._head[lane] == len(queue):
+                    del queue[:]
+                    self._head[lane] = 0
+                elif self._head[lane] >= 32 and self._head[lane] * 2 >= len(queue):
+                    del queue[:self._head[lane]]
+                    self._head[lane] = 0
+        return 0
+
+    def write_to(self, int fd=-1):
+        """Write as much as the socket takes without blocking; return the bytes written."""
+        if fd < 0:
+            fd = self.fd
+        return self._write(fd)
+
+    cdef Py_ssize_t _write(self, int fd) except -1:
+        cdef iovec iov[MAX_IOV]
+        cdef msghdr msg
+        cdef int count, err
+        cdef Py_ssize_t written = 0, offered, sent, i
+        memset(&msg, 0, sizeof(msg))
+        while True:
+            count = self._walk(iov, MAX_IOV, WRITE_MAX_BYTES, None)
+            if count == 0:
+                return written
+            offered = 0
+            for i in range(count):
+                offered += iov[i].iov_len
+            msg.msg_iov = iov
+            msg.msg_iovlen = count
+            sent = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT)
+            if sent < 0 and errno == ENOTSOCK:
+                sent = writev(fd, iov, count)
+            if sent < 0:
+                err = errno
+                if err == EAGAIN or err == EINTR:
+                    return written
+                raise OSError(err, os.strerror(err))
+            self._consume(sent)
+            written += sent
+            if sent < offered:
+                return written
+
+
+cdef inline tuple _as_chunks(chunks):
+    """Chunks as a tuple of bytes: the compiled writer points into bytes objects."""
+    cdef list converted
+    if type(chunks) is tuple:
+        for chunk in <tuple>chunks:
+            if type(chunk) is not bytes:
+                break
+        else:
+            return <tuple>chunks
+    converted = [chunk if type(chunk) is bytes else bytes(chunk) for chunk in chunks]
+    return tuple(converted)
+
+
+def deliver(queues, int lane, chunks, int track=0, bint keyframe=False, double now=0.0):
+    """Queue one message for every subscriber and try to send it at once (see reference.py)."""
+    cdef list attention = []
+    cdef SendQueue queue
+    cdef int status
+    cdef tuple wire = _as_chunks(chunks)
+    if lane < 0 or lane >= LANE_COUNT:
+        raise ValueError(f"lane {lane} out of range 0..{LANE_COUNT - 1}")
+    for queue in queues:
+        status = queue._push(lane, wire, track, keyframe, now)
+        if status == OVERFLOW_:
+            attention.append(queue)
+            continue
+        if queue.blocked or queue.fd < 0 or status != QUEUED_:
+            continue
+        try:
+            queue._write(queue.fd)
+        except OSError as error:
+            queue.error = error
+            queue.blocked = True
+            attention.append(queue)
+            continue
+        if not queue._is_empty():
+            queue.blocked = True
+            attention.append(queue)
+    return attention
