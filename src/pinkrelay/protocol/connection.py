@@ -1,0 +1,525 @@
+"""Sans-IO connections: bytes in, events out; events in, bytes out. No sockets.
+
+There is one class per side of a session:
+
+* ``ButtonConnection``: what a panic button runs;
+* ``ConsoleConnection``: what a control-room client runs;
+* ``RelayConnection``: the relay's end of either (its ``role`` says which).
+
+The pattern is h11's: ``receive_data(bytes, now)`` then ``next_event()``
+until it returns None; ``send(event) -> bytes`` to send. Time is always an
+argument (``now``, seconds on any monotonic clock), like aioquic:
+``get_timer()`` says when to call ``handle_timer(now)``, which returns a
+heartbeat to send and reports a silent peer. So every timeout is testable
+without sleeping, and the trio layer only moves bytes and sleeps.
+
+A protocol error stops the connection: ``next_event()`` first returns every
+event that came before the error, then raises it (every time). The caller
+then sends ``error_frame(exc)`` if it can and closes the transport.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .._core import FrameDecoder, FrameType, Lane, Limits, Reassembler, encode_frame, encode_media
+from .._core.wire import TYPE_LANE
+from ..errors import AuthenticationFailed, LimitExceeded, PinkRelayError, ProtocolError, StateError
+from . import auth
+from . import events as ev
+from .messages import decode_body, encode_body
+from .state import FROM_RELAY, READY_TRAFFIC, TO_RELAY, State, next_state
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProtocolLimits:
+    """Receive limits of one connection; exceeding one is a protocol error."""
+
+    max_frame_bytes: int = Limits.MAX_FRAME_BYTES
+    max_control_bytes: int = Limits.MAX_CONTROL_BYTES
+    max_message_bytes: int = Limits.MAX_MESSAGE_BYTES
+    max_chunks_per_message: int = Limits.MAX_CHUNKS_PER_MESSAGE
+    max_msgpack_depth: int = Limits.MAX_MSGPACK_DEPTH
+    max_tracks: int = Limits.MAX_TRACKS
+    max_partial_tracks: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("max_frame_bytes", "max_control_bytes", "max_message_bytes"):
+            if getattr(self, name) < 256:
+                raise ValueError(f"{name} must be at least 256 bytes")
+        if not 1 <= self.max_tracks <= 64:
+            raise ValueError(f"max_tracks {self.max_tracks} outside 1..64")
+
+
+DEFAULT_LIMITS = ProtocolLimits()
+DEFAULT_HEARTBEAT_INTERVAL = 10.0
+DEFAULT_SUPERVISION_WINDOW = 20.0
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+
+
+def frame_lane(frame_type: int) -> int:
+    """The lane a control frame of ``frame_type`` travels in."""
+    return TYPE_LANE[frame_type]
+
+
+class Connection:
+    """What every side shares: framing, state table, reassembly, timers."""
+
+    #: Direction of the frames this side receives.
+    incoming: ClassVar[str]
+    outgoing: ClassVar[str]
+
+    def __init__(
+        self,
+        *,
+        role: str,
+        limits: ProtocolLimits = DEFAULT_LIMITS,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
+        supervision_window: float = DEFAULT_SUPERVISION_WINDOW,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        now: float = 0.0,
+    ) -> None:
+        if role not in ev.ROLES:
+            raise ValueError(f"role {role!r} is not one of {', '.join(ev.ROLES)}")
+        self.role = role
+        self.limits = limits
+        self.state = State.START
+        self.heartbeat_interval = heartbeat_interval
+        self.supervision_window = supervision_window
+        self.handshake_timeout = handshake_timeout
+        self.handshake_deadline = now + handshake_timeout
+        #: Payload bytes per media chunk this side sends (the relay's welcome sets it).
+        self.chunk_size = Limits.CHUNK_SIZE
+        self.last_received = now
+        self.last_sent = now
+        self._silence_reported = False
+        self._decoder = FrameDecoder(limits.max_frame_bytes, limits.max_control_bytes)
+        self._reassembler = Reassembler(
+            limits.max_message_bytes, limits.max_chunks_per_message, limits.max_partial_tracks
+        )
+        self._events: deque[ev.Event] = deque()
+        self._error: PinkRelayError | None = None
+        self._control_seq = 0
+        #: track id -> its description, for tracks this side may send or receive.
+        self.tracks: dict[int, ev.TrackDescription] = {}
+
+    # -- receiving -------------------------------------------------------------
+
+    @property
+    def error(self) -> PinkRelayError | None:
+        """The error that ended this connection, if one did."""
+        return self._error
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    def receive_data(self, data: Any, now: float) -> None:
+        """Take bytes from the transport; ``b""`` means the peer closed it."""
+        if self._error is not None:
+            return
+        if not data:
+            if self.state is not State.CLOSED:
+                self.state = State.CLOSED
+                self._events.append(ev.ConnectionClosed(reason="peer closed the connection"))
+            return
+        self.last_received = now
+        self._silence_reported = False
+        try:
+            for frame in self._decoder.decode(data):
+                self._handle_frame(frame)
+            if self._decoder.error is not None:
+                raise self._decoder.error
+        except (ProtocolError, AuthenticationFailed) as error:
+            self._fail(error)
+
+    def next_event(self) -> ev.Event | None:
+        """The next event, or None when more bytes (or a timer) are needed."""
+        if self._events:
+            return self._events.popleft()
+        if self._error is not None:
+            raise self._error
+        return None
+
+    def events(self) -> Iterator[ev.Event]:
+        """Every event available now (raises at the end if the connection failed)."""
+        while True:
+            event = self.next_event()
+            if event is None:
+                return
+            yield event
+
+    def _fail(self, error: PinkRelayError) -> None:
+        self._error = error
+        self.state = State.CLOSED
+
+    def _handle_frame(self, frame: Any) -> None:
+        if self.state is State.CLOSED:
+            return
+        new_state = next_state(self.state, self.role, self.incoming, frame.type)
+        if new_state is None:
+            raise StateError(
+                f"frame type {FrameType(frame.type).name} not allowed from the peer in state "
+                f"{self.state.value} of a {self.role} session; closing the connection"
+            )
+        if frame.type == FrameType.MEDIA:
+            self._receive_media(frame)
+            return
+        event = decode_body(
+            frame.type,
+            frame.payload,
+            max_bytes=self.limits.max_control_bytes,
+            max_depth=self.limits.max_msgpack_depth,
+        )
+        self._on_received(event)
+        self.state = new_state
+        if isinstance(event, ev.Error) and event.fatal:
+            self.state = State.CLOSED
+        self._events.append(event)
+
+    def _receive_media(self, frame: Any) -> None:
+        track = self.tracks.get(frame.track)
+        if track is None:
+            self._unknown_track(frame)
+            return
+        if frame.lane != track.lane:
+            raise StateError(
+                f"media for {track.kind} track {frame.track} arrived in lane {frame.lane}; "
+                f"{track.kind} uses lane {track.lane}"
+            )
+        message = self._reassembler.add(frame)
+        if message is not None:
+            self._events.append(
+                ev.Media(
+                    track_id=message.track,
+                    seq=message.seq,
+                    timestamp=message.timestamp,
+                    keyframe=message.keyframe,
+                    message=message,
+                    button=self._track_owner(message.track),
+                )
+            )
+
+    def _unknown_track(self, frame: Any) -> None:
+        raise StateError(
+            f"media on track {frame.track}, which was never described; closing the connection"
+        )
+
+    def _track_owner(self, track_id: int) -> str:
+        return ""
+
+    def _on_received(self, event: ev.Event) -> None:
+        """Subclass hook: check and remember what a received event implies."""
+
+    # -- sending ---------------------------------------------------------------
+
+    def send(self, event: ev.Event, now: float | None = None) -> bytes:
+        """The wire bytes of a control event; raises StateError if not allowed now."""
+        new_state = next_state(self.state, self.role, self.outgoing, event.frame_type)
+        if new_state is None:
+            raise StateError(
+                f"cannot send {type(event).__name__} in state {self.state.value} of a "
+                f"{self.role} session"
+            )
+        self._on_sent(event)
+        self.state = new_state
+        if isinstance(event, ev.Error) and event.fatal:
+            self.state = State.CLOSED
+        if now is not None:
+            self.last_sent = now
+        self._control_seq = (self._control_seq + 1) & 0xFFFFFFFF
+        return encode_frame(
+            event.frame_type, frame_lane(event.frame_type), 0, self._control_seq, 0, encode_body(event)
+        )
+
+    def _on_sent(self, event: ev.Event) -> None:
+        """Subclass hook: check and remember what a sent event implies."""
+
+    def send_media(
+        self,
+        track_id: int,
+        seq: int,
+        timestamp: int,
+        payload: Any,
+        keyframe: bool = False,
+        now: float | None = None,
+    ) -> list[bytes]:
+        """The frames of one media message, chunked at ``chunk_size``."""
+        if self.state is not State.READY or FrameType.MEDIA not in READY_TRAFFIC[(self.role, self.outgoing)]:
+            raise StateError(f"cannot send media in state {self.state.value} of a {self.role} session")
+        track = self.tracks.get(track_id)
+        if track is None:
+            raise StateError(f"track {track_id} was not described; send a StreamDescription first")
+        if now is not None:
+            self.last_sent = now
+        return encode_media(track_id, track.lane, seq & 0xFFFFFFFF, timestamp, payload, keyframe, self.chunk_size)
+
+    def error_frame(self, error: BaseException) -> bytes:
+        """An ``error`` frame reporting ``error`` to the peer (sendable in any state)."""
+        code = getattr(error, "code", "error")
+        message = getattr(error, "public_reason", None) or str(error)
+        self._control_seq = (self._control_seq + 1) & 0xFFFFFFFF
+        self.state = State.CLOSED
+        body = encode_body(ev.Error(code=code, message=message[: ev.MAX_TEXT_LENGTH], fatal=True))
+        return encode_frame(FrameType.ERROR, Lane.CONTROL, 0, self._control_seq, 0, body)
+
+    # -- timers ----------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        """When ``handle_timer`` must next be called; None when closed."""
+        if self.state is State.CLOSED:
+            return None
+        if self.state is not State.READY:
+            return self.handshake_deadline
+        deadlines = [self.last_sent + self.heartbeat_interval]
+        if not self._silence_reported:
+            deadlines.append(self.last_received + self.supervision_window)
+        return min(deadlines)
+
+    def handle_timer(self, now: float, wall_us: int = 0) -> bytes:
+        """Act on the clock: returns a heartbeat to send (or b""), may queue PeerSilent.
+
+        Before READY, passing the handshake deadline fails the connection, so a
+        peer that connects and says nothing (or trickles garbage) is dropped.
+        """
+        if self.state is State.CLOSED:
+            return b""
+        if self.state is not State.READY:
+            if now >= self.handshake_deadline:
+                self._fail(
+                    StateError(
+                        f"handshake not completed within {self.handshake_timeout:g} s; "
+                        "closing the connection",
+                        code="timeout",
+                    )
+                )
+            return b""
+        if not self._silence_reported and now - self.last_received >= self.supervision_window:
+            self._silence_reported = True
+            self._events.append(ev.PeerSilent(silent_for=now - self.last_received))
+        if now - self.last_sent >= self.heartbeat_interval:
+            return self.send(ev.Heartbeat(sent_at=max(0, wall_us)), now)
+        return b""
+
+
+class _ClientConnection(Connection):
+    """What buttons and consoles share: hello, answering the challenge, welcome."""
+
+    incoming = FROM_RELAY
+    outgoing = TO_RELAY
+
+    def __init__(
+        self,
+        *,
+        role: str,
+        identity: str,
+        secret: bytes,
+        counter: int | None = None,
+        software: str = "pinkrelay",
+        limits: ProtocolLimits = DEFAULT_LIMITS,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        now: float = 0.0,
+    ) -> None:
+        super().__init__(role=role, limits=limits, handshake_timeout=handshake_timeout, now=now)
+        ev._check_id("identity", identity)
+        if not secret:
+            raise ValueError(f"{role} {identity!r}: the secret is empty")
+        self.identity = identity
+        self._secret = secret
+        self.counter = counter if counter is not None else auth.default_counter()
+        self.software = software
+        self.welcome: ev.Welcome | None = None
+        self._challenge: ev.Challenge | None = None
+
+    def hello(self, now: float | None = None) -> bytes:
+        """The first frame of the session."""
+        return self.send(
+            ev.Hello(role=self.role, identity=self.identity, counter=self.counter, software=self.software),
+            now,
+        )
+
+    def authenticate(self, now: float | None = None) -> bytes:
+        """Answer the relay's challenge with the proof of our secret."""
+        if self._challenge is None:
+            raise StateError("no challenge received yet; call after the Challenge event")
+        proof = auth.compute_proof(
+            self._secret, self._challenge.nonce, self.role, self.identity, self.counter
+        )
+        return self.send(ev.Authenticate(proof=proof), now)
+
+    def _on_received(self, event: ev.Event) -> None:
+        if isinstance(event, ev.Challenge):
+            self._challenge = event
+        elif isinstance(event, ev.Welcome):
+            self.welcome = event
+            self.heartbeat_interval = event.heartbeat_interval
+            self.supervision_window = event.supervision_window
+            self.chunk_size = event.chunk_size
+
+
+class ButtonConnection(_ClientConnection):
+    """The button's end: authenticate, describe tracks, stream, raise alerts."""
+
+    def __init__(self, button_id: str, secret: bytes, **kwargs: Any) -> None:
+        super().__init__(role="button", identity=button_id, secret=secret, **kwargs)
+
+    @property
+    def track_ids(self) -> tuple[int, ...]:
+        """The relay-wide track ids this button must use (from the welcome)."""
+        return self.welcome.track_ids if self.welcome else ()
+
+    def _on_sent(self, event: ev.Event) -> None:
+        if isinstance(event, ev.StreamDescription):
+            allowed = set(self.track_ids)
+            for track in event.tracks:
+                if track.track_id not in allowed:
+                    raise StateError(
+                        f"track id {track.track_id} was not assigned by the relay; "
+                        f"use one of {sorted(allowed)}"
+                    )
+            self.tracks = {track.track_id: track for track in event.tracks}
+
+
+class ConsoleConnection(_ClientConnection):
+    """The control room's end: receive alerts, subscribe to streams."""
+
+    def __init__(self, operator: str, token: bytes, **kwargs: Any) -> None:
+        super().__init__(role="console", identity=operator, secret=token, **kwargs)
+        self._owner: dict[int, str] = {}
+        self.ignored_media = 0
+
+    def _on_received(self, event: ev.Event) -> None:
+        super()._on_received(event)
+        if isinstance(event, (ev.Subscribed, ev.StreamDescription)) and event.button:
+            self._forget(event.button)
+            for track in event.tracks:
+                self.tracks[track.track_id] = track
+                self._owner[track.track_id] = event.button
+        elif isinstance(event, ev.Unsubscribe):
+            self._forget(event.button)
+
+    def _on_sent(self, event: ev.Event) -> None:
+        if isinstance(event, ev.Unsubscribe):
+            self._forget(event.button)
+
+    def _forget(self, button: str) -> None:
+        for track_id in [t for t, owner in self._owner.items() if owner == button]:
+            del self._owner[track_id]
+            self.tracks.pop(track_id, None)
+            self._reassembler.discard(track_id)
+
+    def _unknown_track(self, frame: Any) -> None:
+        # Frames already in flight when a subscription ended: not an error.
+        self.ignored_media += 1
+
+    def _track_owner(self, track_id: int) -> str:
+        return self._owner.get(track_id, "")
+
+
+class RelayConnection(Connection):
+    """The relay's end of a button or console session.
+
+    The relay drives the handshake: on ``Hello`` it calls ``challenge()``; on
+    ``Authenticate`` it looks up the secret and calls ``verify()``, then
+    ``welcome()`` or ``error_frame()``.
+    """
+
+    incoming = TO_RELAY
+    outgoing = FROM_RELAY
+
+    def __init__(self, *, role: str, **kwargs: Any) -> None:
+        super().__init__(role=role, **kwargs)
+        self.hello: ev.Hello | None = None
+        self._nonce: bytes | None = None
+        self._proof: bytes | None = None
+        self.authenticated = False
+        self.assigned_tracks: tuple[int, ...] = ()
+
+    @property
+    def identity(self) -> str:
+        return self.hello.identity if self.hello else ""
+
+    def _on_received(self, event: ev.Event) -> None:
+        if isinstance(event, ev.Hello):
+            if event.role != self.role:
+                raise StateError(
+                    f"a {event.role} said hello on the {self.role} listener; "
+                    f"connect to the {event.role} port instead",
+                    code="wrong-listener",
+                )
+            self.hello = event
+        elif isinstance(event, ev.Authenticate):
+            self._proof = event.proof
+        elif isinstance(event, ev.StreamDescription):
+            self._accept_description(event)
+
+    def _accept_description(self, description: ev.StreamDescription) -> None:
+        if len(description.tracks) > self.limits.max_tracks:
+            raise LimitExceeded(
+                f"button {self.identity!r} described {len(description.tracks)} tracks; "
+                f"max_tracks is {self.limits.max_tracks}"
+            )
+        for track in description.tracks:
+            if track.track_id not in self.assigned_tracks:
+                raise StateError(
+                    f"button {self.identity!r} described track {track.track_id}, which the relay "
+                    f"did not assign (assigned: {list(self.assigned_tracks)})"
+                )
+        for track_id in set(self.tracks) - {t.track_id for t in description.tracks}:
+            self._reassembler.discard(track_id)
+        self.tracks = {track.track_id: track for track in description.tracks}
+
+    def challenge(self, now: float | None = None, nonce: bytes | None = None, relay: str = "") -> bytes:
+        self._nonce = nonce if nonce is not None else auth.make_nonce()
+        return self.send(ev.Challenge(nonce=self._nonce, relay=relay), now)
+
+    def verify(self, secret: bytes, last_counter: int = 0) -> None:
+        """Check the client's proof; raises AuthenticationFailed and closes on failure."""
+        if self.hello is None or self._nonce is None or self._proof is None:
+            raise StateError("verify() before the client answered the challenge")
+        try:
+            auth.verify_proof(
+                secret,
+                self._nonce,
+                self.role,
+                self.hello.identity,
+                self.hello.counter,
+                self._proof,
+                last_counter,
+            )
+        except AuthenticationFailed as error:
+            self._fail(error)
+            raise
+        self.authenticated = True
+
+    def welcome(
+        self,
+        *,
+        session: str,
+        track_ids: Sequence[int] = (),
+        chunk_size: int = Limits.CHUNK_SIZE,
+        now: float | None = None,
+    ) -> bytes:
+        if not self.authenticated:
+            raise StateError("welcome() before verify() succeeded")
+        self.assigned_tracks = tuple(track_ids)
+        self.chunk_size = chunk_size
+        return self.send(
+            ev.Welcome(
+                session=session,
+                heartbeat_interval=self.heartbeat_interval,
+                supervision_window=self.supervision_window,
+                chunk_size=chunk_size,
+                max_frame_bytes=self.limits.max_frame_bytes,
+                track_ids=self.assigned_tracks,
+            ),
+            now,
+        )
+
+    def _on_sent(self, event: ev.Event) -> None:
+        if isinstance(event, (ev.Subscribed, ev.StreamDescription)) and self.role == "console":
+            for track in event.tracks:
+                self.tracks[track.track_id] = track
