@@ -382,10 +382,14 @@ class Subscribed(Event):
     frame_type: ClassVar[int] = FrameType.SUBSCRIBED
     button: str
     tracks: tuple[TrackDescription, ...] = ()
+    #: Cached video frames (since the last keyframe) that follow at once: decode
+    #: them without presenting them, and the next frame is live.
+    catchup_frames: int = 0
 
     def __post_init__(self) -> None:
         _check_id("button", self.button)
         object.__setattr__(self, "tracks", tuple(self.tracks))
+        _check_int("catchup_frames", self.catchup_frames, 0, 100000)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

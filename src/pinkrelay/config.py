@@ -1,0 +1,217 @@
+"""RelayConfig: every setting of the relay, from defaults, a TOML file, the environment and flags.
+
+Later sources override earlier ones: embedded defaults < ``--config FILE`` <
+``PINKRELAY_*`` environment variables < command-line flags. Every value is
+checked once, here; an unknown key, a bad port or an unreadable file is a
+ConfigError that names the source, the key and what would be valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._core import Limits, QueueDefaults
+from .errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A host and TCP port to listen on or connect to."""
+
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise ConfigError("host must not be empty")
+        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise ConfigError(f"port {self.port!r} outside 0..65535")
+
+    @classmethod
+    def parse(cls, text: str, *, what: str = "address") -> Address:
+        """Parse ``HOST:PORT`` (``[::1]:7400`` for IPv6)."""
+        host, sep, port = text.rpartition(":")
+        if not sep or not host:
+            raise ConfigError(f"{what} {text!r} is not HOST:PORT (e.g. 127.0.0.1:7400)")
+        host = host.strip("[]")
+        try:
+            number = int(port)
+        except ValueError:
+            raise ConfigError(f"{what} {text!r}: port {port!r} is not a number") from None
+        if not 0 <= number <= 65535:
+            raise ConfigError(f"{what} {text!r}: port {number} outside 0..65535")
+        return cls(host, number)
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayConfig:
+    """The relay's settings. All have embedded defaults; see docs/operations.md."""
+
+    buttons_listen: Address = Address("127.0.0.1", 7400)
+    consoles_listen: Address = Address("127.0.0.1", 7401)
+    data_dir: Path = Path("var")
+    registry: Path | None = None
+    #: operator name -> token, until operator accounts exist (tokens file preferred).
+    console_tokens: Mapping[str, str] = field(default_factory=dict)
+    console_tokens_file: Path | None = None
+    relay_name: str = "pinkrelay"
+    heartbeat_interval: float = 10.0
+    supervision_window: float = 20.0
+    handshake_timeout: float = 10.0
+    chunk_size: int = Limits.CHUNK_SIZE
+    max_frame_bytes: int = Limits.MAX_FRAME_BYTES
+    max_control_bytes: int = Limits.MAX_CONTROL_BYTES
+    max_message_bytes: int = Limits.MAX_MESSAGE_BYTES
+    max_tracks: int = Limits.MAX_TRACKS
+    max_video_queue_bytes: int = QueueDefaults.MAX_VIDEO_BYTES
+    max_video_queue_age: float = QueueDefaults.MAX_VIDEO_AGE
+    max_audio_queue_bytes: int = QueueDefaults.MAX_AUDIO_BYTES
+    max_control_queue_bytes: int = QueueDefaults.MAX_CONTROL_BYTES
+    #: A subscriber whose socket takes nothing for this long is disconnected.
+    stall_timeout: float = 10.0
+    #: Bytes of video kept per stream since its last keyframe, for fast join.
+    gop_cache_bytes: int = 16 * 1024 * 1024
+    #: Ask the button for a fresh keyframe when a console joins and the cached GOP is older.
+    join_keyframe_age: float = 0.5
+    log_format: str = "text"
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        positive = (
+            "heartbeat_interval",
+            "supervision_window",
+            "handshake_timeout",
+            "max_video_queue_age",
+            "stall_timeout",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
+        if self.supervision_window < self.heartbeat_interval:
+            raise ConfigError(
+                f"supervision_window {self.supervision_window} s is shorter than "
+                f"heartbeat_interval {self.heartbeat_interval} s; every button would look offline"
+            )
+        if not 256 <= self.chunk_size <= self.max_frame_bytes:
+            raise ConfigError(
+                f"chunk_size {self.chunk_size} must be between 256 and max_frame_bytes "
+                f"{self.max_frame_bytes}"
+            )
+        if not 1 <= self.max_tracks <= 64:
+            raise ConfigError(f"max_tracks {self.max_tracks} outside 1..64")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"log_format {self.log_format!r} is not 'text' or 'json'")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"log_level {self.log_level!r} is not debug, info, warning or error")
+        if self.buttons_listen == self.consoles_listen and self.buttons_listen.port != 0:
+            raise ConfigError(
+                f"buttons and consoles cannot share the listener {self.buttons_listen}"
+            )
+
+    def replace(self, **changes: Any) -> RelayConfig:
+        return dataclasses.replace(self, **changes)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(RelayConfig)}
+ENV_PREFIX = "PINKRELAY_"
+
+
+def _convert(name: str, value: Any, source: str) -> Any:
+    """Turn a TOML, environment or flag value into the field's type."""
+    default = _FIELDS[name].default
+    if name in ("buttons_listen", "consoles_listen"):
+        if isinstance(value, Address):
+            return value
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: {name} must be a string HOST:PORT, not {value!r}")
+        return Address.parse(value, what=f"{source}: {name}")
+    if name in ("data_dir", "registry", "console_tokens_file"):
+        if not isinstance(value, (str, Path)) or not str(value):
+            raise ConfigError(f"{source}: {name} must be a path, not {value!r}")
+        return Path(value)
+    if name == "console_tokens":
+        if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()
+        ):
+            raise ConfigError(f"{source}: console_tokens must be a table of operator = \"token\"")
+        return dict(value)
+    if isinstance(default, bool):
+        raise ConfigError(f"{source}: {name} has no boolean form")
+    if isinstance(default, int):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: {name} must be an integer, not {value!r}") from None
+    if isinstance(default, float):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: {name} must be a number, not {value!r}") from None
+    if not isinstance(value, str):
+        raise ConfigError(f"{source}: {name} must be a string, not {value!r}")
+    return value
+
+
+def _merge(values: dict[str, Any], updates: Mapping[str, Any], source: str) -> None:
+    for key, value in updates.items():
+        name = key.replace("-", "_")
+        if name not in _FIELDS:
+            known = ", ".join(sorted(_FIELDS))
+            raise ConfigError(f"{source}: unknown setting {key!r}; known settings: {known}")
+        values[name] = _convert(name, value, source)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except PermissionError:
+        raise ConfigError(f"config file {path} is not readable (permission denied)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory, not a TOML file") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+    relay = data.pop("relay", None)
+    if relay is not None:
+        if not isinstance(relay, dict):
+            raise ConfigError(f"config file {path}: [relay] must be a table")
+        data = {**relay, **data}
+    return data
+
+
+def load_config(
+    path: Path | str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> RelayConfig:
+    """Build the config: defaults, then the file, then ``PINKRELAY_*``, then ``overrides``."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        _merge(values, read_toml(Path(path)), f"config file {path}")
+    env = os.environ if environ is None else environ
+    from_env = {
+        key[len(ENV_PREFIX) :].lower(): value
+        for key, value in env.items()
+        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() in _FIELDS
+    }
+    _merge(values, from_env, "environment")
+    if overrides:
+        _merge(values, {k: v for k, v in overrides.items() if v is not None}, "command line")
+    try:
+        return RelayConfig(**values)
+    except ConfigError as error:
+        where = f"config file {path}" if path else "settings"
+        raise ConfigError(f"{where}: {error}") from None

@@ -1,0 +1,219 @@
+"""The button registry: which buttons a deployment owns, their secrets and their sites.
+
+A registry is a CSV file (one row per button, header row required) or a TOML
+file (``[[button]]`` tables) with the same fields:
+
+    id, secret | secret_file, site_name, site_kind, address, district,
+    latitude, longitude, control_rooms
+
+Every problem is reported with the file, line (or table number) and field,
+and all of them at once, so an operator can fix a file in one pass.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import RegistryError
+from .protocol.events import MAX_ID_LENGTH, Site
+
+FIELDS = (
+    "id",
+    "secret",
+    "secret_file",
+    "site_name",
+    "site_kind",
+    "address",
+    "district",
+    "latitude",
+    "longitude",
+    "control_rooms",
+)
+REQUIRED = ("id", "site_name", "latitude", "longitude")
+SITE_KINDS = (
+    "market",
+    "shopping_centre",
+    "campus",
+    "school",
+    "hospital",
+    "transport",
+    "park",
+    "office",
+    "other",
+)
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+MIN_SECRET_BYTES = 16
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Button:
+    """One registered button."""
+
+    button_id: str
+    secret: bytes = field(repr=False)
+    site: Site
+    control_rooms: tuple[str, ...] = ("main",)
+
+
+class Registry(Mapping[str, Button]):
+    """Buttons by id. Immutable; load a new one to change it."""
+
+    def __init__(self, buttons: list[Button] | tuple[Button, ...] = (), source: str = "") -> None:
+        self._buttons = {button.button_id: button for button in buttons}
+        self.source = source
+
+    def __getitem__(self, button_id: str) -> Button:
+        return self._buttons[button_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._buttons)
+
+    def __len__(self) -> int:
+        return len(self._buttons)
+
+    def secret(self, button_id: str) -> bytes | None:
+        button = self._buttons.get(button_id)
+        return button.secret if button else None
+
+
+def _rows_from_csv(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        lines = [line for line in handle if not line.lstrip().startswith("#")]
+    reader = csv.DictReader(lines)
+    if reader.fieldnames is None:
+        raise RegistryError(f"{path}: empty registry (expected a header row: {', '.join(FIELDS)})")
+    unknown = [name for name in reader.fieldnames if name not in FIELDS]
+    if unknown:
+        raise RegistryError(
+            f"{path}: unknown column(s) {', '.join(unknown)}; known columns: {', '.join(FIELDS)}"
+        )
+    rows = []
+    for number, row in enumerate(reader, start=2):
+        rows.append((f"{path}:{number}", {k: v for k, v in row.items() if v not in (None, "")}))
+    return rows
+
+
+def _rows_from_toml(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    with open(path, "rb") as handle:
+        try:
+            data = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as error:
+            raise RegistryError(f"{path}: not valid TOML: {error}") from None
+    tables = data.get("button", [])
+    if not isinstance(tables, list):
+        raise RegistryError(f"{path}: expected [[button]] tables")
+    rows = []
+    for number, table in enumerate(tables, start=1):
+        unknown = [name for name in table if name not in FIELDS]
+        if unknown:
+            raise RegistryError(f"{path}: [[button]] #{number}: unknown field(s) {', '.join(unknown)}")
+        rows.append((f"{path} [[button]] #{number}", dict(table)))
+    return rows
+
+
+def _parse_row(where: str, row: dict[str, Any], base: Path, problems: list[str]) -> Button | None:
+    before = len(problems)
+    for name in REQUIRED:
+        if name not in row:
+            problems.append(f"{where}: field {name} is missing")
+    button_id = str(row.get("id", ""))
+    if button_id and (len(button_id) > MAX_ID_LENGTH or not _ID_PATTERN.match(button_id)):
+        problems.append(
+            f"{where}: field id {button_id!r} must be letters, digits, '.', '_' or '-' "
+            f"(at most {MAX_ID_LENGTH} characters)"
+        )
+    secret = _secret(where, row, base, problems)
+    coordinates = []
+    for name, limit in (("latitude", 90.0), ("longitude", 180.0)):
+        if name not in row:
+            continue
+        try:
+            value = float(row[name])
+        except (TypeError, ValueError):
+            problems.append(f"{where}: field {name} {row[name]!r} is not a number")
+            continue
+        if not -limit <= value <= limit:
+            problems.append(f"{where}: field {name} {value} outside -{limit:g}..{limit:g}")
+            continue
+        coordinates.append(value)
+    kind = str(row.get("site_kind", "other"))
+    if kind not in SITE_KINDS:
+        problems.append(f"{where}: field site_kind {kind!r} is not one of {', '.join(SITE_KINDS)}")
+    rooms = row.get("control_rooms", "main")
+    if isinstance(rooms, str):
+        rooms = [room.strip() for room in rooms.replace(";", ",").split(",") if room.strip()]
+    if len(problems) > before or secret is None or len(coordinates) != 2:
+        return None
+    try:
+        site = Site(
+            name=str(row["site_name"]),
+            kind=kind,
+            address=str(row.get("address", "")),
+            district=str(row.get("district", "")),
+            latitude=coordinates[0],
+            longitude=coordinates[1],
+        )
+    except ValueError as error:
+        problems.append(f"{where}: {error}")
+        return None
+    return Button(button_id=button_id, secret=secret, site=site, control_rooms=tuple(rooms) or ("main",))
+
+
+def _secret(where: str, row: dict[str, Any], base: Path, problems: list[str]) -> bytes | None:
+    if "secret" in row and "secret_file" in row:
+        problems.append(f"{where}: give secret or secret_file, not both")
+        return None
+    if "secret_file" in row:
+        path = base / str(row["secret_file"])
+        try:
+            secret = path.read_text(encoding="utf-8").strip().encode()
+        except OSError as error:
+            problems.append(f"{where}: field secret_file {path}: {error.strerror or error}")
+            return None
+    elif "secret" in row:
+        secret = str(row["secret"]).encode()
+    else:
+        problems.append(f"{where}: field secret is missing (or give secret_file)")
+        return None
+    if len(secret) < MIN_SECRET_BYTES:
+        problems.append(f"{where}: secret is {len(secret)} bytes; use at least {MIN_SECRET_BYTES}")
+        return None
+    return secret
+
+
+def load_registry(path: Path | str) -> Registry:
+    """Load and check a registry; RegistryError lists every problem found."""
+    path = Path(path)
+    try:
+        rows = _rows_from_toml(path) if path.suffix == ".toml" else _rows_from_csv(path)
+    except FileNotFoundError:
+        raise RegistryError(f"registry file {path} does not exist") from None
+    except PermissionError:
+        raise RegistryError(f"registry file {path} is not readable (permission denied)") from None
+    except IsADirectoryError:
+        raise RegistryError(f"registry file {path} is a directory") from None
+    except UnicodeDecodeError:
+        raise RegistryError(f"registry file {path} is not UTF-8 text") from None
+    problems: list[str] = []
+    buttons: list[Button] = []
+    first_seen: dict[str, str] = {}
+    for where, row in rows:
+        button = _parse_row(where, row, path.parent, problems)
+        if button is None:
+            continue
+        if button.button_id in first_seen:
+            problems.append(
+                f"{where}: field id {button.button_id!r} duplicates {first_seen[button.button_id]}"
+            )
+            continue
+        first_seen[button.button_id] = where
+        buttons.append(button)
+    if problems:
+        raise RegistryError(f"registry {path} has {len(problems)} problem(s):\n" + "\n".join(problems))
+    return Registry(buttons, source=str(path))

@@ -1,0 +1,195 @@
+"""The hub: live streams, who watches them, and the task that fans media out.
+
+Media work is kept off the turn that handles alerts. A button's reader only
+decodes and hands each complete message to ``publish()``, which appends it to
+the pending list; one fan-out task delivers pending messages to subscribers
+in slices of at most ``FANOUT_SLICE`` sockets and yields to the event loop
+between slices. So a turn of media work is bounded, and an alert that
+arrives while hundreds of streams are being fanned out is read and pushed to
+every console within about one slice, not after the whole backlog.
+
+Fast join: each stream keeps its video since the last keyframe (the GOP
+cache, bounded by ``gop_cache_bytes``). A console that subscribes gets
+``subscribed`` with ``catchup_frames`` = the number of cached frames that
+follow at once; it decodes them without showing them and so lands on the
+live picture within one decode burst, instead of replaying a second of old
+video at high speed. Audio starts live (old audio would be out of sync).
+
+Subscriber lists are tuples replaced on every change, so a message pending
+for fan-out keeps the list it was published to: a console that joins later
+gets that message from the GOP cache instead, never twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from .._core import Lane, Message, deliver
+from ..protocol import TrackDescription
+from .outbox import Outbox
+
+log = logging.getLogger("pinkrelay.relay")
+
+#: Subscriber sockets written per event-loop turn of the fan-out task.
+FANOUT_SLICE = 64
+
+
+@dataclass(eq=False)
+class Stream:
+    """One button's live stream as the relay sees it."""
+
+    button_id: str
+    track_ids: tuple[int, ...]
+    tracks: dict[int, TrackDescription] = field(default_factory=dict)
+    subscribers: tuple[Outbox, ...] = ()
+    gop: list[Message] = field(default_factory=list)
+    gop_bytes: int = 0
+    gop_started_at: float = 0.0
+    gop_valid: bool = False
+    last_keyframe_request: float = float("-inf")
+    messages_in: int = 0
+    bytes_in: int = 0
+
+    def reset_gop(self) -> None:
+        self.gop = []
+        self.gop_bytes = 0
+        self.gop_valid = False
+
+    def remember(self, message: Message, now: float, limit: int) -> None:
+        """Keep video since the last keyframe; stop caching past ``limit`` bytes."""
+        if message.lane != Lane.VIDEO:
+            return
+        if message.keyframe:
+            self.gop = [message]
+            self.gop_bytes = message.wire_size
+            self.gop_started_at = now
+            self.gop_valid = True
+        elif self.gop_valid:
+            if self.gop_bytes + message.wire_size > limit:
+                self.reset_gop()
+            else:
+                self.gop.append(message)
+                self.gop_bytes += message.wire_size
+
+
+class Hub:
+    """Streams by button id, subscriptions by button id, and the fan-out task."""
+
+    def __init__(self, *, gop_cache_bytes: int, clock: Callable[[], float] = trio.current_time) -> None:
+        self.gop_cache_bytes = gop_cache_bytes
+        self.streams: dict[str, Stream] = {}
+        #: Outboxes that asked for a button, streaming or not (they get it when it comes).
+        self.watchers: dict[str, tuple[Outbox, ...]] = {}
+        self._pending: deque[tuple[tuple[Outbox, ...], Message]] = deque()
+        self._work = trio.Event()
+        self._clock = clock
+        self.messages_fanned_out = 0
+        self.deliveries = 0
+
+    # -- streams ---------------------------------------------------------------
+
+    def open_stream(self, button_id: str, track_ids: tuple[int, ...]) -> Stream:
+        stream = Stream(button_id=button_id, track_ids=track_ids)
+        stream.subscribers = self.watchers.get(button_id, ())
+        self.streams[button_id] = stream
+        return stream
+
+    def close_stream(self, stream: Stream) -> None:
+        if self.streams.get(stream.button_id) is stream:
+            del self.streams[stream.button_id]
+        stream.reset_gop()
+
+    def describe(self, stream: Stream, tracks: tuple[TrackDescription, ...]) -> None:
+        stream.tracks = {track.track_id: track for track in tracks}
+        stream.reset_gop()
+
+    def publish(self, stream: Stream, message: Message) -> None:
+        """A complete media message from a button: cache it and queue it for fan-out."""
+        now = self._clock()
+        stream.messages_in += 1
+        stream.bytes_in += message.wire_size
+        stream.remember(message, now, self.gop_cache_bytes)
+        if stream.subscribers:
+            self._pending.append((stream.subscribers, message))
+            self._work.set()
+
+    # -- subscriptions ---------------------------------------------------------
+
+    def subscribe(self, button_id: str, outbox: Outbox) -> Stream | None:
+        """Add ``outbox`` to a button's watchers; returns the live stream, if any.
+
+        The caller sends ``subscribed`` first, then ``push_gop()``.
+        """
+        watchers = self.watchers.get(button_id, ())
+        if outbox not in watchers:
+            self.watchers[button_id] = watchers + (outbox,)
+        stream = self.streams.get(button_id)
+        if stream is not None:
+            stream.subscribers = self.watchers[button_id]
+        return stream
+
+    def unsubscribe(self, button_id: str, outbox: Outbox) -> None:
+        watchers = tuple(w for w in self.watchers.get(button_id, ()) if w is not outbox)
+        if watchers:
+            self.watchers[button_id] = watchers
+        else:
+            self.watchers.pop(button_id, None)
+        stream = self.streams.get(button_id)
+        if stream is not None:
+            stream.subscribers = watchers
+
+    def unsubscribe_all(self, outbox: Outbox) -> None:
+        for button_id in [b for b, watchers in self.watchers.items() if outbox in watchers]:
+            self.unsubscribe(button_id, outbox)
+
+    def catchup(self, stream: Stream | None) -> list[Message]:
+        """The cached video a new subscriber gets before live frames."""
+        if stream is None or not stream.gop_valid:
+            return []
+        return list(stream.gop)
+
+    def push_gop(self, outbox: Outbox, messages: list[Message], now: float) -> None:
+        for message in messages:
+            outbox.push_message(message, now)
+        if messages and not outbox.blocked:
+            outbox.flush()
+
+    # -- fan-out ---------------------------------------------------------------
+
+    async def run_fanout(self) -> None:
+        """Deliver pending media in slices, yielding between them (see module doc)."""
+        pending = self._pending
+        while True:
+            await self._work.wait()
+            self._work = trio.Event()
+            while pending:
+                subscribers, message = pending.popleft()
+                now = self._clock()
+                lane, chunks, track, keyframe = (
+                    message.lane,
+                    message.chunks,
+                    message.track,
+                    message.keyframe,
+                )
+                for start in range(0, len(subscribers), FANOUT_SLICE):
+                    batch = subscribers[start : start + FANOUT_SLICE]
+                    for outbox in deliver(batch, lane, chunks, track, keyframe, now):
+                        outbox.attention()
+                    self.deliveries += len(batch)
+                    await trio.lowlevel.checkpoint()
+                self.messages_fanned_out += 1
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "streams": len(self.streams),
+            "watched_buttons": len(self.watchers),
+            "pending_messages": len(self._pending),
+            "messages_fanned_out": self.messages_fanned_out,
+            "deliveries": self.deliveries,
+        }

@@ -1,0 +1,573 @@
+"""Relay: the trio server that holds buttons and consoles, puts alerts first and fans out media.
+
+Embed it in a trio program::
+
+    async with trio.open_nursery() as nursery:
+        relay = await nursery.start(Relay(config).serve)
+        async for event in relay.events():
+            ...
+
+or use ``open_relay(config)``, an async context manager that does the same
+and shuts the relay down on exit. ``pinkrelay serve`` is a thin wrapper.
+
+This module makes the relay-wide decisions: who may connect (registry and
+console tokens), which track ids a button uses, what happens to an alert
+(journal, consoles, acknowledgement), who watches what (the hub) and which
+buttons are alive (the supervisor). Sessions (``sessions.py``) move bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .._core import Lane, encode_frame
+from ..config import Address, RelayConfig
+from ..errors import AuthenticationFailed, ConfigError, ProtocolError
+from ..logs import event as log_event
+from ..protocol import (
+    Alert,
+    AlertAck,
+    AlertUpdate,
+    ButtonState,
+    Error,
+    Goodbye,
+    KeyframeRequest,
+    StreamDescription,
+    Subscribed,
+    encode_body,
+    frame_lane,
+)
+from ..protocol.events import Event
+from ..registry import Registry, load_registry
+from . import events as relay_events
+from .hub import Hub
+from .journal import MemoryJournal
+from .sessions import ButtonSession, ConsoleSession, Session, wall_us
+from .supervision import Supervisor
+
+log = logging.getLogger("pinkrelay.relay")
+
+DEFAULT_OPERATOR = "duty-officer"
+KEYFRAME_REQUEST_INTERVAL = 0.5
+EVENT_BUFFER = 1000
+
+
+class Relay:
+    """The relay server. Create it, then run ``serve`` in a nursery (``nursery.start``)."""
+
+    def __init__(
+        self,
+        config: RelayConfig | None = None,
+        *,
+        registry: Registry | None = None,
+        journal: Any = None,
+    ) -> None:
+        self.config = config or RelayConfig()
+        self.registry = registry if registry is not None else self._load_registry()
+        self.console_tokens = self._load_console_tokens()
+        self.journal = journal if journal is not None else MemoryJournal()
+        self.hub = Hub(gop_cache_bytes=self.config.gop_cache_bytes)
+        self.supervisor = Supervisor(self.config.supervision_window)
+        self.sessions_by_button: dict[str, ButtonSession] = {}
+        self.consoles: set[ConsoleSession] = set()
+        self.sessions: set[Session] = set()
+        self.buttons_address: Address | None = None
+        self.consoles_address: Address | None = None
+        self.counters = {
+            "connections": 0,
+            "auth_failures": 0,
+            "protocol_errors": 0,
+            "alerts": 0,
+            "duplicate_alerts": 0,
+            "dropped_events": 0,
+        }
+        self._track_blocks: dict[str, tuple[int, ...]] = {}
+        self._next_track = 1
+        self._handshake_counters: dict[tuple[str, str], int] = {}
+        self._event_channels: list[trio.MemorySendChannel[Any]] = []
+        self._broadcast_seq = 0
+        self._keyframe_requested: dict[str, float] = {}
+        self._nursery: trio.Nursery | None = None
+        self._listener_scope: trio.CancelScope | None = None
+        self._supervision_wakeup = trio.Event()
+        self.stopping = False
+
+    # -- configuration -----------------------------------------------------------
+
+    def _load_registry(self) -> Registry:
+        path = self.config.registry
+        if path is None:
+            default = self.config.data_dir / "registry.csv"
+            if not default.exists():
+                log.warning("no button registry (--registry FILE or %s): no button can connect", default)
+                return Registry()
+            path = default
+        return load_registry(path)
+
+    def _load_console_tokens(self) -> dict[str, bytes]:
+        tokens = {name: token.encode() for name, token in self.config.console_tokens.items()}
+        path = self.config.console_tokens_file
+        if path is None and not tokens:
+            path = self.config.data_dir / "console-tokens"
+            if not path.exists():
+                self._write_default_tokens(path)
+        if path is not None:
+            tokens.update(read_console_tokens(path))
+        return tokens
+
+    def _write_default_tokens(self, path: Path) -> None:
+        """First start: create an operator token so the local console can sign in."""
+        token = secrets.token_urlsafe(24)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for target, text in ((path, f"{DEFAULT_OPERATOR} {token}\n"), (path.parent / "console-token", token + "\n")):
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+        log.info("created console token for operator %s in %s (mode 0600)", DEFAULT_OPERATOR, path)
+
+    # -- running -----------------------------------------------------------------
+
+    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen on both addresses and run until cancelled or ``shutdown()``."""
+        config = self.config
+        try:
+            button_listeners = await trio.open_tcp_listeners(
+                config.buttons_listen.port, host=config.buttons_listen.host
+            )
+            console_listeners = await trio.open_tcp_listeners(
+                config.consoles_listen.port, host=config.consoles_listen.host
+            )
+        except OSError as error:
+            raise ConfigError(
+                f"cannot listen on {config.buttons_listen} / {config.consoles_listen}: "
+                f"{error.strerror or error} (is another relay running?)"
+            ) from None
+        self.buttons_address = _bound(button_listeners)
+        self.consoles_address = _bound(console_listeners)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self.hub.run_fanout)
+            nursery.start_soon(self._supervise)
+            async with trio.open_nursery() as connections:
+                with trio.CancelScope() as listening:
+                    self._listener_scope = listening
+                    connections.start_soon(
+                        _serve, self._handle_button, button_listeners, connections
+                    )
+                    connections.start_soon(
+                        _serve, self._handle_console, console_listeners, connections
+                    )
+                    log_event(
+                        log,
+                        logging.INFO,
+                        f"relay listening: buttons on {self.buttons_address}, consoles on "
+                        f"{self.consoles_address}; {len(self.registry)} buttons registered",
+                        buttons=str(self.buttons_address),
+                        consoles=str(self.consoles_address),
+                    )
+                    task_status.started(self)
+                    await trio.sleep_forever()
+            nursery.cancel_scope.cancel()
+
+    async def shutdown(self, reason: str = "relay shutting down", grace: float = 2.0) -> None:
+        """Stop accepting, say goodbye to every peer, flush, close the journal, stop."""
+        if self.stopping:
+            return
+        self.stopping = True
+        log.info("shutting down: %s", reason)
+        if self._listener_scope is not None:
+            self._listener_scope.cancel()
+        for session in list(self.sessions):
+            if session.conn.state.value == "ready":
+                session.send(Goodbye(reason=reason))
+        with trio.move_on_after(grace):
+            while any(not s.outbox.empty and s.outbox.failure is None for s in self.sessions):
+                await trio.sleep(0.01)
+        for session in list(self.sessions):
+            session.close(reason)
+        with trio.CancelScope(shield=True):
+            await self.journal.close()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    async def _handle_button(self, stream: trio.SocketStream) -> None:
+        await self._run_session(ButtonSession, stream)
+
+    async def _handle_console(self, stream: trio.SocketStream) -> None:
+        await self._run_session(ConsoleSession, stream)
+
+    async def _run_session(self, kind: type[Session], stream: trio.SocketStream) -> None:
+        peer = _peer(stream)
+        if self.stopping:
+            await stream.aclose()
+            return
+        session = kind(self, stream, peer)
+        self.sessions.add(session)
+        self.counters["connections"] += 1
+        log_event(log, logging.INFO, f"{session.role} connection from {peer}", role=session.role, peer=peer)
+        await session.run()
+
+    def session_ended(self, session: Session) -> None:
+        self.sessions.discard(session)
+        self.hub.unsubscribe_all(session.outbox)
+        reason = session.close_reason or "closed"
+        if isinstance(session, ConsoleSession):
+            self.consoles.discard(session)
+        elif isinstance(session, ButtonSession) and self.sessions_by_button.get(session.identity) is session:
+            del self.sessions_by_button[session.identity]
+            if session.stream_state is not None:
+                self.hub.close_stream(session.stream_state)
+                self._notify_watchers(session.identity, StreamDescription(button=session.identity, tracks=()))
+        if session.conn.authenticated:
+            self.publish_event(
+                relay_events.ClientDisconnected(
+                    role=session.role, identity=session.identity, peer=session.peer, reason=reason
+                )
+            )
+        log_event(
+            log,
+            logging.INFO,
+            f"{session.describe()} disconnected: {reason}",
+            role=session.role,
+            identity=session.identity,
+            peer=session.peer,
+            reason=reason,
+        )
+
+    # -- events for embedding services ------------------------------------------
+
+    @asynccontextmanager
+    async def open_event_stream(self, buffer: int = EVENT_BUFFER) -> AsyncIterator[trio.MemoryReceiveChannel[Any]]:
+        """A channel of alerts, button states and relay decisions, from now on."""
+        send, receive = trio.open_memory_channel[Any](buffer)
+        self._event_channels.append(send)
+        try:
+            async with receive:
+                yield receive
+        finally:
+            self._event_channels.remove(send)
+
+    async def events(self) -> AsyncIterator[Any]:
+        """Iterate relay events (see ``open_event_stream`` for a bounded, closable form)."""
+        async with self.open_event_stream() as channel:
+            async for item in channel:
+                yield item
+
+    def publish_event(self, item: Any) -> None:
+        for channel in self._event_channels:
+            try:
+                channel.send_nowait(item)
+            except trio.WouldBlock:
+                self.counters["dropped_events"] += 1
+
+    # -- authentication ------------------------------------------------------------
+
+    def authenticate(self, session: Session, now: float) -> None:
+        """Check a client's proof and welcome it, or refuse it."""
+        conn = session.conn
+        identity = conn.identity
+        if isinstance(session, ButtonSession):
+            secret = self.registry.secret(identity)
+            unknown = f"button {identity!r} is not in the registry"
+        else:
+            secret = self.console_tokens.get(identity)
+            unknown = f"operator {identity!r} has no console token"
+        if secret is None:
+            raise AuthenticationFailed(unknown)
+        key = (session.role, identity)
+        conn.verify(secret, self._handshake_counters.get(key, 0))
+        self._handshake_counters[key] = conn.hello.counter if conn.hello else 0
+        if isinstance(session, ButtonSession):
+            self._welcome_button(session, now)
+        else:
+            self._welcome_console(session, now)
+        self.publish_event(relay_events.ClientConnected(role=session.role, identity=identity, peer=session.peer))
+
+    def auth_refused(self, session: Session, error: AuthenticationFailed) -> None:
+        self.counters["auth_failures"] += 1
+        log_event(
+            log,
+            logging.WARNING,
+            f"refused {session.role} {session.identity or '?'} from {session.peer}: {error}",
+            decision="refuse",
+            role=session.role,
+            identity=session.identity,
+            peer=session.peer,
+            reason=str(error),
+        )
+        self.publish_event(
+            relay_events.AuthRefused(
+                role=session.role, identity=session.identity, peer=session.peer, reason=str(error)
+            )
+        )
+
+    def protocol_violation(self, session: Session, error: ProtocolError) -> None:
+        self.counters["protocol_errors"] += 1
+        log_event(
+            log,
+            logging.WARNING,
+            f"protocol error from {session.describe()}: {error}",
+            decision="disconnect",
+            role=session.role,
+            identity=session.identity,
+            peer=session.peer,
+            code=error.code,
+            reason=str(error),
+        )
+        self.publish_event(
+            relay_events.ProtocolViolation(
+                role=session.role, identity=session.identity, peer=session.peer, reason=str(error)
+            )
+        )
+
+    def _track_block(self, button_id: str) -> tuple[int, ...]:
+        """Relay-wide track ids for a button, the same for the relay's whole life."""
+        block = self._track_blocks.get(button_id)
+        if block is None:
+            size = self.config.max_tracks
+            if self._next_track + size - 1 > 0xFFFF:
+                raise ProtocolError("the relay has no track ids left; restart it or lower max_tracks", code="capacity")
+            block = tuple(range(self._next_track, self._next_track + size))
+            self._next_track += size
+            self._track_blocks[button_id] = block
+        return block
+
+    def _welcome_button(self, session: ButtonSession, now: float) -> None:
+        button_id = session.identity
+        track_ids = self._track_block(button_id)
+        welcome = session.conn.welcome(
+            session=secrets.token_hex(8), track_ids=track_ids, chunk_size=self.config.chunk_size, now=now
+        )
+        session.outbox.send(Lane.CONTROL, [welcome], now)
+        previous = self.sessions_by_button.get(button_id)
+        if previous is not None and previous is not session:
+            previous.say_goodbye("replaced by a newer connection from the same button")
+            if previous.stream_state is not None:
+                self.hub.close_stream(previous.stream_state)
+        self.sessions_by_button[button_id] = session
+        session.stream_state = self.hub.open_stream(button_id, track_ids)
+        log_event(log, logging.INFO, f"button {button_id} authenticated from {session.peer}",
+                  role="button", identity=button_id, peer=session.peer)
+        self.button_seen(button_id, now)
+
+    def _welcome_console(self, session: ConsoleSession, now: float) -> None:
+        welcome = session.conn.welcome(session=secrets.token_hex(8), now=now)
+        session.outbox.send(Lane.CONTROL, [welcome], now)
+        self.consoles.add(session)
+        log_event(log, logging.INFO, f"console {session.identity} signed in from {session.peer}",
+                  role="console", identity=session.identity, peer=session.peer)
+        online = self.supervisor.online
+        for button_id, button in self.registry.items():
+            state = "online" if button_id in online else "offline"
+            session.send(ButtonState(button=button_id, state=state, at=wall_us(), site=button.site))
+        for alert in self.journal.open_alerts():
+            session.send(alert)
+
+    # -- supervision ----------------------------------------------------------------
+
+    def button_seen(self, button_id: str, now: float) -> None:
+        if self.supervisor.seen(button_id, now):
+            self._button_state(button_id, "online")
+            self._supervision_wakeup.set()
+
+    async def _supervise(self) -> None:
+        while True:
+            deadline = self.supervisor.next_deadline()
+            if deadline is None:
+                await self._supervision_wakeup.wait()
+                self._supervision_wakeup = trio.Event()
+                continue
+            with trio.move_on_at(deadline):
+                await self._supervision_wakeup.wait()
+            self._supervision_wakeup = trio.Event()
+            for button_id in self.supervisor.expire(trio.current_time()):
+                await self._button_offline(button_id)
+
+    async def _button_offline(self, button_id: str) -> None:
+        self._button_state(button_id, "offline")
+        session = self.sessions_by_button.get(button_id)
+        if session is not None:
+            session.say_goodbye(f"nothing received for {self.config.supervision_window:g} s")
+        button = self.registry.get(button_id)
+        alert = Alert(
+            alert_id=f"offline-{button_id}-{wall_us()}",
+            pressed_at=wall_us(),
+            kind="offline",
+            button=button_id,
+            site=button.site if button else None,
+            received_at=wall_us(),
+        )
+        recorded = await self.journal.record(alert)
+        self.counters["alerts"] += 1
+        self.broadcast(recorded.alert)
+        self.publish_event(recorded.alert)
+        log_event(log, logging.WARNING, f"button {button_id} offline: silent for "
+                  f"{self.config.supervision_window:g} s", button=button_id, alert_id=alert.alert_id,
+                  kind="offline")
+
+    def _button_state(self, button_id: str, state: str) -> None:
+        button = self.registry.get(button_id)
+        event = ButtonState(button=button_id, state=state, at=wall_us(), site=button.site if button else None)
+        self.broadcast(event)
+        self.publish_event(event)
+        log_event(log, logging.INFO, f"button {button_id} {state}", button=button_id, state=state)
+
+    # -- alerts -------------------------------------------------------------------------
+
+    async def alert_pressed(self, session: ButtonSession, alert: Alert) -> None:
+        """Record the alert, push it to every console, then acknowledge it to the button."""
+        button_id = session.identity
+        button = self.registry.get(button_id)
+        received = replace(
+            alert,
+            button=button_id,
+            site=button.site if button else None,
+            state="raised",
+            received_at=wall_us(),
+        )
+        recorded = await self.journal.record(received)
+        if recorded.duplicate:
+            self.counters["duplicate_alerts"] += 1
+        else:
+            self.counters["alerts"] += 1
+            self.broadcast(recorded.alert)
+            self.publish_event(recorded.alert)
+        if session.ready:
+            session.send(AlertAck(alert_id=alert.alert_id, duplicate=recorded.duplicate))
+        log_event(
+            log,
+            logging.WARNING if not recorded.duplicate else logging.INFO,
+            f"{'ALERT' if not recorded.duplicate else 'repeated alert'} {alert.kind} from button "
+            f"{button_id} ({button.site.name if button else 'unregistered site'}), id {alert.alert_id}, "
+            f"attempt {alert.attempt}",
+            button=button_id,
+            alert_id=alert.alert_id,
+            kind=alert.kind,
+            attempt=alert.attempt,
+            duplicate=recorded.duplicate,
+            cursor=recorded.alert.cursor,
+        )
+
+    async def alert_update(self, session: ConsoleSession, update: AlertUpdate) -> None:
+        session.send(Error(code="unsupported", message="alert lifecycle actions are not enabled on this relay", fatal=False))
+
+    def broadcast(self, event: Event) -> None:
+        """Send one event to every signed-in console; its bytes are built once."""
+        self._broadcast_seq = (self._broadcast_seq + 1) & 0xFFFFFFFF
+        lane = frame_lane(event.frame_type)
+        frame = encode_frame(event.frame_type, lane, 0, self._broadcast_seq, 0, encode_body(event))
+        for console in self.consoles:
+            console.send_frame(lane, frame)
+
+    # -- streams --------------------------------------------------------------------------
+
+    def stream_described(self, session: ButtonSession, description: StreamDescription) -> None:
+        if session.stream_state is None:
+            return
+        self.hub.describe(session.stream_state, description.tracks)
+        self._notify_watchers(session.identity, StreamDescription(button=session.identity, tracks=description.tracks))
+        log_event(log, logging.INFO, f"button {session.identity} described {len(description.tracks)} track(s): "
+                  + ", ".join(f"{t.track_id}={t.kind}/{t.codec}" for t in description.tracks),
+                  button=session.identity)
+
+    def _notify_watchers(self, button_id: str, description: StreamDescription) -> None:
+        for console in self.consoles:
+            if console.outbox in self.hub.watchers.get(button_id, ()):
+                console.send(description)
+
+    def subscribe(self, session: ConsoleSession, button_id: str, now: float) -> None:
+        if button_id not in self.registry:
+            session.send(Error(code="unknown-button", message=f"no button {button_id!r} in the registry", fatal=False))
+            return
+        stream = self.hub.subscribe(button_id, session.outbox)
+        catchup = self.hub.catchup(stream)
+        tracks = tuple(stream.tracks.values()) if stream is not None else ()
+        session.send(Subscribed(button=button_id, tracks=tracks, catchup_frames=len(catchup)))
+        self.hub.push_gop(session.outbox, catchup, now)
+        if stream is not None and (not catchup or now - stream.gop_started_at > self.config.join_keyframe_age):
+            self.request_keyframe(button_id, now, requested_by=session.identity)
+        log_event(log, logging.INFO, f"console {session.identity} watching button {button_id} "
+                  f"({len(catchup)} cached frames)", operator=session.identity, button=button_id,
+                  action="subscribe")
+
+    def request_keyframe(self, button_id: str, now: float, *, requested_by: str = "") -> None:
+        session = self.sessions_by_button.get(button_id)
+        if session is None or not session.ready:
+            return
+        if now - self._keyframe_requested.get(button_id, float("-inf")) < KEYFRAME_REQUEST_INTERVAL:
+            return
+        self._keyframe_requested[button_id] = now
+        session.send(KeyframeRequest(button=button_id))
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            **self.counters,
+            "buttons_connected": len(self.sessions_by_button),
+            "consoles_connected": len(self.consoles),
+            "buttons_online": len(self.supervisor.online),
+            **self.hub.stats(),
+        }
+
+
+async def _serve(handler: Any, listeners: list[trio.SocketListener], nursery: trio.Nursery) -> None:
+    await trio.serve_listeners(handler, listeners, handler_nursery=nursery)
+
+
+def _bound(listeners: list[trio.SocketListener]) -> Address:
+    host, port = listeners[0].socket.getsockname()[:2]
+    return Address(host, port)
+
+
+def _peer(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+    except OSError:
+        return "?"
+    return f"{host}:{port}"
+
+
+def read_console_tokens(path: Path) -> dict[str, bytes]:
+    """Read ``operator token`` lines (``#`` comments allowed)."""
+    tokens: dict[str, bytes] = {}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"console tokens file {path}: {error.strerror or error}") from None
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 2 or len(parts[1]) < 16:
+            raise ConfigError(
+                f"console tokens file {path}:{number}: expected 'OPERATOR TOKEN' with a token of "
+                "at least 16 characters"
+            )
+        tokens[parts[0]] = parts[1].encode()
+    return tokens
+
+
+@asynccontextmanager
+async def open_relay(config: RelayConfig | None = None, **kwargs: Any) -> AsyncIterator[Relay]:
+    """Run a relay for the duration of the block; shut it down on exit."""
+    relay = Relay(config, **kwargs)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(relay.serve)
+        try:
+            yield relay
+        finally:
+            with trio.CancelScope(shield=True):
+                await relay.shutdown()
+            nursery.cancel_scope.cancel()
+
+
+__all__ = ["Relay", "open_relay", "read_console_tokens"]

@@ -1,0 +1,265 @@
+"""One task group per connection: read, decide, write; the protocol does the rest.
+
+A session owns its socket, a sans-IO ``RelayConnection`` and an ``Outbox``.
+Its reader feeds received bytes to the connection and acts on the events;
+its timer task runs the connection's timers (heartbeats, handshake timeout,
+silence); the outbox's task drains the socket when it fills. Whatever ends
+the session (a protocol error, a refusal, a stalled peer, shutdown) cancels
+the group, detaches the outbox from fan-out and closes the socket; other
+sessions never notice.
+
+``ButtonSession`` and ``ConsoleSession`` add what each role does with its
+events; the relay-wide decisions (registry, journal, hub) stay in ``Relay``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .._core import Lane
+from ..errors import AuthenticationFailed, PinkRelayError, ProtocolError
+from ..logs import event as log_event
+from ..protocol import (
+    Alert,
+    AlertUpdate,
+    Authenticate,
+    ConnectionClosed,
+    Error,
+    Goodbye,
+    Heartbeat,
+    Hello,
+    KeyframeRequest,
+    Media,
+    PeerSilent,
+    RelayConnection,
+    State,
+    StreamDescription,
+    Subscribe,
+    Unsubscribe,
+    frame_lane,
+)
+from ..protocol.connection import ProtocolLimits
+from .outbox import Outbox
+
+if TYPE_CHECKING:
+    from .hub import Stream
+    from .server import Relay
+
+log = logging.getLogger("pinkrelay.relay")
+RECEIVE_BYTES = 64 * 1024
+
+
+def wall_us() -> int:
+    return time.time_ns() // 1000
+
+
+class Session:
+    """What button and console sessions share."""
+
+    role: str
+
+    def __init__(self, relay: Relay, stream: trio.SocketStream, peer: str) -> None:
+        self.relay = relay
+        self.stream = stream
+        self.peer = peer
+        config = relay.config
+        now = trio.current_time()
+        self.conn = RelayConnection(
+            role=self.role,
+            limits=ProtocolLimits(
+                max_frame_bytes=config.max_frame_bytes,
+                max_control_bytes=config.max_control_bytes,
+                max_message_bytes=config.max_message_bytes,
+                max_tracks=config.max_tracks,
+            ),
+            heartbeat_interval=config.heartbeat_interval,
+            supervision_window=config.supervision_window,
+            handshake_timeout=config.handshake_timeout,
+            now=now,
+        )
+        self.outbox = Outbox(stream.socket, config, f"{self.role} {peer}", self._outbox_failed)
+        self.close_reason = ""
+        self._scope: trio.CancelScope | None = None
+        self.connected_at = now
+
+    @property
+    def identity(self) -> str:
+        return self.conn.identity
+
+    @property
+    def ready(self) -> bool:
+        return self.conn.state is State.READY and self.outbox.failure is None
+
+    def describe(self) -> str:
+        return f"{self.role} {self.identity or '(unauthenticated)'} from {self.peer}"
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
+                nursery.start_soon(self.outbox.run)
+                nursery.start_soon(self._run_timers)
+                await self._read_loop()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.outbox.detach()
+            self.ended()
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(1):
+                    await self.stream.aclose()
+
+    def close(self, reason: str) -> None:
+        """End the session (idempotent); the reason is logged and reported."""
+        if not self.close_reason:
+            self.close_reason = reason
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def say_goodbye(self, reason: str) -> None:
+        """Tell the peer we are closing on purpose, then close."""
+        if self.conn.state is State.READY:
+            self.send(Goodbye(reason=reason))
+        self.close(reason)
+
+    def refuse(self, error: BaseException) -> None:
+        """Report ``error`` to the peer in an error frame, then close."""
+        try:
+            frame = self.conn.error_frame(error)
+        except PinkRelayError:
+            frame = b""
+        if frame and self.outbox.failure is None:
+            self.outbox.send(Lane.CONTROL, [frame], trio.current_time())
+        self.close(str(error))
+
+    def _outbox_failed(self, reason: str) -> None:
+        log_event(log, logging.WARNING, f"dropping {self.describe()}: {reason}",
+                  decision="disconnect", role=self.role, identity=self.identity, peer=self.peer,
+                  reason=reason)
+        self.close(reason)
+
+    def send(self, event: Any) -> None:
+        """Send one control event through the outbox (alert lane or control lane)."""
+        frame = self.conn.send(event, trio.current_time())
+        self.outbox.send(frame_lane(event.frame_type), [frame], trio.current_time())
+
+    def send_frame(self, lane: int, frame: bytes) -> None:
+        """Send wire bytes built once for many peers (see ``Relay.broadcast``)."""
+        if self.ready:
+            self.conn.last_sent = trio.current_time()
+            self.outbox.send(lane, [frame], trio.current_time())
+
+    # -- reading ---------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        while True:
+            try:
+                data = await self.stream.receive_some(RECEIVE_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+                self.close(f"connection lost: {error}")
+                return
+            now = trio.current_time()
+            self.conn.receive_data(data, now)
+            if data:
+                self.received(now)
+            await self._drain(now)
+            if not data or self.close_reason:
+                if not self.close_reason:
+                    self.close("peer closed the connection")
+                return
+
+    async def _drain(self, now: float) -> None:
+        try:
+            for event in self.conn.events():
+                await self.handle(event, now)
+                if self.close_reason:
+                    return
+        except AuthenticationFailed as error:
+            self.relay.auth_refused(self, error)
+            self.refuse(error)
+        except ProtocolError as error:
+            self.relay.protocol_violation(self, error)
+            self.refuse(error)
+
+    async def _run_timers(self) -> None:
+        while True:
+            deadline = self.conn.get_timer()
+            if deadline is None:
+                return
+            await trio.sleep_until(deadline)
+            now = trio.current_time()
+            heartbeat = self.conn.handle_timer(now, wall_us())
+            if heartbeat:
+                self.outbox.send(Lane.CONTROL, [heartbeat], now)
+            await self._drain(now)
+
+    # -- events ----------------------------------------------------------------
+
+    async def handle(self, event: Any, now: float) -> None:
+        if isinstance(event, Hello):
+            challenge = self.conn.challenge(now, relay=self.relay.config.relay_name)
+            self.outbox.send(Lane.CONTROL, [challenge], now)
+        elif isinstance(event, Authenticate):
+            self.relay.authenticate(self, now)
+        elif isinstance(event, PeerSilent):
+            self.say_goodbye(f"nothing received for {event.silent_for:.0f} s")
+        elif isinstance(event, Goodbye):
+            self.close(f"peer said goodbye: {event.reason or 'no reason given'}")
+        elif isinstance(event, Error):
+            self.close(f"peer reported error {event.code}: {event.message}")
+        elif isinstance(event, ConnectionClosed):
+            self.close("peer closed the connection")
+        elif isinstance(event, Heartbeat):
+            pass
+        else:
+            await self.handle_ready(event, now)
+
+    async def handle_ready(self, event: Any, now: float) -> None:
+        raise NotImplementedError
+
+    def received(self, now: float) -> None:
+        """Hook: bytes arrived (proof of life)."""
+
+    def ended(self) -> None:
+        """Hook: the session is over; undo what it registered."""
+        self.relay.session_ended(self)
+
+
+class ButtonSession(Session):
+    role = "button"
+    stream_state: Stream | None = None
+
+    def received(self, now: float) -> None:
+        if self.conn.authenticated and self.relay.sessions_by_button.get(self.identity) is self:
+            self.relay.button_seen(self.identity, now)
+
+    async def handle_ready(self, event: Any, now: float) -> None:
+        if isinstance(event, Media):
+            if self.stream_state is not None:
+                self.relay.hub.publish(self.stream_state, event.message)
+        elif isinstance(event, Alert):
+            await self.relay.alert_pressed(self, event)
+        elif isinstance(event, StreamDescription):
+            self.relay.stream_described(self, event)
+
+
+class ConsoleSession(Session):
+    role = "console"
+
+    async def handle_ready(self, event: Any, now: float) -> None:
+        if isinstance(event, Subscribe):
+            self.relay.subscribe(self, event.button, now)
+        elif isinstance(event, Unsubscribe):
+            self.relay.hub.unsubscribe(event.button, self.outbox)
+            log_event(log, logging.INFO, f"console {self.identity} stopped watching {event.button}",
+                      operator=self.identity, button=event.button, action="unsubscribe")
+        elif isinstance(event, KeyframeRequest):
+            self.relay.request_keyframe(event.button, now, requested_by=self.identity)
+        elif isinstance(event, AlertUpdate):
+            await self.relay.alert_update(self, event)
+
