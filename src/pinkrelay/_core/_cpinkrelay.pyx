@@ -352,6 +352,9 @@ cdef class FrameDecoder:
                     used = self._parse(<const uint8_t *>view.buf, view.len, out, -1)
                 except ProtocolError as error:
                     self._error = error
+                    # Like the reference: the bytes from the bad frame on stay buffered.
+                    used = _wire_total(out)
+                    self._buffer += (<const char *>view.buf)[used:view.len]
                     if out:
                         return out
                     raise
@@ -368,6 +371,7 @@ cdef class FrameDecoder:
             self._pos += self._parse(base + self._pos, size - self._pos, out, -1)
         except ProtocolError as error:
             self._error = error
+            self._pos += _wire_total(out)  # the frames returned are no longer buffered
             if out:
                 return out
             raise
@@ -418,6 +422,15 @@ cdef class FrameDecoder:
             if max_frames > 0:
                 max_frames -= 1
         return pos
+
+
+cdef Py_ssize_t _wire_total(list frames):
+    """Bytes taken by ``frames``: how far a parse got before it hit an error."""
+    cdef Py_ssize_t total = 0
+    cdef Frame frame
+    for frame in frames:
+        total += PyBytes_GET_SIZE(frame.wire)
+    return total
 
 
 cdef class Message:
