@@ -242,7 +242,7 @@ def encode_media(
         raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
     if not _fields_ok(TYPE_MEDIA, flags | FLAG_END, lane, track):
         checks.check_fields(TYPE_MEDIA, flags | FLAG_END, lane, track)
-    if track > 0xFFFF:
+    if track < 0 or track > 0xFFFF:
         raise FrameError(f"track {track} out of range 0..65535")
     if seq < 0 or seq > 0xFFFFFFFF:
         raise FrameError(f"sequence {seq} out of range 0..4294967295")
