@@ -32,7 +32,7 @@ import trio
 
 from .._core import Lane, Message, deliver
 from ..protocol import TrackDescription
-from .outbox import Outbox
+from ..outbox import Outbox
 
 log = logging.getLogger("pinkrelay.relay")
 

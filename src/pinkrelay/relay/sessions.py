@@ -43,7 +43,7 @@ from ..protocol import (
     frame_lane,
 )
 from ..protocol.connection import ProtocolLimits
-from .outbox import Outbox
+from ..outbox import Outbox
 
 if TYPE_CHECKING:
     from .hub import Stream
@@ -81,7 +81,16 @@ class Session:
             handshake_timeout=config.handshake_timeout,
             now=now,
         )
-        self.outbox = Outbox(stream.socket, config, f"{self.role} {peer}", self._outbox_failed)
+        self.outbox = Outbox(
+            stream.socket,
+            label=f"{self.role} {peer}",
+            on_fail=self._outbox_failed,
+            stall_timeout=config.stall_timeout,
+            max_video_bytes=config.max_video_queue_bytes,
+            max_video_age=config.max_video_queue_age,
+            max_audio_bytes=config.max_audio_queue_bytes,
+            max_control_bytes=config.max_control_queue_bytes,
+        )
         self.close_reason = ""
         self._scope: trio.CancelScope | None = None
         self.connected_at = now

@@ -12,20 +12,18 @@ writes on the socket's file descriptor) plus what trio needs around it:
   socket takes nothing for ``stall_timeout`` seconds.
 
 Nothing else writes to the socket, so frames are never interleaved mid-chunk.
+The relay uses one per peer; button and console clients use one for their uplink,
+so a press overtakes every queued media byte on the device as well.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
 
-from .._core import OVERFLOW, SendQueue
-from ..config import RelayConfig
-
-log = logging.getLogger("pinkrelay.relay")
+from ._core import OVERFLOW, QueueDefaults, SendQueue
 
 
 class Outbox(SendQueue):  # type: ignore[misc,valid-type]
@@ -34,20 +32,21 @@ class Outbox(SendQueue):  # type: ignore[misc,valid-type]
     def __init__(
         self,
         sock: trio.socket.SocketType,
-        config: RelayConfig,
+        *,
         label: str,
         on_fail: Callable[[str], None],
+        stall_timeout: float = 10.0,
+        max_video_bytes: int = QueueDefaults.MAX_VIDEO_BYTES,
+        max_video_age: float = QueueDefaults.MAX_VIDEO_AGE,
+        max_audio_bytes: int = QueueDefaults.MAX_AUDIO_BYTES,
+        max_control_bytes: int = QueueDefaults.MAX_CONTROL_BYTES,
     ) -> None:
         super().__init__(
-            sock.fileno(),
-            config.max_video_queue_bytes,
-            config.max_video_queue_age,
-            config.max_audio_queue_bytes,
-            config.max_control_queue_bytes,
+            sock.fileno(), max_video_bytes, max_video_age, max_audio_bytes, max_control_bytes
         )
         self.sock = sock
         self.label = label
-        self.stall_timeout = config.stall_timeout
+        self.stall_timeout = stall_timeout
         self.failure: str | None = None
         self._on_fail = on_fail
         self._wakeup = trio.Event()

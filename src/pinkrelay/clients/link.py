@@ -1,0 +1,185 @@
+"""Link: one authenticated connection from a client to the relay, over trio.
+
+Both client libraries use it: it opens the TCP stream, walks the handshake
+(hello, challenge, proof, welcome) with the sans-IO client connection, and
+then runs the reader, the timers and an Outbox, handing every received event
+to the owner's callback. A refusal raises ConnectionRefused with the relay's
+reason; an unreachable relay raises OSError naming the address.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from .._core import Lane
+from ..config import Address
+from ..errors import ConnectionRefused, PinkRelayError, ProtocolError
+from ..outbox import Outbox
+from ..protocol import Challenge, ConnectionClosed, Error, Goodbye, PeerSilent, Welcome, frame_lane
+from ..protocol.connection import _ClientConnection
+
+RECEIVE_BYTES = 64 * 1024
+
+
+def wall_us() -> int:
+    return time.time_ns() // 1000
+
+
+class LinkClosed(PinkRelayError, ConnectionError):
+    """The relay connection ended; ``reason`` says how."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Link:
+    """An authenticated connection; ``serve()`` runs it until it ends."""
+
+    def __init__(self, conn: _ClientConnection, stream: trio.SocketStream, outbox: Outbox) -> None:
+        self.conn = conn
+        self.stream = stream
+        self.outbox = outbox
+        self.closed_reason = ""
+        self._scope: trio.CancelScope | None = None
+        self._on_event: Callable[[Any], Awaitable[None]] | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        address: Address,
+        conn: _ClientConnection,
+        *,
+        connect_timeout: float = 5.0,
+        stall_timeout: float = 10.0,
+    ) -> Link:
+        """Connect and authenticate; raises OSError or ConnectionRefused."""
+        what = f"{conn.role} {conn.identity}"
+        with trio.move_on_after(connect_timeout) as timer:
+            try:
+                stream = await trio.open_tcp_stream(address.host, address.port)
+            except OSError as error:
+                raise OSError(
+                    error.errno,
+                    f"relay not reachable at {address} ({error.strerror or error}); is "
+                    "'pinkrelay serve' running there, and is this the right port?",
+                ) from None
+            try:
+                await cls._handshake(stream, conn, what)
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+                raise
+        if timer.cancelled_caught:
+            raise OSError(f"relay at {address} did not complete the handshake within {connect_timeout:g} s")
+        link = cls(conn, stream, None)  # type: ignore[arg-type]
+        link.outbox = Outbox(
+            stream.socket, label=f"{what} uplink", on_fail=link.close, stall_timeout=stall_timeout
+        )
+        return link
+
+    @staticmethod
+    async def _handshake(stream: trio.SocketStream, conn: _ClientConnection, what: str) -> None:
+        await stream.send_all(conn.hello(trio.current_time()))
+        while True:
+            try:
+                data = await stream.receive_some(RECEIVE_BYTES)
+            except trio.BrokenResourceError as error:
+                raise ConnectionRefused(f"{what}: relay closed the connection during the handshake ({error})") from None
+            conn.receive_data(data, trio.current_time())
+            try:
+                for event in conn.events():
+                    if isinstance(event, Challenge):
+                        await stream.send_all(conn.authenticate(trio.current_time()))
+                    elif isinstance(event, Welcome):
+                        return
+                    elif isinstance(event, Error):
+                        raise ConnectionRefused(f"{what} refused by the relay: {event.message}", code=event.code)
+                    elif isinstance(event, ConnectionClosed):
+                        raise ConnectionRefused(f"{what}: relay closed the connection during the handshake")
+            except ProtocolError as error:
+                raise ConnectionRefused(f"{what}: relay broke the protocol during the handshake: {error}") from None
+
+    def close(self, reason: str) -> None:
+        if not self.closed_reason:
+            self.closed_reason = reason
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def send(self, event: Any) -> None:
+        """Queue a control event (alerts go in the alert lane, ahead of media)."""
+        if self.closed_reason:
+            return
+        now = trio.current_time()
+        self.outbox.send(frame_lane(event.frame_type), [self.conn.send(event, now)], now)
+
+    def send_media(self, track_id: int, seq: int, timestamp: int, data: Any, keyframe: bool) -> int:
+        """Queue one media message; returns the SendQueue status (QUEUED or DROPPED)."""
+        if self.closed_reason or self.outbox.failure is not None:
+            return 1
+        now = trio.current_time()
+        chunks = self.conn.send_media(track_id, seq, timestamp, data, keyframe, now)
+        track = self.conn.tracks[track_id]
+        status = self.outbox.push(track.lane, chunks, track_id, keyframe, now)
+        if not self.outbox.blocked:
+            self.outbox.flush()
+        return status
+
+    async def serve(self, on_event: Callable[[Any], Awaitable[None]]) -> str:
+        """Run until the connection ends; returns the reason it ended."""
+        self._on_event = on_event
+        try:
+            async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
+                nursery.start_soon(self.outbox.run)
+                nursery.start_soon(self._timers)
+                await self._read(on_event)
+                nursery.cancel_scope.cancel()
+        finally:
+            self.outbox.detach()
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(1):
+                    await self.stream.aclose()
+        return self.closed_reason or "closed"
+
+    async def _read(self, on_event: Callable[[Any], Awaitable[None]]) -> None:
+        while not self.closed_reason:
+            try:
+                data = await self.stream.receive_some(RECEIVE_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+                self.close(f"connection lost: {error}")
+                return
+            self.conn.receive_data(data, trio.current_time())
+            await self._dispatch(on_event)
+            if not data:
+                self.close("relay closed the connection")
+                return
+
+    async def _dispatch(self, on_event: Callable[[Any], Awaitable[None]]) -> None:
+        try:
+            for event in self.conn.events():
+                if isinstance(event, Goodbye):
+                    self.close(f"relay said goodbye: {event.reason}")
+                elif isinstance(event, Error) and event.fatal:
+                    self.close(f"relay reported {event.code}: {event.message}")
+                elif isinstance(event, PeerSilent):
+                    self.close(f"relay silent for {event.silent_for:.0f} s")
+                await on_event(event)
+        except ProtocolError as error:
+            self.close(f"relay broke the protocol: {error}")
+
+    async def _timers(self) -> None:
+        while True:
+            deadline = self.conn.get_timer()
+            if deadline is None:
+                return
+            await trio.sleep_until(deadline)
+            now = trio.current_time()
+            heartbeat = self.conn.handle_timer(now, wall_us())
+            if heartbeat:
+                self.outbox.send(Lane.CONTROL, [heartbeat], now)
+            await self._dispatch(self._on_event)
