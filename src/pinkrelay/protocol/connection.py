@@ -126,10 +126,12 @@ class Connection:
                 self.state = State.CLOSED
                 self._events.append(ev.ConnectionClosed(reason="peer closed the connection"))
             return
-        self.last_received = now
-        self._silence_reported = False
         try:
             for frame in self._decoder.decode(data):
+                # Only whole frames prove life: a peer trickling a partial
+                # header must not keep a session open forever.
+                self.last_received = now
+                self._silence_reported = False
                 self._handle_frame(frame)
             if self._decoder.error is not None:
                 raise self._decoder.error
@@ -238,6 +240,21 @@ class Connection:
     def _on_sent(self, event: ev.Event) -> None:
         """Subclass hook: check and remember what a sent event implies."""
 
+    def _use_chunk_size(self, chunk_size: int) -> None:
+        """Adopt the session's chunk size, before any media flows.
+
+        A message of max_message_bytes must fit in max_chunks_per_message
+        chunks of this size, so the chunk limit grows with small chunk sizes.
+        """
+        self.chunk_size = chunk_size
+        limits = self.limits
+        needed = -(-limits.max_message_bytes // chunk_size)
+        self._reassembler = Reassembler(
+            limits.max_message_bytes,
+            max(limits.max_chunks_per_message, needed),
+            limits.max_partial_tracks,
+        )
+
     def send_media(
         self,
         track_id: int,
@@ -297,10 +314,13 @@ class Connection:
                     )
                 )
             return b""
-        if not self._silence_reported and now - self.last_received >= self.supervision_window:
+        # Compare with the very sums get_timer() returns: ``now - last >= interval``
+        # can be false at ``now == last + interval`` (float rounding), and a caller
+        # that sleeps until get_timer() would then spin without anything happening.
+        if not self._silence_reported and now >= self.last_received + self.supervision_window:
             self._silence_reported = True
             self._events.append(ev.PeerSilent(silent_for=now - self.last_received))
-        if now - self.last_sent >= self.heartbeat_interval:
+        if now >= self.last_sent + self.heartbeat_interval:
             return self.send(ev.Heartbeat(sent_at=max(0, wall_us)), now)
         return b""
 
@@ -357,7 +377,7 @@ class _ClientConnection(Connection):
             self.welcome = event
             self.heartbeat_interval = event.heartbeat_interval
             self.supervision_window = event.supervision_window
-            self.chunk_size = event.chunk_size
+            self._use_chunk_size(event.chunk_size)
 
 
 class ButtonConnection(_ClientConnection):
@@ -437,6 +457,7 @@ class RelayConnection(Connection):
         self._proof: bytes | None = None
         self.authenticated = False
         self.assigned_tracks: tuple[int, ...] = ()
+        self.discarded_media = 0
 
     @property
     def identity(self) -> str:
@@ -455,6 +476,18 @@ class RelayConnection(Connection):
             self._proof = event.proof
         elif isinstance(event, ev.StreamDescription):
             self._accept_description(event)
+
+    def _unknown_track(self, frame: Any) -> None:
+        if frame.track in self.assigned_tracks:
+            # Assigned but not (or no longer) described: the button's scheduler
+            # may put a media chunk ahead of its stream description, or a
+            # removed track's last chunks may still be in flight. Discard.
+            self.discarded_media += 1
+            return
+        raise StateError(
+            f"media on track {frame.track}, which the relay did not assign to this button "
+            f"(assigned: {list(self.assigned_tracks)}); closing the connection"
+        )
 
     def _accept_description(self, description: ev.StreamDescription) -> None:
         if len(description.tracks) > self.limits.max_tracks:
@@ -506,7 +539,7 @@ class RelayConnection(Connection):
         if not self.authenticated:
             raise StateError("welcome() before verify() succeeded")
         self.assigned_tracks = tuple(track_ids)
-        self.chunk_size = chunk_size
+        self._use_chunk_size(chunk_size)
         return self.send(
             ev.Welcome(
                 session=session,
