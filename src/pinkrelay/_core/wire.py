@@ -1,7 +1,7 @@
 """Wire protocol v1 constants: the one table both cores and the docs agree on.
 
 ``docs/protocol.md`` is the prose for these numbers. The compiled core
-declares the same values in ``_wire.pxd``; ``tests/test_core_constants.py``
+declares the same values in its ``cdef enum``; ``tests/test_core_constants.py``
 checks that the two never drift apart.
 """
 

@@ -1,0 +1,53 @@
+"""The ``pinkrelay`` command: one subcommand per module in this package.
+
+    pinkrelay serve      run the relay daemon
+    pinkrelay button     run one button (real or test source)
+    pinkrelay simulate   run many simulated buttons
+    pinkrelay console    a terminal console for the control room
+    pinkrelay demo       relay + simulated buttons + console, for a first look
+    pinkrelay registry   check a button registry file
+
+Each subcommand module has ``add_parser(subparsers)`` and ``run(args) -> int``.
+Errors that a user can fix (bad config, unreachable relay, refused
+credentials) print one line naming the problem and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from ..errors import PinkRelayError
+
+COMMANDS = ("serve", "button", "simulate", "console", "demo", "registry")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pinkrelay",
+        description="Relay for panic-button emergency alert networks.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in COMMANDS:
+        module = importlib.import_module(f"{__name__}.{name}")
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except (PinkRelayError, OSError) as error:
+        print(f"pinkrelay {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

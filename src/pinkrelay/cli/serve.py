@@ -1,0 +1,66 @@
+"""``pinkrelay serve``: run the relay until SIGINT or SIGTERM, then shut down cleanly."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from typing import Any
+
+import trio
+
+from ..config import load_config
+from ..logs import setup_logging
+from ..relay import Relay
+
+log = logging.getLogger("pinkrelay.relay")
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser("serve", help="run the relay daemon")
+    add_relay_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def add_relay_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file")
+    parser.add_argument("--registry", metavar="FILE", help="button registry (CSV or TOML)")
+    parser.add_argument("--data-dir", metavar="DIR", help="where the relay keeps its data (default ./var)")
+    parser.add_argument("--buttons-listen", metavar="HOST:PORT", help="button listener (default 127.0.0.1:7400)")
+    parser.add_argument("--consoles-listen", metavar="HOST:PORT", help="console listener (default 127.0.0.1:7401)")
+    parser.add_argument("--log-format", choices=("text", "json"), help="log line format (default text)")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    return load_config(
+        args.config,
+        overrides={
+            "registry": args.registry,
+            "data_dir": args.data_dir,
+            "buttons_listen": args.buttons_listen,
+            "consoles_listen": args.consoles_listen,
+            "log_format": args.log_format,
+            "log_level": args.log_level,
+        },
+    )
+
+
+async def serve_until_signalled(relay: Relay) -> None:
+    """Run ``relay`` until SIGINT/SIGTERM, then say goodbye to everyone and stop."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(relay.serve)
+            async for signum in signals:
+                log.info("received %s", signal.Signals(signum).name)
+                await relay.shutdown(f"relay shutting down ({signal.Signals(signum).name})")
+                nursery.cancel_scope.cancel()
+                break
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    setup_logging(config.log_format, config.log_level)
+    relay = Relay(config)
+    trio.run(serve_until_signalled, relay)
+    return 0
