@@ -46,6 +46,31 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} {value!r} is not one of {', '.join(choices)}")
 
 
+def _check_bool(name: str, value: bool) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be true or false, not {type(value).__name__}")
+
+
+def _check_number(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+
+
+def _check_site(value: object) -> None:
+    if value is not None and not isinstance(value, Site):
+        raise TypeError(f"site must be a Site or None, not {type(value).__name__}")
+
+
+def _check_tracks(tracks: tuple[object, ...]) -> None:
+    seen = set()
+    for track in tracks:
+        if not isinstance(track, TrackDescription):
+            raise TypeError("tracks must be TrackDescription objects")
+        if track.track_id in seen:
+            raise ValueError(f"track id {track.track_id} described twice")
+        seen.add(track.track_id)
+
+
 def _check_int(name: str, value: int, low: int, high: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
@@ -124,6 +149,8 @@ class Welcome(Event):
 
     def __post_init__(self) -> None:
         _check_id("session", self.session)
+        _check_number("heartbeat_interval", self.heartbeat_interval)
+        _check_number("supervision_window", self.supervision_window)
         if not 0.1 <= self.heartbeat_interval <= 3600:
             raise ValueError(f"heartbeat_interval {self.heartbeat_interval} outside 0.1..3600 s")
         if not self.heartbeat_interval <= self.supervision_window <= 86400:
@@ -147,6 +174,7 @@ class Error(Event):
     def __post_init__(self) -> None:
         _check_id("code", self.code)
         _check_text("message", self.message)
+        _check_bool("fatal", self.fatal)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -172,6 +200,7 @@ class Heartbeat(Event):
     def __post_init__(self) -> None:
         _check_int("sent_at", self.sent_at, 0, 2**63 - 1)
         _check_int("battery", self.battery, -1, 100)
+        _check_bool("tamper", self.tamper)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,6 +217,8 @@ class Site:
     def __post_init__(self) -> None:
         for name in ("name", "kind", "address", "district"):
             _check_text(name, getattr(self, name))
+        _check_number("latitude", self.latitude)
+        _check_number("longitude", self.longitude)
         if not -90.0 <= self.latitude <= 90.0:
             raise ValueError(f"latitude {self.latitude} outside -90..90")
         if not -180.0 <= self.longitude <= 180.0:
@@ -223,6 +254,7 @@ class Alert(Event):
         _check_choice("kind", self.kind, ALERT_KINDS)
         _check_int("attempt", self.attempt, 1, 2**31)
         _check_id("button", self.button, allow_empty=True)
+        _check_site(self.site)
         _check_id("state", self.state)
         _check_int("level", self.level, 0, 16)
         _check_int("cursor", self.cursor, 0, 2**63 - 1)
@@ -239,6 +271,7 @@ class AlertAck(Event):
 
     def __post_init__(self) -> None:
         _check_id("alert_id", self.alert_id)
+        _check_bool("duplicate", self.duplicate)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -280,6 +313,7 @@ class ButtonState(Event):
         _check_id("button", self.button)
         _check_choice("state", self.state, BUTTON_STATES)
         _check_int("at", self.at, 0, 2**63 - 1)
+        _check_site(self.site)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -307,6 +341,7 @@ class TrackDescription:
         _check_choice("codec", self.codec, CODECS[self.kind])
         _check_int("width", self.width, 0, 16384)
         _check_int("height", self.height, 0, 16384)
+        _check_number("fps", self.fps)
         _check_int("sample_rate", self.sample_rate, 0, 384000)
         _check_int("channels", self.channels, 0, 16)
         _check_int("bitrate", self.bitrate, 0, 2**31)
@@ -329,13 +364,7 @@ class StreamDescription(Event):
     def __post_init__(self) -> None:
         object.__setattr__(self, "tracks", tuple(self.tracks))
         _check_id("button", self.button, allow_empty=True)
-        seen = set()
-        for track in self.tracks:
-            if not isinstance(track, TrackDescription):
-                raise TypeError("tracks must be TrackDescription objects")
-            if track.track_id in seen:
-                raise ValueError(f"track id {track.track_id} described twice")
-            seen.add(track.track_id)
+        _check_tracks(self.tracks)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -389,6 +418,7 @@ class Subscribed(Event):
     def __post_init__(self) -> None:
         _check_id("button", self.button)
         object.__setattr__(self, "tracks", tuple(self.tracks))
+        _check_tracks(self.tracks)
         _check_int("catchup_frames", self.catchup_frames, 0, 100000)
 
 
