@@ -132,6 +132,13 @@ def decode_body(
             max_map_len=64,
             max_ext_len=0,
         )
+    except msgpack.StackError:
+        # msgpack's own nesting limit (about 1024 levels), far beyond max_depth:
+        # the breach _depth() reports, so the same error (code 'limit').
+        raise LimitExceeded(
+            f"{cls.__name__} body nested deeper than msgpack can parse "
+            f"(max_msgpack_depth is {max_depth})"
+        ) from None
     except (ValueError, msgpack.UnpackException, TypeError) as error:
         raise MessageError(
             f"{cls.__name__} body is not valid msgpack ({type(error).__name__}: {error})"
