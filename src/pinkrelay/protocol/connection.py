@@ -506,8 +506,12 @@ class RelayConnection(Connection):
         self.tracks = {track.track_id: track for track in description.tracks}
 
     def challenge(self, now: float | None = None, nonce: bytes | None = None, relay: str = "") -> bytes:
-        self._nonce = nonce if nonce is not None else auth.make_nonce()
-        return self.send(ev.Challenge(nonce=self._nonce, relay=relay), now)
+        nonce = nonce if nonce is not None else auth.make_nonce()
+        data = self.send(ev.Challenge(nonce=nonce, relay=relay), now)
+        # Only once sent: a refused call (wrong state) must not swap the nonce
+        # the client is answering.
+        self._nonce = nonce
+        return data
 
     def verify(self, secret: bytes, last_counter: int = 0) -> None:
         """Check the client's proof; raises AuthenticationFailed and closes on failure."""
@@ -553,6 +557,9 @@ class RelayConnection(Connection):
         )
 
     def _on_sent(self, event: ev.Event) -> None:
+        if isinstance(event, ev.Welcome) and not self.authenticated:
+            # send(Welcome(...)) must not be a way around verify().
+            raise StateError("cannot send Welcome before verify() succeeded")
         if isinstance(event, (ev.Subscribed, ev.StreamDescription)) and self.role == "console":
             for track in event.tracks:
                 self.tracks[track.track_id] = track
