@@ -84,7 +84,8 @@ class Registry(Mapping[str, Button]):
 
 def _rows_from_csv(path: Path) -> list[tuple[str, dict[str, Any]]]:
     with open(path, newline="", encoding="utf-8") as handle:
-        lines = [line for line in handle if not line.lstrip().startswith("#")]
+        numbered = [(n, line) for n, line in enumerate(handle, start=1) if not line.lstrip().startswith("#")]
+    lines = [line for _, line in numbered]
     reader = csv.DictReader(lines)
     if reader.fieldnames is None:
         raise RegistryError(f"{path}: empty registry (expected a header row: {', '.join(FIELDS)})")
@@ -94,7 +95,12 @@ def _rows_from_csv(path: Path) -> list[tuple[str, dict[str, Any]]]:
             f"{path}: unknown column(s) {', '.join(unknown)}; known columns: {', '.join(FIELDS)}"
         )
     rows = []
-    for number, row in enumerate(reader, start=2):
+    consumed = reader.line_num
+    for row in reader:
+        first, consumed = consumed, reader.line_num
+        while first < consumed - 1 and not lines[first].strip():
+            first += 1
+        number = numbered[first][0]
         rows.append((f"{path}:{number}", {k: v for k, v in row.items() if v not in (None, "")}))
     return rows
 

@@ -657,8 +657,7 @@ cdef class SendQueue:
                 and self._count(2) == 0 and self._count(3) == 0)
 
     def lane_bytes(self, int lane):
-        if lane < 0 or lane >= LANE_COUNT:
-            raise ValueError(f"lane {lane} out of range 0..3")
+        _check_lane(lane)
         return self._lane_bytes[lane]
 
     def oldest_age(self, double now):
@@ -683,19 +682,21 @@ cdef class SendQueue:
 
     def push(self, int lane, chunks, int track=0, bint keyframe=False, double now=0.0):
         """Queue one message's wire chunks; returns QUEUED, DROPPED or OVERFLOW."""
-        if lane < 0 or lane >= LANE_COUNT:
-            raise ValueError(f"lane {lane} out of range 0..{LANE_COUNT - 1}")
-        return self._push(lane, _as_chunks(chunks), track, keyframe, now)
+        cdef tuple wire
+        _check_lane(lane)
+        wire = _as_chunks(chunks)
+        return self._push(lane, wire, _message_size(wire), track, keyframe, now)
 
     def push_message(self, Message message, double now=0.0):
-        return self._push(message.lane, message.chunks, message.track, message.keyframe, now)
+        cdef tuple wire
+        _check_lane(message.lane)
+        wire = _as_chunks(message.chunks)
+        return self._push(message.lane, wire, _message_size(wire), message.track, message.keyframe, now)
 
-    cdef int _push(self, int lane, tuple chunks, int track, bint keyframe, double now) except -1:
+    cdef int _push(self, int lane, tuple chunks, Py_ssize_t size, int track, bint keyframe,
+                   double now) except -1:
+        """Queue ``chunks`` (bytes, checked by ``_message_size``, which gave ``size``)."""
         cdef _Entry entry = _Entry.__new__(_Entry)
-        cdef Py_ssize_t size = 0
-        cdef bytes chunk
-        for chunk in chunks:
-            size += PyBytes_GET_SIZE(chunk)
         entry.chunks = chunks
         entry.next = 0
         entry.nchunks = len(chunks)
@@ -928,8 +929,30 @@ cdef inline tuple _as_chunks(chunks):
                 break
         else:
             return <tuple>chunks
-    converted = [chunk if type(chunk) is bytes else bytes(chunk) for chunk in chunks]
+    # bytes(memoryview(x)), not bytes(x): bytes(5) would be five zero bytes, not an error.
+    converted = [chunk if type(chunk) is bytes else bytes(memoryview(chunk)) for chunk in chunks]
     return tuple(converted)
+
+
+cdef inline int _check_lane(int lane) except -1:
+    if lane < 0 or lane >= LANE_COUNT:
+        raise ValueError(f"lane {lane} out of range 0..{LANE_COUNT - 1}")
+    return 0
+
+
+cdef Py_ssize_t _message_size(tuple chunks) except -1:
+    """Total bytes of a message's chunks; refuses a message or chunk with none (see reference.py)."""
+    cdef Py_ssize_t size = 0, length, index = 0
+    cdef bytes chunk
+    if len(chunks) == 0:
+        raise ValueError("a message needs at least one chunk")
+    for chunk in chunks:
+        length = PyBytes_GET_SIZE(chunk)
+        if length == 0:
+            raise ValueError(f"chunk {index} of the message is empty")
+        size += length
+        index += 1
+    return size
 
 
 def deliver(queues, int lane, chunks, int track=0, bint keyframe=False, double now=0.0):
@@ -937,11 +960,13 @@ def deliver(queues, int lane, chunks, int track=0, bint keyframe=False, double n
     cdef list attention = []
     cdef SendQueue queue
     cdef int status
-    cdef tuple wire = _as_chunks(chunks)
-    if lane < 0 or lane >= LANE_COUNT:
-        raise ValueError(f"lane {lane} out of range 0..{LANE_COUNT - 1}")
+    cdef tuple wire
+    cdef Py_ssize_t size
+    _check_lane(lane)
+    wire = _as_chunks(chunks)
+    size = _message_size(wire)
     for queue in queues:
-        status = queue._push(lane, wire, track, keyframe, now)
+        status = queue._push(lane, wire, size, track, keyframe, now)
         if status == OVERFLOW_:
             attention.append(queue)
             continue

@@ -403,6 +403,28 @@ class Reassembler:
         return None
 
 
+def _check_lane(lane: int) -> None:
+    if not 0 <= lane < LANE_COUNT:
+        raise ValueError(f"lane {lane} out of range 0..{LANE_COUNT - 1}")
+
+
+def _message_size(chunks: Sequence[Any]) -> int:
+    """Total bytes of a message's chunks; refuses a message or chunk with none.
+
+    An empty chunk could never be accepted by a write, so it would stall the
+    queue (and ``write_to`` would spin on it) for good.
+    """
+    if len(chunks) == 0:
+        raise ValueError("a message needs at least one chunk")
+    size = 0
+    for index, chunk in enumerate(chunks):
+        length = len(chunk)
+        if length == 0:
+            raise ValueError(f"chunk {index} of the message is empty")
+        size += length
+    return size
+
+
 class _Entry:
     """One queued message: its wire chunks and how far they have been sent."""
 
@@ -414,7 +436,7 @@ class _Entry:
         self.track = track
         self.keyframe = keyframe
         self.queued_at = queued_at
-        self.size = sum(len(chunk) for chunk in chunks)
+        self.size = _message_size(chunks)
 
 
 def _pick_lane(credits: list[int], has_work: list[bool]) -> int:
@@ -494,6 +516,7 @@ class SendQueue:
         return not any(self._lanes)
 
     def lane_bytes(self, lane: int) -> int:
+        _check_lane(lane)
         return self._lane_bytes[lane]
 
     def oldest_age(self, now: float) -> float:
@@ -519,8 +542,7 @@ class SendQueue:
         now: float = 0.0,
     ) -> int:
         """Queue one message's wire chunks; returns QUEUED, DROPPED or OVERFLOW."""
-        if not 0 <= lane < LANE_COUNT:
-            raise ValueError(f"lane {lane} out of range 0..{LANE_COUNT - 1}")
+        _check_lane(lane)
         entry = _Entry(chunks, track, keyframe, now)
         if lane == _VIDEO:
             return self._push_video(entry, now)
@@ -689,8 +711,11 @@ def deliver(
     The common case (the subscriber's socket has room) finishes here with one
     scatter-gather write per subscriber. Returns the queues that need their
     owner's attention: newly blocked (wait until writable), overflowed, or
-    broken (``queue.error`` holds the OSError).
+    broken (``queue.error`` holds the OSError). A bad lane or an empty
+    message raises ValueError before any queue is touched.
     """
+    _check_lane(lane)
+    _message_size(chunks)
     attention = []
     for queue in queues:
         status = queue.push(lane, chunks, track, keyframe, now)
