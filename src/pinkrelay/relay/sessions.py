@@ -153,7 +153,13 @@ class Session:
         self.close(reason)
 
     def send(self, event: Any) -> None:
-        """Send one control event through the outbox (alert lane or control lane)."""
+        """Send one control event through the outbox (alert lane or control lane).
+
+        A session that is closing sends nothing more: the relay may still be
+        telling every console about a change while one of them goes away.
+        """
+        if not self.ready:
+            return
         frame = self.conn.send(event, trio.current_time())
         self.outbox.send(frame_lane(event.frame_type), [frame], trio.current_time())
 
