@@ -181,7 +181,7 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not readable (permission denied)") from None
     except IsADirectoryError:
         raise ConfigError(f"config file {path} is a directory, not a TOML file") from None
-    except tomllib.TOMLDecodeError as error:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
     relay = data.pop("relay", None)
     if relay is not None:
