@@ -775,7 +775,8 @@ cdef class SendQueue:
     # -- sending -------------------------------------------------------------
 
     cdef int _walk(self, iovec *iov, int max_buffers, Py_ssize_t max_bytes, list out) except -1:
-        """Fill ``iov`` (and ``out`` when given) with the next buffers in scheduled order.
+        """Fill ``iov`` (when not NULL, with room for ``max_buffers``) and ``out``
+        (when not None) with the next buffers in scheduled order.
 
         Changes nothing: this is ``peek``; ``_consume`` commits what was written.
         """
@@ -797,8 +798,9 @@ cdef class SendQueue:
             entry = self._at(lane, 0)
             chunk = <bytes>entry.chunks[entry.next]
             length = PyBytes_GET_SIZE(chunk) - self._offset
-            iov[0].iov_base = PyBytes_AS_STRING(chunk) + self._offset
-            iov[0].iov_len = length
+            if iov != NULL:
+                iov[0].iov_base = PyBytes_AS_STRING(chunk) + self._offset
+                iov[0].iov_len = length
             if out is not None:
                 out.append(memoryview(chunk)[self._offset:])
             count = 1
@@ -811,8 +813,9 @@ cdef class SendQueue:
             entry = self._at(lane, entry_index[lane])
             chunk = <bytes>entry.chunks[chunk_index[lane]]
             length = PyBytes_GET_SIZE(chunk)
-            iov[count].iov_base = PyBytes_AS_STRING(chunk)
-            iov[count].iov_len = length
+            if iov != NULL:
+                iov[count].iov_base = PyBytes_AS_STRING(chunk)
+                iov[count].iov_len = length
             if out is not None:
                 out.append(chunk)
             count += 1
@@ -834,11 +837,8 @@ cdef class SendQueue:
 
     def peek(self, int max_buffers=MAX_IOV, Py_ssize_t max_bytes=WRITE_MAX_BYTES):
         """The next buffers to write, in scheduled order, without removing them."""
-        cdef iovec iov[MAX_IOV]
         cdef list out = []
-        if max_buffers > MAX_IOV:
-            max_buffers = MAX_IOV
-        self._walk(iov, max_buffers, max_bytes, out)
+        self._walk(NULL, max_buffers, max_bytes, out)
         return out
 
     def consume(self, Py_ssize_t nbytes):
