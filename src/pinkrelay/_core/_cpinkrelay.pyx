@@ -26,7 +26,7 @@ from libc.string cimport memcpy
 import os
 
 from ..errors import FrameError, LimitExceeded, ProtocolError
-from . import checks
+from . import checks, reference as _reference
 from .wire import LANE_WEIGHTS as _PY_LANE_WEIGHTS, Limits, QueueDefaults
 
 COMPILED = True
@@ -222,16 +222,47 @@ cdef bytes _build_frame(
     return out
 
 
-def encode_frame(int type, int lane, int track, seq, int64_t timestamp, payload, int flags=FLAG_END):
+def encode_frame(type, lane, track, seq, timestamp, payload, flags=FLAG_END):
     """Build one frame's wire bytes (header and payload)."""
-    return _build_frame(type, flags, lane, track, seq, timestamp, payload)
+    cdef int c_type, c_lane, c_track, c_flags
+    cdef int64_t c_timestamp
+    try:
+        c_type = type
+        c_lane = lane
+        c_track = track
+        c_flags = flags
+        c_timestamp = timestamp
+    except OverflowError:
+        # An integer C cannot hold is always refused; let the reference say how.
+        return _reference.encode_frame(type, lane, track, seq, timestamp, payload, flags)
+    return _build_frame(c_type, c_flags, c_lane, c_track, seq, c_timestamp, payload)
 
 
-def encode_media(
-    int track, int lane, seq, int64_t timestamp, payload, bint keyframe=False,
-    Py_ssize_t chunk_size=Limits.CHUNK_SIZE,
-):
+def encode_media(track, lane, seq, timestamp, payload, bint keyframe=False,
+                 chunk_size=Limits.CHUNK_SIZE):
     """Split one media message into frames of at most ``chunk_size`` payload bytes."""
+    cdef Py_buffer view
+    cdef Py_ssize_t offset, size, total
+    cdef int flags = FLAG_KEYFRAME if keyframe else 0
+    cdef list frames = []
+    cdef bytes out
+    cdef uint32_t seq32
+    cdef int c_track, c_lane
+    cdef int64_t c_timestamp
+    cdef Py_ssize_t c_chunk_size
+    try:
+        c_track = track
+        c_lane = lane
+        c_timestamp = timestamp
+        c_chunk_size = chunk_size
+    except OverflowError:
+        # Out of C's range: the reference refuses it (or, for a huge chunk_size, frames it).
+        return _reference.encode_media(track, lane, seq, timestamp, payload, keyframe, chunk_size)
+    return _encode_media(c_track, c_lane, seq, c_timestamp, payload, keyframe, c_chunk_size)
+
+
+cdef list _encode_media(int track, int lane, object seq, int64_t timestamp, object payload,
+                        bint keyframe, Py_ssize_t chunk_size):
     cdef Py_buffer view
     cdef Py_ssize_t offset, size, total
     cdef int flags = FLAG_KEYFRAME if keyframe else 0
@@ -255,6 +286,8 @@ def encode_media(
             size = total - offset
             if size > chunk_size:
                 size = chunk_size
+            if size > 0xFFFFFFFF:
+                raise LimitExceeded(f"payload of {size} bytes cannot be framed (limit 4 GiB)")
             out = PyBytes_FromStringAndSize(NULL, HEADER_SIZE + size)
             _wr_header(
                 <uint8_t *>PyBytes_AS_STRING(out), TYPE_MEDIA,

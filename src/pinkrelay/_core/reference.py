@@ -56,6 +56,8 @@ _END = int(Flag.END)
 _MEDIA = int(FrameType.MEDIA)
 _AUDIO = int(Lane.AUDIO)
 _VIDEO = int(Lane.VIDEO)
+_TIMESTAMP_MIN = -(2**63)
+_TIMESTAMP_MAX = 2**63 - 1
 _IOV_MAX_BUFFERS = 64
 _WRITE_MAX_BYTES = 256 * 1024
 
@@ -120,6 +122,8 @@ def encode_frame(
         raise FrameError(f"track {track} out of range 0..{MAX_TRACK_ID}")
     if not 0 <= seq <= MAX_SEQUENCE:
         raise FrameError(f"sequence {seq} out of range 0..{MAX_SEQUENCE}")
+    if not _TIMESTAMP_MIN <= timestamp <= _TIMESTAMP_MAX:
+        raise FrameError(f"timestamp {timestamp} out of range {_TIMESTAMP_MIN}..{_TIMESTAMP_MAX}")
     length = len(payload)
     if length > 0xFFFFFFFF:
         raise LimitExceeded(f"payload of {length} bytes cannot be framed (limit 4 GiB)")
