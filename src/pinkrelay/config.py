@@ -82,6 +82,11 @@ class RelayConfig:
     gop_cache_bytes: int = 16 * 1024 * 1024
     #: Ask the button for a fresh keyframe when a console joins and the cached GOP is older.
     join_keyframe_age: float = 0.5
+    #: Seconds after which an unacknowledged alert is escalated, one per level.
+    escalation_levels: tuple[float, ...] = (15.0, 60.0)
+    #: A second press from the same button within this many seconds of an open
+    #: alert is recorded as a duplicate linked to it.
+    merge_window: float = 120.0
     log_format: str = "text"
     log_level: str = "info"
 
@@ -109,6 +114,14 @@ class RelayConfig:
             )
         if not 1 <= self.max_tracks <= 64:
             raise ConfigError(f"max_tracks {self.max_tracks} outside 1..64")
+        levels = tuple(self.escalation_levels)
+        if not levels or any(not isinstance(v, (int, float)) or v <= 0 for v in levels) or list(levels) != sorted(set(levels)):
+            raise ConfigError(
+                f"escalation_levels {list(levels)} must be positive seconds in increasing order, e.g. [15, 60]"
+            )
+        object.__setattr__(self, "escalation_levels", tuple(float(v) for v in levels))
+        if not isinstance(self.merge_window, (int, float)) or self.merge_window < 0:
+            raise ConfigError(f"merge_window must be zero or more seconds, not {self.merge_window!r}")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"log_format {self.log_format!r} is not 'text' or 'json'")
         if self.log_level not in ("debug", "info", "warning", "error"):
@@ -145,6 +158,12 @@ def _convert(name: str, value: Any, source: str) -> Any:
         ):
             raise ConfigError(f"{source}: console_tokens must be a table of operator = \"token\"")
         return dict(value)
+    if name == "escalation_levels":
+        items = value.split(",") if isinstance(value, str) else value
+        try:
+            return tuple(float(item) for item in items)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: escalation_levels must be a list of seconds, not {value!r}") from None
     if isinstance(default, bool):
         raise ConfigError(f"{source}: {name} has no boolean form")
     if isinstance(default, int):

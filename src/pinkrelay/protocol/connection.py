@@ -352,12 +352,20 @@ class _ClientConnection(Connection):
         self.counter = counter if counter is not None else auth.default_counter()
         self.software = software
         self.welcome: ev.Welcome | None = None
+        #: Consoles: the last alert cursor seen; the relay replays what came after it.
+        self.resume_cursor = 0
         self._challenge: ev.Challenge | None = None
 
     def hello(self, now: float | None = None) -> bytes:
         """The first frame of the session."""
         return self.send(
-            ev.Hello(role=self.role, identity=self.identity, counter=self.counter, software=self.software),
+            ev.Hello(
+                role=self.role,
+                identity=self.identity,
+                counter=self.counter,
+                software=self.software,
+                cursor=self.resume_cursor,
+            ),
             now,
         )
 

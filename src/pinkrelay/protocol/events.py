@@ -95,6 +95,8 @@ class Hello(Event):
     counter: int
     software: str = ""
     protocol: int = 1
+    #: Consoles: the last alert cursor seen, so the relay sends what was missed.
+    cursor: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("role", self.role, ROLES)
@@ -102,6 +104,7 @@ class Hello(Event):
         _check_int("counter", self.counter, 1, 2**64 - 1)
         _check_text("software", self.software)
         _check_int("protocol", self.protocol, 1, 255)
+        _check_int("cursor", self.cursor, 0, 2**63 - 1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -247,9 +250,12 @@ class Alert(Event):
     level: int = 0
     cursor: int = 0
     received_at: int = 0
+    #: For a press merged into an open alert of the same button: that alert's id.
+    duplicate_of: str = ""
 
     def __post_init__(self) -> None:
         _check_id("alert_id", self.alert_id)
+        _check_id("duplicate_of", self.duplicate_of, allow_empty=True)
         _check_int("pressed_at", self.pressed_at, 0, 2**63 - 1)
         _check_choice("kind", self.kind, ALERT_KINDS)
         _check_int("attempt", self.attempt, 1, 2**31)

@@ -48,9 +48,11 @@ from ..protocol import (
 )
 from ..protocol.events import Event
 from ..registry import Registry, load_registry
+from ..alerts.escalation import Escalator
+from ..alerts.journal import JournalError, SqliteJournal
+from ..alerts.lifecycle import AlertState, LifecycleError, Step, transition
 from . import events as relay_events
 from .hub import Hub
-from .journal import MemoryJournal
 from .sessions import ButtonSession, ConsoleSession, Session, wall_us
 from .supervision import Supervisor
 
@@ -74,7 +76,8 @@ class Relay:
         self.config = config or RelayConfig()
         self.registry = registry if registry is not None else self._load_registry()
         self.console_tokens = self._load_console_tokens()
-        self.journal = journal if journal is not None else MemoryJournal()
+        self.journal = journal if journal is not None else SqliteJournal(self.config.data_dir / "journal.sqlite3")
+        self.escalator = Escalator(self.config.escalation_levels)
         self.hub = Hub(gop_cache_bytes=self.config.gop_cache_bytes)
         self.supervisor = Supervisor(self.config.supervision_window)
         self.sessions_by_button: dict[str, ButtonSession] = {}
@@ -99,6 +102,9 @@ class Relay:
         self._nursery: trio.Nursery | None = None
         self._listener_scope: trio.CancelScope | None = None
         self._supervision_wakeup = trio.Event()
+        self._escalation_wakeup = trio.Event()
+        self._unstored: set[str] = set()
+        self._offline_alerts: dict[str, str] = {}
         self.stopping = False
 
     # -- configuration -----------------------------------------------------------
@@ -153,10 +159,28 @@ class Relay:
             ) from None
         self.buttons_address = _bound(button_listeners)
         self.consoles_address = _bound(console_listeners)
+        await self.journal.open()
+        try:
+            await self._restore()
+            await self._serve(button_listeners, console_listeners, task_status)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.journal.close()
+
+    async def _restore(self) -> None:
+        """Pick up where the last run stopped: handshake counters and open alerts' escalation."""
+        self._handshake_counters.update(await self.journal.load_counters())
+        now, wall = trio.current_time(), wall_us()
+        for alert in await self.journal.open_alerts():
+            if alert.state == AlertState.RAISED:
+                self.escalator.watch(alert.alert_id, now - (wall - alert.received_at) / 1e6, alert.level)
+
+    async def _serve(self, button_listeners: Any, console_listeners: Any, task_status: Any) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self.hub.run_fanout)
             nursery.start_soon(self._supervise)
+            nursery.start_soon(self._escalate)
             async with trio.open_nursery() as connections:
                 with trio.CancelScope() as listening:
                     self._listener_scope = listening
@@ -194,8 +218,6 @@ class Relay:
                 await trio.sleep(0.01)
         for session in list(self.sessions):
             session.close(reason)
-        with trio.CancelScope(shield=True):
-            await self.journal.close()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -271,7 +293,7 @@ class Relay:
 
     # -- authentication ------------------------------------------------------------
 
-    def authenticate(self, session: Session, now: float) -> None:
+    async def authenticate(self, session: Session, now: float) -> None:
         """Check a client's proof and welcome it, or refuse it."""
         conn = session.conn
         identity = conn.identity
@@ -285,11 +307,13 @@ class Relay:
             raise AuthenticationFailed(unknown)
         key = (session.role, identity)
         conn.verify(secret, self._handshake_counters.get(key, 0))
-        self._handshake_counters[key] = conn.hello.counter if conn.hello else 0
+        counter = conn.hello.counter if conn.hello else 0
+        self._handshake_counters[key] = counter
+        await self.journal.save_counter(session.role, identity, counter)
         if isinstance(session, ButtonSession):
             self._welcome_button(session, now)
         else:
-            self._welcome_console(session, now)
+            await self._welcome_console(session, now)
         self.publish_event(relay_events.ClientConnected(role=session.role, identity=identity, peer=session.peer))
 
     def auth_refused(self, session: Session, error: AuthenticationFailed) -> None:
@@ -359,7 +383,7 @@ class Relay:
                   role="button", identity=button_id, peer=session.peer)
         self.button_seen(button_id, now)
 
-    def _welcome_console(self, session: ConsoleSession, now: float) -> None:
+    async def _welcome_console(self, session: ConsoleSession, now: float) -> None:
         welcome = session.conn.welcome(session=secrets.token_hex(8), now=now)
         session.outbox.send(Lane.CONTROL, [welcome], now)
         self.consoles.add(session)
@@ -369,8 +393,13 @@ class Relay:
         for button_id, button in self.registry.items():
             state = "online" if button_id in online else "offline"
             session.send(ButtonState(button=button_id, state=state, at=wall_us(), site=button.site))
-        for alert in self.journal.open_alerts():
+        # Every open alert, then (for a console that resumes) everything after its cursor.
+        for alert in await self.journal.open_alerts():
             session.send(alert)
+        resume_from = session.conn.hello.cursor if session.conn.hello else 0
+        if resume_from:
+            for missed in await self.journal.events_since(resume_from):
+                session.send(missed)
 
     # -- supervision ----------------------------------------------------------------
 
@@ -378,6 +407,25 @@ class Relay:
         if self.supervisor.seen(button_id, now):
             self._button_state(button_id, "online")
             self._supervision_wakeup.set()
+            offline_alert = self._offline_alerts.pop(button_id, None)
+            if offline_alert is not None and self._nursery is not None:
+                self._nursery.start_soon(self._resolve_offline, offline_alert)
+
+    async def _resolve_offline(self, alert_id: str) -> None:
+        """The button is back: its offline alert is resolved by the relay itself."""
+        alert = await self.journal.get(alert_id)
+        if alert is None or alert.state not in (AlertState.RAISED, AlertState.ACKNOWLEDGED):
+            return
+        target = AlertState.ACKNOWLEDGED if alert.state == AlertState.RAISED else AlertState.RESOLVED
+        try:
+            for state in ([target, AlertState.RESOLVED] if target == AlertState.ACKNOWLEDGED else [target]):
+                current = await self.journal.get(alert_id)
+                assert current is not None
+                step = transition(alert_id, current.state, state, operator="relay", at=wall_us(),
+                                  note="button back online")
+                self._lifecycle_changed(await self.journal.apply(step))
+        except (JournalError, LifecycleError) as error:
+            log.error("could not resolve offline alert %s: %s", alert_id, error)
 
     async def _supervise(self) -> None:
         while True:
@@ -406,8 +454,16 @@ class Relay:
             site=button.site if button else None,
             received_at=wall_us(),
         )
-        recorded = await self.journal.record(alert)
+        try:
+            recorded = await self.journal.record(alert)
+        except JournalError as error:
+            log.error("offline alert for %s not stored: %s", button_id, error)
+            self.broadcast(alert)
+            return
         self.counters["alerts"] += 1
+        self._offline_alerts[button_id] = alert.alert_id
+        self.escalator.watch(alert.alert_id, trio.current_time())
+        self._escalation_wakeup.set()
         self.broadcast(recorded.alert)
         self.publish_event(recorded.alert)
         log_event(log, logging.WARNING, f"button {button_id} offline: silent for "
@@ -434,13 +490,30 @@ class Relay:
             state="raised",
             received_at=wall_us(),
         )
-        recorded = await self.journal.record(received)
+        try:
+            recorded = await self.journal.record(
+                received, merge_window_us=int(self.config.merge_window * 1e6)
+            )
+        except JournalError as error:
+            # Not stored, so not acknowledged: the button keeps retrying. The
+            # control room still sees the alert once, flagged by cursor 0.
+            log_event(log, logging.ERROR, f"alert {alert.alert_id} from {button_id} NOT stored, not "
+                      f"acknowledged: {error}", button=button_id, alert_id=alert.alert_id, decision="no-ack")
+            if alert.alert_id not in self._unstored:
+                self._unstored.add(alert.alert_id)
+                self.broadcast(received)
+                self.publish_event(received)
+            return
+        self._unstored.discard(alert.alert_id)
         if recorded.duplicate:
             self.counters["duplicate_alerts"] += 1
         else:
             self.counters["alerts"] += 1
             self.broadcast(recorded.alert)
             self.publish_event(recorded.alert)
+            if recorded.alert.state == AlertState.RAISED:
+                self.escalator.watch(recorded.alert.alert_id, trio.current_time())
+                self._escalation_wakeup.set()
         if session.ready:
             session.send(AlertAck(alert_id=alert.alert_id, duplicate=recorded.duplicate))
         log_event(
@@ -458,7 +531,63 @@ class Relay:
         )
 
     async def alert_update(self, session: ConsoleSession, update: AlertUpdate) -> None:
-        session.send(Error(code="unsupported", message="alert lifecycle actions are not enabled on this relay", fatal=False))
+        """An operator acts on an alert: check it against the lifecycle, record it, tell everyone."""
+        try:
+            alert = await self.journal.get(update.alert_id)
+            if alert is None:
+                raise LifecycleError(f"no alert {update.alert_id}")
+            step = transition(
+                update.alert_id,
+                alert.state,
+                update.state,
+                operator=session.identity,
+                console=session.peer,
+                at=wall_us(),
+                unit=update.unit,
+                note=update.note,
+            )
+            recorded = await self.journal.apply(step)
+        except (LifecycleError, JournalError) as error:
+            code = getattr(error, "code", "journal")
+            session.send(Error(code=code if isinstance(code, str) else "journal", message=str(error), fatal=False))
+            log_event(log, logging.INFO, f"operator {session.identity} could not move alert "
+                      f"{update.alert_id} to {update.state}: {error}", operator=session.identity,
+                      alert_id=update.alert_id, decision="refuse")
+            return
+        self._lifecycle_changed(recorded)
+        log_event(log, logging.INFO, f"alert {update.alert_id} {alert.state} -> {recorded.state} by "
+                  f"{session.identity}" + (f" (unit {update.unit})" if update.unit else ""),
+                  operator=session.identity, alert_id=update.alert_id, state=recorded.state,
+                  unit=update.unit, cursor=recorded.cursor)
+
+    def _lifecycle_changed(self, update: AlertUpdate) -> None:
+        if update.state != AlertState.RAISED:
+            self.escalator.stop(update.alert_id)
+        self.broadcast(update)
+        self.publish_event(update)
+
+    async def _escalate(self) -> None:
+        """Raise the level of alerts nobody acknowledged in time (see alerts/escalation.py)."""
+        while True:
+            deadline = self.escalator.next_deadline()
+            with trio.move_on_at(deadline if deadline is not None else float("inf")):
+                await self._escalation_wakeup.wait()
+            self._escalation_wakeup = trio.Event()
+            for alert_id, level in self.escalator.expire(trio.current_time()):
+                after = self.escalator.levels[level - 1]
+                step = Step(alert_id=alert_id, previous=AlertState.RAISED.value, state=AlertState.RAISED.value,
+                            operator="relay", console="", at=wall_us(),
+                            note=f"escalated to level {level}: not acknowledged within {after:g} s")
+                try:
+                    update = await self.journal.apply(step, level=level)
+                except JournalError as error:
+                    self.escalator.stop(alert_id)
+                    log.info("not escalating %s: %s", alert_id, error)
+                    continue
+                self.broadcast(update)
+                self.publish_event(update)
+                log_event(log, logging.WARNING, f"alert {alert_id} escalated to level {level}: not "
+                          f"acknowledged within {after:g} s", alert_id=alert_id, level=level)
 
     def broadcast(self, event: Event) -> None:
         """Send one event to every signed-in console; its bytes are built once."""

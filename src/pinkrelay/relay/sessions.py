@@ -220,7 +220,7 @@ class Session:
             challenge = self.conn.challenge(now, relay=self.relay.config.relay_name)
             self.outbox.send(Lane.CONTROL, [challenge], now)
         elif isinstance(event, Authenticate):
-            self.relay.authenticate(self, now)
+            await self.relay.authenticate(self, now)
         elif isinstance(event, PeerSilent):
             self.say_goodbye(f"nothing received for {event.silent_for:.0f} s")
         elif isinstance(event, Goodbye):

@@ -1,0 +1,441 @@
+"""The durable alert journal: SQLite in WAL mode, written by one thread with group commit.
+
+The relay acknowledges a press to the button only after the journal has
+committed it (``synchronous=FULL``: the commit is on disk). Each alert id is
+stored once, so a button's retries are recognised (``duplicate``). Every
+change to an alert (raised, each lifecycle step, each escalation, each note)
+is an event with a cursor: a sequence number consoles resume from.
+
+Group commit: the writer thread takes every request queued while it was
+busy and commits them in one transaction, so a burst of alerts costs one
+fsync, not one each. Each request runs in its own savepoint, so one bad
+request fails alone. The trio side never blocks: it waits on a trio.Event
+that the writer sets through the run's token.
+
+Media never goes through the journal; alerts, lifecycle events, handshake
+counters and the audit trail do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..errors import PinkRelayError
+from ..protocol import Alert, AlertUpdate, Site
+from .lifecycle import OPEN_STATES, AlertState, Step
+
+log = logging.getLogger("pinkrelay.journal")
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id TEXT PRIMARY KEY,
+    button TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    pressed_at INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    level INTEGER NOT NULL DEFAULT 0,
+    duplicate_of TEXT NOT NULL DEFAULT '',
+    site TEXT NOT NULL DEFAULT '',
+    cursor INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_by_button ON alerts (button, received_at);
+CREATE INDEX IF NOT EXISTS alerts_by_state ON alerts (state);
+CREATE TABLE IF NOT EXISTS events (
+    cursor INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    level INTEGER NOT NULL DEFAULT 0,
+    operator TEXT NOT NULL DEFAULT '',
+    console TEXT NOT NULL DEFAULT '',
+    unit TEXT NOT NULL DEFAULT '',
+    note TEXT NOT NULL DEFAULT '',
+    at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_alert ON events (alert_id, cursor);
+CREATE TABLE IF NOT EXISTS counters (
+    role TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    counter INTEGER NOT NULL,
+    PRIMARY KEY (role, identity)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    operator TEXT NOT NULL,
+    action TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+"""
+
+
+class JournalError(PinkRelayError, OSError):
+    """The journal cannot store or read alerts; the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """The outcome of recording a press."""
+
+    alert: Alert
+    duplicate: bool
+
+
+def _site_json(site: Site | None) -> str:
+    if site is None:
+        return ""
+    return json.dumps(
+        {
+            "name": site.name,
+            "kind": site.kind,
+            "address": site.address,
+            "district": site.district,
+            "latitude": site.latitude,
+            "longitude": site.longitude,
+        }
+    )
+
+
+def _site_from(text: str) -> Site | None:
+    return Site(**json.loads(text)) if text else None
+
+
+_ALERT_COLUMNS = (
+    "alert_id, button, kind, pressed_at, received_at, attempt, state, level, duplicate_of, site, cursor"
+)
+
+
+def _alert_from_row(row: Sequence[Any]) -> Alert:
+    alert_id, button, kind, pressed_at, received_at, attempt, state, level, duplicate_of, site, cursor = row
+    return Alert(
+        alert_id=alert_id,
+        button=button,
+        kind=kind,
+        pressed_at=pressed_at,
+        received_at=received_at,
+        attempt=attempt,
+        state=state,
+        level=level,
+        duplicate_of=duplicate_of,
+        site=_site_from(site),
+        cursor=cursor,
+    )
+
+
+def _describe_sqlite_error(path: Path, error: BaseException) -> str:
+    text = str(error)
+    if "full" in text:
+        return f"journal {path}: the disk is full ({text}); free space, alerts are not being stored"
+    if "readonly" in text or "read-only" in text:
+        return f"journal {path}: cannot write ({text}); make the data directory writable"
+    if "malformed" in text or "not a database" in text:
+        return (
+            f"journal {path} is corrupt ({text}); stop the relay, move the file aside "
+            "(keep it for investigation) and start again with a new journal"
+        )
+    return f"journal {path}: {text}"
+
+
+class SqliteJournal:
+    """The durable journal. ``await open()`` before use, ``await close()`` after."""
+
+    durable = True
+
+    def __init__(self, path: Path | str, *, max_batch: int = 1000, synchronous: str = "FULL") -> None:
+        self.path = Path(path)
+        self.max_batch = max_batch
+        self.synchronous = synchronous
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self.commits = 0
+        self.requests_done = 0
+
+    # -- thread --------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise JournalError(f"journal directory {self.path.parent}: {error.strerror or error}") from None
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            check = conn.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"database disk image is malformed ({check})")
+            conn.executescript(SCHEMA)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+        except sqlite3.Error as error:
+            raise JournalError(_describe_sqlite_error(self.path, error)) from None
+        return conn
+
+    def _run(self, conn: sqlite3.Connection) -> None:
+        while True:
+            first = self._requests.get()
+            if first is None:
+                conn.close()
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._requests.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._execute(conn, batch)
+            if stop:
+                conn.close()
+                return
+
+    def _execute(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+        results: list[tuple[Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for work, _ in batch:
+                try:
+                    conn.execute("SAVEPOINT request")
+                    result = work(conn)
+                    conn.execute("RELEASE request")
+                    results.append((result, None))
+                except Exception as error:
+                    conn.execute("ROLLBACK TO request")
+                    conn.execute("RELEASE request")
+                    results.append((None, error))
+            conn.execute("COMMIT")
+            self.commits += 1
+        except sqlite3.Error as error:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            failure = JournalError(_describe_sqlite_error(self.path, error))
+            log.error("%s", failure)
+            results = [(None, failure)] * len(batch)
+        self.requests_done += len(batch)
+        for (_, reply), (result, error) in zip(batch, results, strict=True):
+            reply(result, error)
+
+    # -- trio side ----------------------------------------------------------------
+
+    async def open(self) -> None:
+        conn = await trio.to_thread.run_sync(self._connect)
+        self._token = trio.lowlevel.current_trio_token()
+        self._thread = threading.Thread(target=self._run, args=(conn,), name="pinkrelay-journal", daemon=True)
+        self._thread.start()
+
+    async def close(self) -> None:
+        if self._thread is None:
+            return
+        self._requests.put(None)
+        await trio.to_thread.run_sync(self._thread.join)
+        self._thread = None
+
+    async def _call(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        if self._thread is None or self._token is None:
+            raise JournalError(f"journal {self.path} is not open")
+        done = trio.Event()
+        box: list[Any] = []
+        token = self._token
+
+        def reply(result: Any, error: BaseException | None) -> None:
+            def wake() -> None:
+                box.append((result, error))
+                done.set()
+
+            try:
+                token.run_sync_soon(wake)
+            except trio.RunFinishedError:
+                pass
+
+        self._requests.put((work, reply))
+        await done.wait()
+        result, error = box[0]
+        if error is not None:
+            if isinstance(error, JournalError):
+                raise error
+            raise JournalError(_describe_sqlite_error(self.path, error)) from error
+        return result
+
+    # -- alerts -------------------------------------------------------------------
+
+    async def record(self, alert: Alert, *, merge_window_us: int = 0) -> Recorded:
+        """Store a press once. A retry of a stored id returns it with ``duplicate`` set.
+
+        With ``merge_window_us``, a new press from a button that has an open
+        alert raised within the window is stored as state ``duplicate``,
+        linked to that alert (``duplicate_of``).
+        """
+
+        def work(conn: sqlite3.Connection) -> Recorded:
+            row = conn.execute(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE alert_id = ?", (alert.alert_id,)).fetchone()
+            if row is not None:
+                return Recorded(_alert_from_row(row), True)
+            stored = alert
+            if merge_window_us and alert.kind == "panic":
+                placeholders = ",".join("?" * len(OPEN_STATES))
+                open_row = conn.execute(
+                    f"SELECT alert_id FROM alerts WHERE button = ? AND kind = 'panic' AND state IN ({placeholders}) "
+                    "AND received_at >= ? ORDER BY received_at DESC LIMIT 1",
+                    (alert.button, *[s.value for s in OPEN_STATES], alert.received_at - merge_window_us),
+                ).fetchone()
+                if open_row is not None:
+                    stored = replace(alert, state=AlertState.DUPLICATE.value, duplicate_of=open_row[0])
+            cursor = conn.execute(
+                "INSERT INTO events (alert_id, kind, state, level, note, at) VALUES (?, ?, ?, 0, ?, ?)",
+                (
+                    stored.alert_id,
+                    "duplicate" if stored.duplicate_of else "raised",
+                    stored.state,
+                    f"pressed again; linked to {stored.duplicate_of}" if stored.duplicate_of else "",
+                    stored.received_at,
+                ),
+            ).lastrowid
+            stored = replace(stored, cursor=cursor)
+            conn.execute(
+                f"INSERT INTO alerts ({_ALERT_COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    stored.alert_id,
+                    stored.button,
+                    stored.kind,
+                    stored.pressed_at,
+                    stored.received_at,
+                    stored.attempt,
+                    stored.state,
+                    stored.level,
+                    stored.duplicate_of,
+                    _site_json(stored.site),
+                    cursor,
+                    stored.received_at,
+                ),
+            )
+            return Recorded(stored, False)
+
+        return await self._call(work)
+
+    async def apply(self, step: Step, *, level: int | None = None) -> AlertUpdate:
+        """Record a lifecycle step (checked against the current state inside the transaction)."""
+
+        def work(conn: sqlite3.Connection) -> AlertUpdate:
+            row = conn.execute("SELECT state, level FROM alerts WHERE alert_id = ?", (step.alert_id,)).fetchone()
+            if row is None:
+                raise JournalError(f"no alert {step.alert_id} in the journal")
+            if row[0] != step.previous:
+                raise JournalError(
+                    f"alert {step.alert_id} changed to {row[0]} meanwhile; refresh and try again"
+                )
+            new_level = row[1] if level is None else level
+            kind = "note" if step.state == step.previous and step.note and level is None else (
+                "escalated" if level is not None else "transition"
+            )
+            cursor = conn.execute(
+                "INSERT INTO events (alert_id, kind, state, level, operator, console, unit, note, at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (step.alert_id, kind, step.state, new_level, step.operator, step.console, step.unit,
+                 step.note, step.at),
+            ).lastrowid
+            conn.execute(
+                "UPDATE alerts SET state = ?, level = ?, updated_at = ? WHERE alert_id = ?",
+                (step.state, new_level, step.at, step.alert_id),
+            )
+            return AlertUpdate(alert_id=step.alert_id, state=step.state, operator=step.operator,
+                               note=step.note, unit=step.unit, at=step.at, level=new_level, cursor=cursor)
+
+        return await self._call(work)
+
+    async def get(self, alert_id: str) -> Alert | None:
+        def work(conn: sqlite3.Connection) -> Alert | None:
+            row = conn.execute(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
+            return _alert_from_row(row) if row else None
+
+        return await self._call(work)
+
+    async def open_alerts(self) -> list[Alert]:
+        def work(conn: sqlite3.Connection) -> list[Alert]:
+            placeholders = ",".join("?" * len(OPEN_STATES))
+            rows = conn.execute(
+                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE state IN ({placeholders}) ORDER BY cursor",
+                [s.value for s in OPEN_STATES],
+            ).fetchall()
+            return [_alert_from_row(row) for row in rows]
+
+        return await self._call(work)
+
+    async def events_since(self, cursor: int, limit: int = 10000) -> list[Alert | AlertUpdate]:
+        """Everything after ``cursor``, in order: raised alerts as Alert, changes as AlertUpdate."""
+
+        def work(conn: sqlite3.Connection) -> list[Alert | AlertUpdate]:
+            rows = conn.execute(
+                "SELECT cursor, alert_id, kind, state, level, operator, unit, note, at FROM events "
+                "WHERE cursor > ? ORDER BY cursor LIMIT ?",
+                (cursor, limit),
+            ).fetchall()
+            out: list[Alert | AlertUpdate] = []
+            for event_cursor, alert_id, kind, state, level, operator, unit, note, at in rows:
+                if kind in ("raised", "duplicate"):
+                    row = conn.execute(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
+                    alert = _alert_from_row(row)
+                    out.append(replace(alert, state=state, level=level, cursor=event_cursor))
+                else:
+                    out.append(AlertUpdate(alert_id=alert_id, state=state, operator=operator, note=note,
+                                           unit=unit, at=at, level=level, cursor=event_cursor))
+            return out
+
+        return await self._call(work)
+
+    async def last_cursor(self) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            return conn.execute("SELECT COALESCE(MAX(cursor), 0) FROM events").fetchone()[0]
+
+        return await self._call(work)
+
+    # -- handshake counters and audit ------------------------------------------------
+
+    async def load_counters(self) -> dict[tuple[str, str], int]:
+        def work(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
+            return {(r, i): c for r, i, c in conn.execute("SELECT role, identity, counter FROM counters")}
+
+        return await self._call(work)
+
+    async def save_counter(self, role: str, identity: str, counter: int) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO counters (role, identity, counter) VALUES (?, ?, ?) "
+                "ON CONFLICT (role, identity) DO UPDATE SET counter = MAX(counter, excluded.counter)",
+                (role, identity, counter),
+            )
+
+        await self._call(work)
+
+    async def audit(self, at: int, operator: str, action: str, subject: str, detail: str = "") -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO audit (at, operator, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
+                (at, operator, action, subject, detail),
+            )
+
+        await self._call(work)
