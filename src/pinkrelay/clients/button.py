@@ -117,17 +117,20 @@ class ButtonClient:
         """
         delay = self.backoff_initial
         started = False
+        failure: Exception | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._retry_presses)
             while True:
                 try:
                     await self.connect()
-                except ConnectionRefused:
-                    raise
+                except ConnectionRefused as error:
+                    failure = error
+                    break
                 except OSError as error:
                     self.last_error = str(error)
                     if not self.reconnect:
-                        raise
+                        failure = error
+                        break
                     log.warning("button %s: %s; retrying in %.1f s", self.button_id, error, delay)
                     await trio.sleep(delay * (0.5 + random.random() / 2))
                     delay = min(delay * 2, self.backoff_max)
@@ -146,6 +149,9 @@ class ButtonClient:
                     return
                 self.reconnects += 1
                 await trio.sleep(self.backoff_initial * random.random())
+            nursery.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
 
     def close(self, reason: str = "button stopped") -> None:
         if self.link is not None:
