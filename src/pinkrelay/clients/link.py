@@ -9,6 +9,7 @@ reason; an unreachable relay raises OSError naming the address.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,6 +28,16 @@ RECEIVE_BYTES = 64 * 1024
 
 def wall_us() -> int:
     return time.time_ns() // 1000
+
+
+def _first_cause(error: OSError) -> OSError:
+    """trio reports "all attempts to connect failed" (no errno) and chains each attempt's error."""
+    cause = error.__cause__
+    while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
+        cause = cause.exceptions[0]
+    if isinstance(cause, OSError) and cause.errno:
+        return OSError(cause.errno, os.strerror(cause.errno))
+    return error
 
 
 class LinkClosed(PinkRelayError, ConnectionError):
@@ -63,11 +74,12 @@ class Link:
             try:
                 stream = await trio.open_tcp_stream(address.host, address.port)
             except OSError as error:
-                raise OSError(
-                    error.errno,
+                error = _first_cause(error)
+                message = (
                     f"relay not reachable at {address} ({error.strerror or error}); is "
-                    "'pinkrelay serve' running there, and is this the right port?",
-                ) from None
+                    "'pinkrelay serve' running there, and is this the right port?"
+                )
+                raise (OSError(error.errno, message) if error.errno else OSError(message)) from None
             try:
                 await cls._handshake(stream, conn, what)
             except BaseException:
