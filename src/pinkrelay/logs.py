@@ -45,7 +45,7 @@ def setup_logging(fmt: str = "text", level: str = "info", stream: Any = None) ->
     root.propagate = False
 
 
-def event(logger: logging.Logger, level: int, message: str, **fields: Any) -> None:
+def event(logger: logging.Logger, level: int, message: str, /, **fields: Any) -> None:
     """Log ``message`` with structured ``fields`` (shown in JSON logs)."""
     if logger.isEnabledFor(level):
         logger.log(level, message, extra={"fields": fields})

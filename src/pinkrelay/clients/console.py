@@ -3,8 +3,9 @@
 It signs in as an operator, then yields everything the relay says, in
 order: alerts, button state changes, lifecycle updates, subscription
 confirmations, stream descriptions and media packets (``events()``). It
-reconnects with backoff after a drop and re-subscribes to every button it
-was watching, reporting the gap as ``Reconnected``.
+reconnects with backoff after a drop, re-subscribes to every button it
+was watching and resumes the alert feed after the last cursor it saw, so a
+brief network loss loses nothing (``Reconnected`` marks the gap).
 
 Backpressure is real: when the application stops reading ``events()``, the
 client stops reading the socket and the relay drops this console's video
@@ -24,6 +25,7 @@ import trio
 from ..config import Address
 from ..errors import ConnectionRefused
 from ..protocol import (
+    Alert,
     AlertUpdate,
     ConsoleConnection,
     Heartbeat,
@@ -76,6 +78,8 @@ class ConsoleClient:
         self.link: Link | None = None
         self.connected = trio.Event()
         self.watching: set[str] = set()
+        #: The last alert cursor seen; a reconnect resumes after it.
+        self.cursor = 0
         self.reconnects = 0
         self._send, self._receive = trio.open_memory_channel[Any](buffer)
 
@@ -85,12 +89,10 @@ class ConsoleClient:
         started = False
         attempt = 0
         while True:
+            conn = ConsoleConnection(self.operator, self._token)
+            conn.resume_cursor = self.cursor
             try:
-                link = await Link.open(
-                    self.relay,
-                    ConsoleConnection(self.operator, self._token),
-                    connect_timeout=self.connect_timeout,
-                )
+                link = await Link.open(self.relay, conn, connect_timeout=self.connect_timeout)
             except ConnectionRefused:
                 raise
             except OSError as error:
@@ -121,6 +123,8 @@ class ConsoleClient:
             await trio.sleep(self.backoff_initial * random.random())
 
     async def _deliver(self, event: Any) -> None:
+        if isinstance(event, (Alert, AlertUpdate)) and event.cursor > self.cursor:
+            self.cursor = event.cursor
         if not isinstance(event, Heartbeat):
             await self._send.send(event)
 
