@@ -1,0 +1,407 @@
+"""``pinkrelay button``: one real button, streaming a camera, a file or a test pattern.
+
+It connects and authenticates with the button's secret, encodes H.264 video
+and Opus audio in real time (paced by the source's own timestamps), stamps
+every packet with its capture time, and keeps the connection alive with
+heartbeats and reconnects. A press comes from the Enter or space key (when
+stdin is a terminal), from SIGUSR1, or from ``--press-after``; the press and
+the relay's acknowledgement are printed with the latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import sys
+from typing import Any
+
+import trio
+
+from ..clients import ButtonClient
+from ..errors import ConnectionRefused
+from ..logs import setup_logging
+from ..protocol.events import MAX_ID_LENGTH
+from .common import (
+    DEFAULT_BUTTONS_PORT,
+    CommandError,
+    Output,
+    VideoSpec,
+    add_relay_option,
+    bitrate,
+    non_negative_float,
+    positive_float,
+    read_text_file,
+    relay_address,
+    run_trio,
+    say_goodbye,
+    utc_clock,
+    video_spec,
+    wait_for_stop,
+    wall_us,
+)
+
+DEFAULT_VIDEO = VideoSpec(640, 360, 30.0)
+AUDIO_BITRATE = 32_000
+#: A paced source this far behind its schedule (a slow encoder) skips ahead instead of bursting.
+MAX_LAG = 0.5
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "button",
+        help="run one button (camera, media file or test pattern)",
+        description="Run one panic button: stream live video and audio to the relay and raise an "
+        "alert on Enter/space (in a terminal), on SIGUSR1, or after --press-after seconds.",
+    )
+    add_relay_option(parser, DEFAULT_BUTTONS_PORT, "button")
+    parser.add_argument("--id", required=True, metavar="ID", help="this button's id in the registry")
+    parser.add_argument(
+        "--secret-file", required=True, metavar="FILE", help="file holding this button's secret"
+    )
+    parser.add_argument(
+        "--source",
+        default="test",
+        metavar="test|FILE|/dev/videoN",
+        help="'test' pattern and tone (default), a media file (looped), or a V4L2 camera",
+    )
+    parser.add_argument(
+        "--audio-device", metavar="ALSA", help="microphone for a camera source (e.g. default, hw:1,0)"
+    )
+    parser.add_argument(
+        "--press-after", type=non_negative_float, metavar="SECONDS", help="press once after this delay"
+    )
+    parser.add_argument(
+        "--video",
+        type=video_spec,
+        metavar="WxH@FPS",
+        help=f"capture/encode size and rate (default {DEFAULT_VIDEO}; a file keeps its own unless given)",
+    )
+    parser.add_argument(
+        "--bitrate", type=bitrate, default=800_000, metavar="BPS", help="video bit rate (default 800k)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object per line")
+    parser.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging("text", "warning")
+    out = Output(args.json)
+    return run_trio(_main, args, out)
+
+
+def _check_id(button_id: str) -> None:
+    if len(button_id) > MAX_ID_LENGTH or not _ID.match(button_id):
+        raise CommandError(
+            f"--id {button_id!r} is not a button id (letters, digits, '.', '_', '-'; "
+            f"at most {MAX_ID_LENGTH} characters)"
+        )
+
+
+def _open_source(args: argparse.Namespace) -> Any:
+    from ..media import open_source
+
+    spec = args.video or DEFAULT_VIDEO
+    return open_source(
+        args.source,
+        width=spec.width,
+        height=spec.height,
+        fps=spec.fps,
+        label=args.id,
+        audio_device=args.audio_device,
+        loop=True,
+    )
+
+
+async def _main(args: argparse.Namespace, out: Output) -> int:
+    _check_id(args.id)
+    relay = relay_address(args.relay)
+    secret = read_text_file(args.secret_file, "secret file").strip().encode()
+    source = _open_source(args)
+    try:
+        streamer = Streamer(args, source, out)
+        client = ButtonClient(relay, args.id, secret, tracks=streamer.track_specs(), reconnect=False)
+        streamer.client = client
+        async with trio.open_nursery() as nursery:
+            try:
+                await nursery.start(client.run)
+            except ConnectionRefused as error:
+                raise ConnectionRefused(
+                    f"{error}; check that {args.id} is in the relay's registry and that "
+                    f"{args.secret_file} holds its secret",
+                    code=error.code,
+                ) from None
+            client.reconnect = True
+            streamer.connected(relay)
+            stop = trio.Event()
+            async with trio.open_nursery() as tasks:
+                tasks.start_soon(streamer.stream_video)
+                if streamer.audio_encoder is not None:
+                    tasks.start_soon(streamer.stream_audio)
+                tasks.start_soon(streamer.watch_connection)
+                tasks.start_soon(streamer.press_on_signal)
+                if args.press_after is not None:
+                    tasks.start_soon(streamer.press_after, args.press_after)
+                if sys.stdin.isatty():
+                    tasks.start_soon(streamer.press_on_keys, stop)
+                reason = await wait_for_stop(args.duration, stop)
+                tasks.cancel_scope.cancel()
+            client.reconnect = False
+            await say_goodbye([client.link], "button stopped")
+            nursery.cancel_scope.cancel()
+        streamer.summary(reason)
+    finally:
+        source.close()
+    return 0
+
+
+class Streamer:
+    """Encodes the source in real time and hands packets to the ButtonClient."""
+
+    def __init__(self, args: argparse.Namespace, source: Any, out: Output) -> None:
+        from ..media import AudioEncoder, CameraSource, FileSource, MediaError, VideoEncoder
+
+        self.args = args
+        self.source = source
+        self.out = out
+        self.button_id = args.id
+        self.client: ButtonClient | None = None
+        self.live = isinstance(source, CameraSource)
+        width, height, fps = source.width, source.height, source.fps
+        if isinstance(source, FileSource) and args.video is not None:
+            width, height = args.video.width, args.video.height
+        width, height = width - width % 2, height - height % 2
+        self.fps = fps or 30.0
+        try:
+            self.video_encoder = VideoEncoder(width, height, self.fps, args.bitrate, 1.0)
+            self.audio_encoder = (
+                AudioEncoder("opus", 48000, min(max(source.channels, 1), 2), AUDIO_BITRATE)
+                if source.sample_rate
+                else None
+            )
+        except (MediaError, ValueError) as error:
+            raise CommandError(f"cannot encode {args.source}: {error}") from None
+        self._media_error = MediaError
+        self._described = self.video_encoder.track_info
+        self._origin: float | None = None
+        self._first_position: dict[str, float] = {}
+        self.started_at = trio.current_time()
+        self.video_sent = 0
+        self.video_bytes = 0
+        self.video_dropped = 0
+        self.video_offline = 0
+        self.audio_sent = 0
+        self.audio_dropped = 0
+        self.presses = 0
+        self.acked: list[float] = []
+        if isinstance(source, FileSource):
+            self.description = f"file {source.path} ({width}x{height} at {self.fps:g} fps, looped)"
+        elif self.live:
+            self.description = f"camera {args.source} ({width}x{height} at {self.fps:g} fps)"
+        else:
+            self.description = f"test pattern {width}x{height} at {self.fps:g} fps"
+
+    def track_specs(self) -> list[dict[str, Any]]:
+        specs = [self.video_encoder.track_info.to_dict()]
+        if self.audio_encoder is not None:
+            specs.append(self.audio_encoder.track_info.to_dict())
+        return specs
+
+    def connected(self, relay: Any) -> None:
+        self.started_at = trio.current_time()
+        audio = f" + {self.audio_encoder.track_info.codec} audio" if self.audio_encoder else " (no audio)"
+        self.out.event("connected", button=self.button_id, relay=str(relay))
+        self.out.say(f"button {self.button_id}: connected to the relay at {relay}")
+        self.out.say(
+            f"streaming {self.description}, H.264 {self.args.bitrate // 1000} kb/s{audio}"
+        )
+        hints = [f"kill -USR1 {os.getpid()}"]
+        if sys.stdin.isatty():
+            hints.insert(0, "Enter or space")
+        self.out.say(f"to raise an alert: {' or '.join(hints)}; Ctrl-C stops the button")
+
+    # -- pacing ------------------------------------------------------------------
+
+    async def _pace(self, kind: str, frame: Any, count: int) -> None:
+        """Sleep until ``frame`` is due, so a file or test source runs in real time."""
+        if self.live:
+            return
+        if frame.pts is not None and frame.time_base is not None:
+            position = float(frame.pts * frame.time_base)
+        else:
+            position = count / self.fps
+        first = self._first_position.setdefault(kind, position)
+        now = trio.current_time()
+        if self._origin is None:
+            self._origin = now
+        due = self._origin + (position - first)
+        if due < now - MAX_LAG:
+            self._origin = now - (position - first)
+            return
+        await trio.sleep_until(due)
+
+    async def _next(self, frames: Any) -> Any:
+        try:
+            return await trio.to_thread.run_sync(next, frames, None, abandon_on_cancel=True)
+        except self._media_error as error:
+            raise CommandError(str(error)) from None
+
+    # -- streaming ---------------------------------------------------------------
+
+    async def stream_video(self) -> None:
+        client = self.client
+        assert client is not None
+        frames = self.source.video_frames()
+        count = 0
+        while True:
+            frame = await self._next(frames)
+            if frame is None:
+                raise CommandError(f"source {self.args.source} stopped delivering video")
+            await self._pace("video", frame, count)
+            count += 1
+            if not client.connected.is_set():
+                self.video_offline += 1
+                continue
+            captured = wall_us()
+            if client.needs_keyframe:
+                self.video_encoder.force_keyframe()
+            try:
+                packets = await trio.to_thread.run_sync(self.video_encoder.encode, frame)
+            except self._media_error as error:
+                raise CommandError(str(error)) from None
+            if self.video_encoder.track_info is not self._described:
+                self._described = self.video_encoder.track_info
+                client.set_tracks(self.track_specs())
+            for packet in packets:
+                if client.send_media("video", packet.data, captured, packet.keyframe):
+                    self.video_sent += 1
+                    self.video_bytes += len(packet.data)
+                else:
+                    self.video_dropped += 1
+
+    async def stream_audio(self) -> None:
+        client = self.client
+        encoder = self.audio_encoder
+        assert client is not None and encoder is not None
+        frames = self.source.audio_frames()
+        base_us: int | None = None
+        count = 0
+        while True:
+            frame = await self._next(frames)
+            if frame is None:
+                return
+            await self._pace("audio", frame, count)
+            count += 1
+            if base_us is None:
+                base_us = wall_us()
+            try:
+                packets = encoder.encode(frame)
+            except self._media_error as error:
+                raise CommandError(str(error)) from None
+            for packet in packets:
+                if client.send_media("audio", packet.data, base_us + packet.pts_us, True):
+                    self.audio_sent += 1
+                else:
+                    self.audio_dropped += 1
+
+    async def watch_connection(self) -> None:
+        client = self.client
+        assert client is not None
+        while True:
+            link = client.link
+            while client.link is link and client.connected.is_set():
+                await trio.sleep(0.2)
+            reason = (link.closed_reason if link is not None else "") or client.last_error or "connection lost"
+            self.out.event("reconnect", button=self.button_id, reason=reason)
+            self.out.say(f"disconnected from the relay: {reason}; reconnecting")
+            await client.connected.wait()
+            self.out.say("reconnected to the relay")
+
+    # -- presses -----------------------------------------------------------------
+
+    async def press(self, how: str) -> None:
+        client = self.client
+        assert client is not None
+        pending = client.start_press()
+        alert = pending.alert
+        self.presses += 1
+        self.out.event("press", button=self.button_id, alert_id=alert.alert_id, t=alert.pressed_at / 1e6)
+        offline = "" if client.connected.is_set() else " (offline: sent as soon as the relay is back)"
+        self.out.say(f"PRESS  ({how}) alert {alert.alert_id} at {utc_clock(alert.pressed_at)}{offline}")
+        await pending.done.wait()
+        receipt = pending.receipt
+        assert receipt is not None
+        self.acked.append(receipt.latency_ms)
+        self.out.event(
+            "acked", button=self.button_id, alert_id=receipt.alert_id, latency_ms=round(receipt.latency_ms, 3)
+        )
+        note = ", already recorded" if receipt.duplicate else ""
+        self.out.say(
+            f"ACKED  alert {receipt.alert_id} stored by the relay {receipt.latency_ms:.1f} ms after the "
+            f"press (attempt {receipt.attempts}{note})"
+        )
+
+    async def press_after(self, delay: float) -> None:
+        await trio.sleep(delay)
+        await self.press(f"after {delay:g} s")
+
+    async def press_on_signal(self) -> None:
+        with trio.open_signal_receiver(signal.SIGUSR1) as signals:
+            async with trio.open_nursery() as nursery:
+                async for _ in signals:
+                    nursery.start_soon(self.press, "SIGUSR1")
+
+    async def press_on_keys(self, stop: trio.Event) -> None:
+        """Enter or space presses, q stops; the terminal is put back as it was."""
+        import termios
+        import tty
+
+        fd = sys.stdin.fileno()
+        try:
+            saved = termios.tcgetattr(fd)
+        except termios.error:
+            return
+        try:
+            tty.setcbreak(fd)
+            async with trio.open_nursery() as nursery:
+                while True:
+                    await trio.lowlevel.wait_readable(fd)
+                    data = os.read(fd, 64)
+                    if not data or b"q" in data.lower():
+                        stop.set()
+                        return
+                    for _ in range(sum(data.count(key) for key in (b"\n", b"\r", b" "))):
+                        nursery.start_soon(self.press, "key")
+        finally:
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+    # -- summary -----------------------------------------------------------------
+
+    def summary(self, reason: str) -> None:
+        elapsed = trio.current_time() - self.started_at
+        kbps = self.video_bytes * 8 / 1000 / elapsed if elapsed > 0 else 0.0
+        latency = sorted(self.acked)
+        median = latency[len(latency) // 2] if latency else None
+        self.out.event(
+            "summary",
+            button=self.button_id,
+            seconds=round(elapsed, 3),
+            video_frames=self.video_sent,
+            video_kbps=round(kbps, 1),
+            audio_packets=self.audio_sent,
+            dropped=self.video_dropped + self.audio_dropped,
+            presses=self.presses,
+            acks=len(self.acked),
+            ack_latency_ms=None if median is None else round(median, 3),
+        )
+        acks = f", median ack {median:.1f} ms" if median is not None else ""
+        self.out.say(
+            f"stopped ({reason}) after {elapsed:.1f} s: {self.video_sent} video frames "
+            f"({kbps:.0f} kb/s), {self.audio_sent} audio packets, "
+            f"{self.video_dropped + self.audio_dropped} dropped, {self.video_offline} frames while offline; "
+            f"{self.presses} press(es), {len(self.acked)} acknowledged{acks}"
+        )
+
