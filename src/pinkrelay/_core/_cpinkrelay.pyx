@@ -16,8 +16,9 @@ Errors are detected here and raised through ``checks.py``, so both cores
 produce the same exception with the same message.
 """
 
+cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.errno cimport EAGAIN, EINTR, ENOTSOCK, errno
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -142,6 +143,8 @@ cdef inline bint _fields_ok(int type, int flags, int lane, int track) noexcept n
     return lane == expected and flags == FLAG_END and track == 0
 
 
+@cython.no_gc          # holds only ints and a bytes object: it can never be part of a cycle
+@cython.freelist(256)  # a relay makes and drops one per frame received
 cdef class Frame:
     """One decoded frame: header fields plus the frame's wire bytes."""
 
@@ -305,7 +308,15 @@ cdef list _encode_media(int track, int lane, object seq, int64_t timestamp, obje
 
 
 cdef class FrameDecoder:
-    """Turn a byte stream, split anywhere, into validated frames."""
+    """Turn a byte stream, split anywhere, into validated frames.
+
+    ``decode`` parses frames straight from the caller's bytes. Only a frame cut
+    by the end of a read is buffered, and the next read first completes that
+    one frame (copying just the bytes it lacks) before parsing in place again,
+    so a 64 KiB read is not copied into the buffer just to finish one frame.
+    What is observable (frames, errors and when they are raised, ``buffered``)
+    is exactly the reference's.
+    """
 
     cdef readonly Py_ssize_t max_frame_bytes
     cdef readonly Py_ssize_t max_control_bytes
@@ -348,18 +359,30 @@ cdef class FrameDecoder:
             del self._buffer[:self._pos]
             self._pos = 0
 
+    cdef int _append(self, const uint8_t *p, Py_ssize_t n) except -1:
+        """Append ``n`` raw bytes to the buffer (one copy, no temporary object)."""
+        cdef Py_ssize_t old = PyByteArray_GET_SIZE(self._buffer)
+        if n > 0:
+            PyByteArray_Resize(self._buffer, old + n)
+            memcpy(PyByteArray_AS_STRING(self._buffer) + old, p, n)
+        return 0
+
+    cdef inline const uint8_t *_base(self):
+        return <const uint8_t *>PyByteArray_AS_STRING(self._buffer)
+
     def next_frame(self):
         """The next complete frame, or None when more bytes are needed."""
         cdef list out = []
+        cdef Py_ssize_t got = 0
         if self._error is not None:
             raise self._error
         cdef Py_ssize_t size = PyByteArray_GET_SIZE(self._buffer)
-        cdef const uint8_t *base = <const uint8_t *>PyByteArray_AS_STRING(self._buffer)
         try:
-            self._pos += self._parse(base + self._pos, size - self._pos, out, 1)
+            self._parse(self._base() + self._pos, size - self._pos, out, 1, &got)
         except ProtocolError as error:
             self._error = error
             raise
+        self._pos += got
         if self._pos == size:
             del self._buffer[:]
             self._pos = 0
@@ -369,68 +392,114 @@ cdef class FrameDecoder:
         """Feed ``data`` and return every frame it completes (see reference.py)."""
         cdef list out = []
         cdef Py_buffer view
-        cdef Py_ssize_t used, size
-        cdef const uint8_t *base
+        cdef Py_ssize_t used = 0, got = 0, n
+        cdef const uint8_t *p
         if self._error is not None:
             raise self._error
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
-            self.bytes_received += view.len
-            if self._pos == PyByteArray_GET_SIZE(self._buffer):
-                # Fast path: nothing buffered, parse straight from the caller's bytes.
-                if self._pos:
-                    del self._buffer[:]
-                    self._pos = 0
-                try:
-                    used = self._parse(<const uint8_t *>view.buf, view.len, out, -1)
-                except ProtocolError as error:
-                    self._error = error
-                    # Like the reference: the bytes from the bad frame on stay buffered.
-                    used = _wire_total(out)
-                    self._buffer += (<const char *>view.buf)[used:view.len]
-                    if out:
-                        return out
-                    raise
-                if used < view.len:
-                    self._buffer += (<const char *>view.buf)[used:view.len]
-                return out
+            p = <const uint8_t *>view.buf
+            n = view.len
+            self.bytes_received += n
+            try:
+                if self._pos < PyByteArray_GET_SIZE(self._buffer):
+                    # ``used``: bytes of ``p`` now in the buffer or in returned frames.
+                    self._stitch(p, n, out, &used)
+                    if self._pos < PyByteArray_GET_SIZE(self._buffer):
+                        return out  # every byte went into the frame still incomplete
+                elif self._pos:
+                    self._clear()
+                self._parse(p + used, n - used, out, -1, &got)
+            except ProtocolError as error:
+                # As the reference: the bytes from the bad frame on stay buffered.
+                self._error = error
+                self._append(p + used + got, n - used - got)
+                if out:
+                    return out
+                raise
+            self._append(p + used + got, n - used - got)
+            return out
         finally:
             PyBuffer_Release(&view)
-        self._compact()
-        self._buffer += data
-        size = PyByteArray_GET_SIZE(self._buffer)
-        base = <const uint8_t *>PyByteArray_AS_STRING(self._buffer)
-        try:
-            self._pos += self._parse(base + self._pos, size - self._pos, out, -1)
-        except ProtocolError as error:
-            self._error = error
-            self._pos += _wire_total(out)  # the frames returned are no longer buffered
-            if out:
-                return out
-            raise
-        if self._pos == size:
-            del self._buffer[:]
-            self._pos = 0
-        return out
 
-    cdef Py_ssize_t _parse(self, const uint8_t *p, Py_ssize_t n, list out, Py_ssize_t max_frames) except -1:
-        """Append up to ``max_frames`` frames (all when negative); return bytes used."""
+    cdef int _stitch(self, const uint8_t *p, Py_ssize_t n, list out, Py_ssize_t *used) except -1:
+        """Finish what the buffer holds using bytes from ``p``; set ``used`` to the bytes taken.
+
+        On return the buffer is empty, or holds one incomplete frame and all of
+        ``p`` is used. On a protocol error the buffer's read position is at the
+        bad frame and ``used`` says which bytes of ``p`` are already buffered.
+        """
+        cdef Py_ssize_t got = 0, have, take, total
+        used[0] = 0
+        # Frames fed earlier but not yet taken with next_frame() come first. A header
+        # cut short is checked below, once the bytes it lacks are there.
+        try:
+            self._parse(self._base() + self._pos, PyByteArray_GET_SIZE(self._buffer) - self._pos,
+                        out, -1, &got, False)
+        finally:
+            self._pos += got
+        have = PyByteArray_GET_SIZE(self._buffer) - self._pos
+        if have == 0:
+            self._clear()
+            return 0
+        if self._pos:
+            del self._buffer[:self._pos]
+            self._pos = 0
+        # The frame cut by the last read: first its header, checked as it arrives...
+        if have < HEADER_SIZE:
+            take = min(HEADER_SIZE - have, n)
+            self._append(p, take)
+            used[0] = take
+            have += take
+            got = 0
+            self._parse(self._base(), have, out, 1, &got)
+            if have < HEADER_SIZE:
+                return 0
+            if got:  # a frame with an empty payload
+                self._clear()
+                return 0
+        # ...then the rest of its payload (the header bounds it by the limits).
+        total = HEADER_SIZE + <Py_ssize_t>_rd32(self._base() + 20)
+        take = min(total - have, n - used[0])
+        self._append(p + used[0], take)
+        used[0] += take
+        if have + take == total:
+            got = 0
+            self._parse(self._base(), total, out, 1, &got)
+            self._clear()
+        return 0
+
+    cdef inline void _clear(self):
+        del self._buffer[:]
+        self._pos = 0
+
+    cdef int _parse(self, const uint8_t *p, Py_ssize_t n, list out, Py_ssize_t max_frames,
+                    Py_ssize_t *used, bint check_partial=True) except -1:
+        """Append up to ``max_frames`` frames (all when negative) from ``p``.
+
+        ``used`` counts the bytes of the frames appended, also when a protocol
+        error is raised, so the caller knows where the bad frame starts.
+        Unless ``check_partial`` is false, the first bytes of a header cut short
+        are checked too (the reference checks them with every byte it has, so a
+        caller about to add more bytes passes false and checks after).
+        """
         cdef Py_ssize_t pos = 0
         cdef Py_ssize_t length, available
         cdef int type, flags, lane, track
         cdef const uint8_t *h
+        used[0] = 0
         while max_frames != 0:
             available = n - pos
             h = p + pos
             if available < HEADER_SIZE:
-                if available > 0 and not (
+                if check_partial and available > 0 and not (
                     h[0] == MAGIC0
                     and (available < 2 or h[1] == MAGIC1)
                     and (available < 3 or h[2] == VERSION)
                     and (available < 4 or TYPE_LANE_TABLE[h[3]] != -1)
                 ):
                     checks.check_prefix(PyBytes_FromStringAndSize(<const char *>h, available))
-                return pos
+                return 0
             type = h[3]
             flags = h[4]
             lane = h[5]
@@ -448,22 +517,14 @@ cdef class FrameDecoder:
             elif length > self.max_control_bytes:
                 checks.control_too_long(type, length, self.max_control_bytes)
             if available < HEADER_SIZE + length:
-                return pos
+                return 0
             out.append(_new_frame(h, HEADER_SIZE + length))
             self.frames_decoded += 1
             pos += HEADER_SIZE + length
+            used[0] = pos
             if max_frames > 0:
                 max_frames -= 1
-        return pos
-
-
-cdef Py_ssize_t _wire_total(list frames):
-    """Bytes taken by ``frames``: how far a parse got before it hit an error."""
-    cdef Py_ssize_t total = 0
-    cdef Frame frame
-    for frame in frames:
-        total += PyBytes_GET_SIZE(frame.wire)
-    return total
+        return 0
 
 
 cdef class Message:
