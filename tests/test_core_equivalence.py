@@ -487,6 +487,68 @@ def test_garbage_fails_identically(garbage, data):
     assert results[0] == results[1]
 
 
+def run_mixed(mod, stream, bounds, plan, **limits):
+    """decode(), feed() and next_frame() mixed: each piece goes in one way or the other."""
+    decoder = mod.FrameDecoder(**limits)
+    log = []
+    for (start, stop), (use_decode, takes) in zip(itertools.pairwise(bounds), plan):
+        try:
+            if use_decode:
+                frames = decoder.decode(stream[start:stop])
+                log.append(("frames", [f.as_tuple() for f in frames]))
+            else:
+                decoder.feed(stream[start:stop])
+                for _ in range(takes):
+                    frame = decoder.next_frame()
+                    log.append(("frame", None if frame is None else frame.as_tuple()))
+        except ProtocolError as error:
+            assert error is decoder.error
+            log.append(("error", type(error), str(error)))
+        log.append(("buffered", decoder.buffered))
+    log.append(("end", decoder.frames_decoded, decoder.bytes_received, signature(decoder.error)))
+    return log
+
+
+@settings(SETTINGS, max_examples=300)
+@given(
+    items=st.lists(st.one_of(control_items(), media_items(max_size=20000)), max_size=8),
+    ops=st.lists(mutations, max_size=1),
+    data=st.data(),
+)
+def test_feed_next_frame_and_decode_mixed_identically(items, ops, data):
+    """Frames fed but not yet taken, then a decode(): both cores agree, valid or not."""
+    stream = b"".join(w for item in items for w in encode_item(R, item))
+    if ops:
+        stream = mutate(stream, ops[0])
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=20), label="cuts")
+    bounds = split_bounds(len(stream), cuts, data.draw(st.integers(0, len(stream))), 30)
+    plan = data.draw(
+        st.lists(
+            st.tuples(st.booleans(), st.integers(0, 2)),
+            min_size=len(bounds) - 1,
+            max_size=len(bounds) - 1,
+        ),
+        label="plan",
+    )
+    with time_limit(20):
+        logs = [run_mixed(mod, stream, bounds, plan) for mod in CORES]
+    assert logs[0] == logs[1]
+    if not ops:
+        # Valid stream: frames come out in stream order, whichever call returns them,
+        # and what was not taken yet is still buffered.
+        want = [t for item in items for t in expected_tuples(item)]
+        got = []
+        for entry in logs[0]:
+            if entry[0] == "frames":
+                got += entry[1]
+            elif entry[0] == "frame" and entry[1] is not None:
+                got.append(entry[1])
+            assert entry[0] != "error"
+        assert got == want[: len(got)]
+        if stream:
+            assert logs[0][-2] == ("buffered", len(stream) - sum(len(t[-1]) for t in got))
+
+
 # -- crafted bad input, both cores -------------------------------------------------
 
 
