@@ -33,8 +33,9 @@ class Microphone:
             )
         except (av.FFmpegError, OSError) as err:
             raise SourceUnavailable(
-                f"microphone {device!r} cannot be opened ({err}); list capture devices with `arecord -l` and pass "
-                "one such as 'hw:1,0', check the user is in the 'audio' group, or run without audio"
+                f"microphone {device!r} cannot be opened ({err.strerror or err}); list capture devices "
+                "with `arecord -l` and pass one such as 'hw:1,0', check the user is in the 'audio' group, "
+                "or run without audio"
             ) from err
 
     def frames(self) -> Iterator[av.AudioFrame]:
@@ -97,8 +98,9 @@ class CameraSource:
             )
         except (av.FFmpegError, OSError) as err:
             raise SourceUnavailable(
-                f"camera {device} cannot be opened ({err}); check no other program is using it, that this "
-                "user is in the 'video' group, and that it supports the requested size and frame rate"
+                f"camera {device} cannot be opened ({err.strerror or err}); check no other program is "
+                "using it, that this user is in the 'video' group, and that it supports the requested "
+                "size and frame rate"
             ) from err
         stream = self._container.streams.video[0]
         self.width = stream.codec_context.width

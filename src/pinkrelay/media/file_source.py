@@ -58,8 +58,8 @@ class FileSource:
             return av.open(fspath(self.path))
         except (av.FFmpegError, OSError) as err:
             raise SourceUnavailable(
-                f"media file {self.path} cannot be read as audio/video ({err}); check the file is a complete "
-                "video file (MP4, MKV, ...) and readable by this user"
+                f"media file {self.path} cannot be read as audio/video ({err.strerror or err}); "
+                "check the file is a complete video file (MP4, MKV, ...) and readable by this user"
             ) from err
 
     def video_frames(self) -> Iterator[av.VideoFrame]:
