@@ -144,15 +144,16 @@ async def test_console_resume_receives_exactly_what_it_missed_in_order(tmp_path)
         cursor = watcher.cursor
         assert cursor >= 1
 
-        # While it is away: a step on the first alert, a new alert, steps on it.
+        # While it is away: a step on the first alert, a new alert, two steps on it.
         worker.update_alert(first.alert_id, "acknowledged")
         other = button_client(relay, button_ids(2)[1])
         await nursery.start(other.run)
         second = await other.press(timeout=5)
-        worker.update_alert(second.alert_id, "false_alarm")
+        worker.update_alert(second.alert_id, "acknowledged")
+        worker.update_alert(second.alert_id, "resolved")
         await trio.sleep(0.3)
         missed = [e for e in await relay.journal.events_since(cursor)]
-        assert len(missed) == 3
+        assert len(missed) == 4
 
         # It comes back with its cursor: open alerts first, then exactly the missed events.
         resumed = console_client(relay)
@@ -160,7 +161,7 @@ async def test_console_resume_receives_exactly_what_it_missed_in_order(tmp_path)
         replay = []
         await nursery.start(resumed.run)
         nursery.start_soon(_collect, resumed, replay)
-        await _until(lambda: len(replay) >= 1 + 3)
+        await _until(lambda: len(replay) >= 1 + 4)
         await trio.sleep(0.2)
         nursery.cancel_scope.cancel()
 

@@ -6,6 +6,7 @@
     pinkrelay console    a terminal console for the control room
     pinkrelay demo       relay + simulated buttons + console, for a first look
     pinkrelay registry   check a button registry file
+    pinkrelay operators  manage operator accounts (add, list, disable, enable)
 
 Each subcommand module has ``add_parser(subparsers)`` and ``run(args) -> int``.
 Errors that a user can fix (bad config, unreachable relay, refused
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 
 from ..errors import PinkRelayError
 
-COMMANDS = ("serve", "button", "simulate", "console", "demo", "registry")
+COMMANDS = ("serve", "button", "simulate", "console", "demo", "registry", "operators")
 
 
 def build_parser() -> argparse.ArgumentParser:

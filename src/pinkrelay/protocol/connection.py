@@ -373,9 +373,14 @@ class _ClientConnection(Connection):
         """Answer the relay's challenge with the proof of our secret."""
         if self._challenge is None:
             raise StateError("no challenge received yet; call after the Challenge event")
-        proof = auth.compute_proof(
-            self._secret, self._challenge.nonce, self.role, self.identity, self.counter
-        )
+        challenge = self._challenge
+        if challenge.salt:
+            n, r, p = auth.parse_kdf(challenge.kdf)
+            client_key, stored_key = auth.scram_keys(self._secret, challenge.salt, n, r, p)
+            context = auth.proof_context(challenge.nonce, self.role, self.identity, self.counter)
+            proof = auth.scram_proof(client_key, stored_key, context)
+        else:
+            proof = auth.compute_proof(self._secret, challenge.nonce, self.role, self.identity, self.counter)
         return self.send(ev.Authenticate(proof=proof), now)
 
     def _on_received(self, event: ev.Event) -> None:
@@ -513,28 +518,42 @@ class RelayConnection(Connection):
             self._reassembler.discard(track_id)
         self.tracks = {track.track_id: track for track in description.tracks}
 
-    def challenge(self, now: float | None = None, nonce: bytes | None = None, relay: str = "") -> bytes:
+    def challenge(
+        self,
+        now: float | None = None,
+        nonce: bytes | None = None,
+        relay: str = "",
+        *,
+        salt: bytes = b"",
+        kdf: str = "",
+    ) -> bytes:
+        """Send the nonce; ``salt`` and ``kdf`` ask an operator for a SCRAM proof."""
         nonce = nonce if nonce is not None else auth.make_nonce()
-        data = self.send(ev.Challenge(nonce=nonce, relay=relay), now)
+        data = self.send(ev.Challenge(nonce=nonce, relay=relay, salt=salt, kdf=kdf), now)
         # Only once sent: a refused call (wrong state) must not swap the nonce
         # the client is answering.
         self._nonce = nonce
         return data
 
-    def verify(self, secret: bytes, last_counter: int = 0) -> None:
-        """Check the client's proof; raises AuthenticationFailed and closes on failure."""
+    def verify(self, secret: bytes, last_counter: int = 0, *, stored_key: bytes | None = None) -> None:
+        """Check the client's proof; raises AuthenticationFailed and closes on failure.
+
+        ``secret`` is the shared HMAC key (buttons, console tokens); for an
+        operator account pass its ``stored_key`` instead (SCRAM proof).
+        """
         if self.hello is None or self._nonce is None or self._proof is None:
             raise StateError("verify() before the client answered the challenge")
+        hello = self.hello
         try:
-            auth.verify_proof(
-                secret,
-                self._nonce,
-                self.role,
-                self.hello.identity,
-                self.hello.counter,
-                self._proof,
-                last_counter,
-            )
+            if stored_key is not None:
+                context = auth.proof_context(self._nonce, self.role, hello.identity, hello.counter)
+                if not auth.scram_verify(stored_key, context, self._proof):
+                    raise AuthenticationFailed(f"{self.role} {hello.identity!r}: wrong proof (secret does not match)")
+                auth.check_counter(self.role, hello.identity, hello.counter, last_counter)
+            else:
+                auth.verify_proof(
+                    secret, self._nonce, self.role, hello.identity, hello.counter, self._proof, last_counter
+                )
         except AuthenticationFailed as error:
             self._fail(error)
             raise

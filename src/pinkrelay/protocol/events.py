@@ -114,11 +114,20 @@ class Challenge(Event):
     frame_type: ClassVar[int] = FrameType.CHALLENGE
     nonce: bytes
     relay: str = ""
+    #: Operator accounts: the account's salt and key derivation (``scrypt:N:R:P``);
+    #: empty for buttons and console tokens (plain HMAC with the shared secret).
+    salt: bytes = b""
+    kdf: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.nonce, bytes) or not 16 <= len(self.nonce) <= 64:
             raise ValueError("nonce must be 16 to 64 bytes")
         _check_id("relay", self.relay, allow_empty=True)
+        if not isinstance(self.salt, bytes) or len(self.salt) > 64:
+            raise ValueError("salt must be at most 64 bytes")
+        _check_id("kdf", self.kdf, allow_empty=True)
+        if bool(self.salt) != bool(self.kdf):
+            raise ValueError("salt and kdf come together or not at all")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

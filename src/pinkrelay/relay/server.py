@@ -47,6 +47,8 @@ from ..protocol import (
     frame_lane,
 )
 from ..protocol.events import Event
+from ..operators import SCRYPT_N, SCRYPT_P, SCRYPT_R, OperatorStore
+from ..protocol import auth
 from ..registry import Registry, load_registry
 from ..alerts.escalation import Escalator
 from ..alerts.journal import JournalError, SqliteJournal
@@ -61,6 +63,9 @@ log = logging.getLogger("pinkrelay.relay")
 DEFAULT_OPERATOR = "duty-officer"
 KEYFRAME_REQUEST_INTERVAL = 0.5
 EVENT_BUFFER = 1000
+OPERATOR_POLL_INTERVAL = 1.0
+#: Lifecycle steps only a supervisor may take: closing an alert as a false alarm.
+SUPERVISOR_ONLY = frozenset({"false_alarm"})
 
 
 class Relay:
@@ -76,6 +81,9 @@ class Relay:
         self.config = config or RelayConfig()
         self.registry = registry if registry is not None else self._load_registry()
         self.console_tokens = self._load_console_tokens()
+        self.operators = OperatorStore.in_data_dir(self.config.data_dir)
+        self._ensure_an_operator()
+        self._decoy_key = secrets.token_bytes(32)
         self.journal = journal if journal is not None else SqliteJournal(self.config.data_dir / "journal.sqlite3")
         self.escalator = Escalator(self.config.escalation_levels)
         self.hub = Hub(gop_cache_bytes=self.config.gop_cache_bytes)
@@ -121,24 +129,24 @@ class Relay:
 
     def _load_console_tokens(self) -> dict[str, bytes]:
         tokens = {name: token.encode() for name, token in self.config.console_tokens.items()}
-        path = self.config.console_tokens_file
-        if path is None and not tokens:
-            path = self.config.data_dir / "console-tokens"
-            if not path.exists():
-                self._write_default_tokens(path)
-        if path is not None:
-            tokens.update(read_console_tokens(path))
+        if self.config.console_tokens_file is not None:
+            tokens.update(read_console_tokens(self.config.console_tokens_file))
         return tokens
 
-    def _write_default_tokens(self, path: Path) -> None:
-        """First start: create an operator token so the local console can sign in."""
-        token = secrets.token_urlsafe(24)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for target, text in ((path, f"{DEFAULT_OPERATOR} {token}\n"), (path.parent / "console-token", token + "\n")):
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
-        log.info("created console token for operator %s in %s (mode 0600)", DEFAULT_OPERATOR, path)
+    def _ensure_an_operator(self) -> None:
+        """First start with no accounts: create a supervisor for the local console.
+
+        Its secret goes to ``DATA_DIR/console-token`` (mode 0600), where
+        ``pinkrelay console`` looks by default; only its hash is stored.
+        """
+        if self.operators.load() or self.console_tokens:
+            return
+        secret = self.operators.add(DEFAULT_OPERATOR, "supervisor")
+        path = self.config.data_dir / "console-token"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secret + "\n")
+        log.info("created operator %s (supervisor); its secret is in %s (mode 0600)", DEFAULT_OPERATOR, path)
 
     # -- running -----------------------------------------------------------------
 
@@ -181,6 +189,7 @@ class Relay:
             nursery.start_soon(self.hub.run_fanout)
             nursery.start_soon(self._supervise)
             nursery.start_soon(self._escalate)
+            nursery.start_soon(self._watch_operators)
             async with trio.open_nursery() as connections:
                 with trio.CancelScope() as listening:
                     self._listener_scope = listening
@@ -297,16 +306,24 @@ class Relay:
         """Check a client's proof and welcome it, or refuse it."""
         conn = session.conn
         identity = conn.identity
+        key = (session.role, identity)
+        last = self._handshake_counters.get(key, 0)
         if isinstance(session, ButtonSession):
             secret = self.registry.secret(identity)
-            unknown = f"button {identity!r} is not in the registry"
+            if secret is None:
+                raise AuthenticationFailed(f"button {identity!r} is not in the registry")
+            conn.verify(secret, last)
         else:
-            secret = self.console_tokens.get(identity)
-            unknown = f"operator {identity!r} has no console token"
-        if secret is None:
-            raise AuthenticationFailed(unknown)
-        key = (session.role, identity)
-        conn.verify(secret, self._handshake_counters.get(key, 0))
+            operator = self.operators.get(identity)
+            if operator is not None:
+                if operator.disabled:
+                    raise AuthenticationFailed(f"operator {identity!r} is disabled")
+                conn.verify(b"", last, stored_key=bytes.fromhex(operator.stored_key))
+                session.operator_role = operator.role
+            elif identity in self.console_tokens:
+                conn.verify(self.console_tokens[identity], last)
+            else:
+                raise AuthenticationFailed(f"operator {identity!r} has no account")
         counter = conn.hello.counter if conn.hello else 0
         self._handshake_counters[key] = counter
         await self.journal.save_counter(session.role, identity, counter)
@@ -315,6 +332,38 @@ class Relay:
         else:
             await self._welcome_console(session, now)
         self.publish_event(relay_events.ClientConnected(role=session.role, identity=identity, peer=session.peer))
+
+    def challenge_for(self, session: Session) -> tuple[bytes, str]:
+        """Salt and key derivation a console must use: its account's, or a decoy's.
+
+        A name without an account gets a stable decoy salt, so the challenge
+        does not tell an outsider which operator names exist.
+        """
+        if isinstance(session, ButtonSession) or session.identity in self.console_tokens:
+            return b"", ""
+        operator = self.operators.get(session.identity)
+        if operator is not None:
+            return bytes.fromhex(operator.salt), operator.kdf
+        return auth.decoy_salt(self._decoy_key, session.identity), f"scrypt:{SCRYPT_N}:{SCRYPT_R}:{SCRYPT_P}"
+
+    async def _watch_operators(self) -> None:
+        """Reread the operators file when it changes; refuse disabled accounts at once."""
+        while True:
+            await trio.sleep(OPERATOR_POLL_INTERVAL)
+            if not self.operators.changed():
+                continue
+            try:
+                self.operators.load()
+            except ConfigError as error:
+                log.error("%s (keeping the accounts read before)", error)
+                continue
+            for console in list(self.consoles):
+                operator = self.operators.get(console.identity)
+                if console.operator_role and (operator is None or operator.disabled):
+                    error = AuthenticationFailed(f"operator {console.identity!r} was disabled",
+                                                 public_reason="operator account disabled")
+                    self.auth_refused(console, error)
+                    console.refuse(error)
 
     def auth_refused(self, session: Session, error: AuthenticationFailed) -> None:
         self.counters["auth_failures"] += 1
@@ -533,6 +582,11 @@ class Relay:
     async def alert_update(self, session: ConsoleSession, update: AlertUpdate) -> None:
         """An operator acts on an alert: check it against the lifecycle, record it, tell everyone."""
         try:
+            if update.state in SUPERVISOR_ONLY and session.operator_role != "supervisor":
+                raise LifecycleError(
+                    f"marking an alert {update.state} needs a supervisor; operator "
+                    f"{session.identity!r} is {session.operator_role or 'an operator'}"
+                )
             alert = await self.journal.get(update.alert_id)
             if alert is None:
                 raise LifecycleError(f"no alert {update.alert_id}")

@@ -217,7 +217,8 @@ class Session:
 
     async def handle(self, event: Any, now: float) -> None:
         if isinstance(event, Hello):
-            challenge = self.conn.challenge(now, relay=self.relay.config.relay_name)
+            salt, kdf = self.relay.challenge_for(self)
+            challenge = self.conn.challenge(now, relay=self.relay.config.relay_name, salt=salt, kdf=kdf)
             self.outbox.send(Lane.CONTROL, [challenge], now)
         elif isinstance(event, Authenticate):
             await self.relay.authenticate(self, now)
@@ -265,6 +266,8 @@ class ButtonSession(Session):
 
 class ConsoleSession(Session):
     role = "console"
+    #: "operator" or "supervisor" for an account; "" for a console token (an operator).
+    operator_role = ""
 
     async def handle_ready(self, event: Any, now: float) -> None:
         if isinstance(event, Subscribe):
