@@ -170,10 +170,15 @@ class SqliteJournal:
     # -- thread --------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        if self.path.parent.exists() and not self.path.parent.is_dir():
+            raise JournalError(
+                f"journal directory {self.path.parent} is not a directory; point the data directory elsewhere"
+            )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise JournalError(f"journal directory {self.path.parent}: {error.strerror or error}") from None
+        conn = None
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -187,6 +192,8 @@ class SqliteJournal:
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
         except sqlite3.Error as error:
+            if conn is not None:
+                conn.close()
             raise JournalError(_describe_sqlite_error(self.path, error)) from None
         return conn
 
@@ -223,6 +230,10 @@ class SqliteJournal:
                     conn.execute("RELEASE request")
                     results.append((result, None))
                 except Exception as error:
+                    if not conn.in_transaction:
+                        # SQLite rolled back the whole transaction (disk full, I/O
+                        # error): nothing in this batch is stored; report why.
+                        raise
                     conn.execute("ROLLBACK TO request")
                     conn.execute("RELEASE request")
                     results.append((None, error))
