@@ -58,6 +58,8 @@ class RelayConfig:
 
     buttons_listen: Address = Address("127.0.0.1", 7400)
     consoles_listen: Address = Address("127.0.0.1", 7401)
+    #: The web control room (HTTP and WebSocket) on the relay's event loop.
+    web_listen: Address = Address("127.0.0.1", 7480)
     data_dir: Path = Path("var")
     registry: Path | None = None
     #: operator name -> token, until operator accounts exist (tokens file preferred).
@@ -142,7 +144,7 @@ ENV_PREFIX = "PINKRELAY_"
 def _convert(name: str, value: Any, source: str) -> Any:
     """Turn a TOML, environment or flag value into the field's type."""
     default = _FIELDS[name].default
-    if name in ("buttons_listen", "consoles_listen"):
+    if name in ("buttons_listen", "consoles_listen", "web_listen"):
         if isinstance(value, Address):
             return value
         if not isinstance(value, str):

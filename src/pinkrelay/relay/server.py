@@ -84,6 +84,10 @@ class Relay:
         self.operators = OperatorStore.in_data_dir(self.config.data_dir)
         self._ensure_an_operator()
         self._decoy_key = secrets.token_bytes(32)
+        #: An in-memory credential for services in this process (the web control
+        #: room) that connect as consoles; it never touches the disk.
+        self.service_operator = "pinkrelay-service"
+        self.console_tokens[self.service_operator] = secrets.token_urlsafe(32).encode()
         self.journal = journal if journal is not None else SqliteJournal(self.config.data_dir / "journal.sqlite3")
         self.escalator = Escalator(self.config.escalation_levels)
         self.hub = Hub(gop_cache_bytes=self.config.gop_cache_bytes)
@@ -580,39 +584,58 @@ class Relay:
         )
 
     async def alert_update(self, session: ConsoleSession, update: AlertUpdate) -> None:
-        """An operator acts on an alert: check it against the lifecycle, record it, tell everyone."""
+        """A console asks for a lifecycle step; a refusal goes back to it as a non-fatal error."""
         try:
-            if update.state in SUPERVISOR_ONLY and session.operator_role != "supervisor":
-                raise LifecycleError(
-                    f"marking an alert {update.state} needs a supervisor; operator "
-                    f"{session.identity!r} is {session.operator_role or 'an operator'}"
-                )
-            alert = await self.journal.get(update.alert_id)
-            if alert is None:
-                raise LifecycleError(f"no alert {update.alert_id}")
-            step = transition(
-                update.alert_id,
-                alert.state,
-                update.state,
+            await self.act_on_alert(
+                alert_id=update.alert_id,
+                state=update.state,
                 operator=session.identity,
-                console=session.peer,
-                at=wall_us(),
+                role=session.operator_role or "operator",
+                console=f"console {session.peer}",
                 unit=update.unit,
                 note=update.note,
             )
+        except (LifecycleError, JournalError) as error:
+            code = error.code if isinstance(getattr(error, "code", None), str) else "journal"
+            session.send(Error(code=code, message=str(error), fatal=False))
+
+    async def act_on_alert(
+        self,
+        *,
+        alert_id: str,
+        state: str,
+        operator: str,
+        role: str,
+        console: str,
+        unit: str = "",
+        note: str = "",
+    ) -> AlertUpdate:
+        """An operator acts on an alert: check role and lifecycle, record it, tell every console.
+
+        The one door for every client (protocol consoles, the web control
+        room); raises LifecycleError or JournalError naming what was wrong.
+        """
+        try:
+            if state in SUPERVISOR_ONLY and role != "supervisor":
+                raise LifecycleError(
+                    f"marking an alert {state} needs a supervisor; operator {operator!r} is {role}"
+                )
+            alert = await self.journal.get(alert_id)
+            if alert is None:
+                raise LifecycleError(f"no alert {alert_id}")
+            step = transition(
+                alert_id, alert.state, state, operator=operator, console=console, at=wall_us(), unit=unit, note=note
+            )
             recorded = await self.journal.apply(step)
         except (LifecycleError, JournalError) as error:
-            code = getattr(error, "code", "journal")
-            session.send(Error(code=code if isinstance(code, str) else "journal", message=str(error), fatal=False))
-            log_event(log, logging.INFO, f"operator {session.identity} could not move alert "
-                      f"{update.alert_id} to {update.state}: {error}", operator=session.identity,
-                      alert_id=update.alert_id, decision="refuse")
-            return
+            log_event(log, logging.INFO, f"operator {operator} could not move alert {alert_id} to {state}: "
+                      f"{error}", operator=operator, alert_id=alert_id, decision="refuse")
+            raise
         self._lifecycle_changed(recorded)
-        log_event(log, logging.INFO, f"alert {update.alert_id} {alert.state} -> {recorded.state} by "
-                  f"{session.identity}" + (f" (unit {update.unit})" if update.unit else ""),
-                  operator=session.identity, alert_id=update.alert_id, state=recorded.state,
-                  unit=update.unit, cursor=recorded.cursor)
+        log_event(log, logging.INFO, f"alert {alert_id} {alert.state} -> {recorded.state} by {operator} "
+                  f"({console})" + (f", unit {unit}" if unit else ""), operator=operator, alert_id=alert_id,
+                  state=recorded.state, unit=unit, cursor=recorded.cursor, console=console)
+        return recorded
 
     def _lifecycle_changed(self, update: AlertUpdate) -> None:
         if update.state != AlertState.RAISED:
