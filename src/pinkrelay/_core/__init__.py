@@ -1,7 +1,8 @@
 """pinkrelay's hot path: frame codec, reassembly, send queues and fan-out.
 
 The compiled core (``_cpinkrelay``, Cython) is loaded unless the environment
-sets ``PINKRELAY_PUREPYTHON=1`` or the extension was not built; the pure-Python
+sets ``PINKRELAY_PUREPYTHON=1`` (``0`` or empty means compiled) or the
+extension was not built; the pure-Python
 ``reference`` module defines the same names with the same behaviour.
 ``COMPILED`` says which one is in use.
 """
@@ -25,7 +26,7 @@ from .wire import (
     QueueDefaults,
 )
 
-if os.environ.get("PINKRELAY_PUREPYTHON"):
+if os.environ.get("PINKRELAY_PUREPYTHON", "").strip().lower() not in ("", "0", "false", "no"):
     from .reference import (
         COMPILED,
         Frame,
