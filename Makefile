@@ -11,7 +11,7 @@ run: $(STAMP)
 	$(PY) -m pinkrelay demo
 
 test: $(STAMP)
-	PINKRELAY_EXPECT_COMPILED=1 $(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider tests
 	PINKRELAY_PUREPYTHON=1 $(PY) -m pytest -q -p no:cacheprovider -m "not compiled_only" tests
 
 bench: $(STAMP)
