@@ -15,6 +15,10 @@ import os
 import re
 import signal
 import sys
+import termios
+import tty
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import trio
@@ -52,12 +56,15 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "button",
+        allow_abbrev=False,
         help="run one button (camera, media file or test pattern)",
         description="Run one panic button: stream live video and audio to the relay and raise an "
         "alert on Enter/space (in a terminal), on SIGUSR1, or after --press-after seconds.",
     )
     add_relay_option(parser, DEFAULT_BUTTONS_PORT, "button")
-    parser.add_argument("--id", required=True, metavar="ID", help="this button's id in the registry")
+    parser.add_argument(
+        "--id", required=True, metavar="ID", help="this button's id in the registry"
+    )
     parser.add_argument(
         "--secret-file", required=True, metavar="FILE", help="file holding this button's secret"
     )
@@ -68,10 +75,15 @@ def add_parser(subparsers: Any) -> None:
         help="'test' pattern and tone (default), a media file (looped), or a V4L2 camera",
     )
     parser.add_argument(
-        "--audio-device", metavar="ALSA", help="microphone for a camera source (e.g. default, hw:1,0)"
+        "--audio-device",
+        metavar="ALSA",
+        help="microphone for a camera source (e.g. default, hw:1,0)",
     )
     parser.add_argument(
-        "--press-after", type=non_negative_float, metavar="SECONDS", help="press once after this delay"
+        "--press-after",
+        type=non_negative_float,
+        metavar="SECONDS",
+        help="press once after this delay",
     )
     parser.add_argument(
         "--video",
@@ -80,7 +92,11 @@ def add_parser(subparsers: Any) -> None:
         help=f"capture/encode size and rate (default {DEFAULT_VIDEO}; a file keeps its own unless given)",
     )
     parser.add_argument(
-        "--bitrate", type=bitrate, default=800_000, metavar="BPS", help="video bit rate (default 800k)"
+        "--bitrate",
+        type=bitrate,
+        default=800_000,
+        metavar="BPS",
+        help="video bit rate (default 800k)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per line")
     parser.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
@@ -123,39 +139,66 @@ async def _main(args: argparse.Namespace, out: Output) -> int:
     source = _open_source(args)
     try:
         streamer = Streamer(args, source, out)
-        client = ButtonClient(relay, args.id, secret, tracks=streamer.track_specs(), reconnect=False)
+        client = ButtonClient(
+            relay, args.id, secret, tracks=streamer.track_specs(), reconnect=False
+        )
         streamer.client = client
-        async with trio.open_nursery() as nursery:
-            try:
-                await nursery.start(client.run)
-            except ConnectionRefused as error:
-                raise ConnectionRefused(
-                    f"{error}; check that {args.id} is in the relay's registry and that "
-                    f"{args.secret_file} holds its secret",
-                    code=error.code,
-                ) from None
-            client.reconnect = True
-            streamer.connected(relay)
-            stop = trio.Event()
-            async with trio.open_nursery() as tasks:
-                tasks.start_soon(streamer.stream_video)
-                if streamer.audio_encoder is not None:
-                    tasks.start_soon(streamer.stream_audio)
-                tasks.start_soon(streamer.watch_connection)
-                tasks.start_soon(streamer.press_on_signal)
-                if args.press_after is not None:
-                    tasks.start_soon(streamer.press_after, args.press_after)
-                if sys.stdin.isatty():
-                    tasks.start_soon(streamer.press_on_keys, stop)
-                reason = await wait_for_stop(args.duration, stop)
-                tasks.cancel_scope.cancel()
-            client.reconnect = False
-            await say_goodbye([client.link], "button stopped")
-            nursery.cancel_scope.cancel()
+        with trio.open_signal_receiver(signal.SIGUSR1) as usr1, _keyboard() as keys:
+            async with trio.open_nursery() as nursery:
+                try:
+                    await nursery.start(client.run)
+                except ConnectionRefused as error:
+                    raise ConnectionRefused(
+                        f"{error}; check that {args.id} is in the relay's registry and that "
+                        f"{args.secret_file} holds its secret",
+                        code=error.code,
+                    ) from None
+                client.reconnect = True
+                streamer.connected(relay, keys is not None)
+                stop = trio.Event()
+                async with trio.open_nursery() as tasks:
+                    tasks.start_soon(streamer.stream_video)
+                    if streamer.audio_encoder is not None:
+                        tasks.start_soon(streamer.stream_audio)
+                    tasks.start_soon(streamer.watch_connection)
+                    tasks.start_soon(streamer.press_on_signal, usr1)
+                    if args.press_after is not None:
+                        tasks.start_soon(streamer.press_after, args.press_after)
+                    if keys is not None:
+                        tasks.start_soon(streamer.press_on_keys, keys, stop)
+                    reason = await wait_for_stop(args.duration, stop)
+                    tasks.cancel_scope.cancel()
+                client.reconnect = False
+                await say_goodbye([client.link], "button stopped")
+                nursery.cancel_scope.cancel()
         streamer.summary(reason)
     finally:
         source.close()
     return 0
+
+
+@contextmanager
+def _keyboard() -> Iterator[int | None]:
+    """stdin in cbreak mode (keys arrive one by one, no echo) when it is a terminal, else None.
+
+    The mode is set before connecting, so a key pressed while the button
+    connects is kept, and the terminal is put back as it was on the way out.
+    """
+    fd = sys.stdin.fileno() if sys.stdin is not None and sys.stdin.isatty() else None
+    saved = None
+    if fd is not None:
+        try:
+            saved = termios.tcgetattr(fd)
+        except termios.error:
+            fd = None
+    if fd is None or saved is None:
+        yield None
+        return
+    tty.setcbreak(fd, termios.TCSANOW)
+    try:
+        yield fd
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 class Streamer:
@@ -210,18 +253,21 @@ class Streamer:
             specs.append(self.audio_encoder.track_info.to_dict())
         return specs
 
-    def connected(self, relay: Any) -> None:
+    def connected(self, relay: Any, keys: bool) -> None:
         self.started_at = trio.current_time()
-        audio = f" + {self.audio_encoder.track_info.codec} audio" if self.audio_encoder else " (no audio)"
+        audio = (
+            f" + {self.audio_encoder.track_info.codec} audio"
+            if self.audio_encoder
+            else " (no audio)"
+        )
         self.out.event("connected", button=self.button_id, relay=str(relay))
         self.out.say(f"button {self.button_id}: connected to the relay at {relay}")
+        self.out.say(f"streaming {self.description}, H.264 {self.args.bitrate // 1000} kb/s{audio}")
+        keys_hint = "Enter or space, or " if keys else ""
+        stop_hint = "q or Ctrl-C" if keys else "Ctrl-C"
         self.out.say(
-            f"streaming {self.description}, H.264 {self.args.bitrate // 1000} kb/s{audio}"
+            f"to raise an alert: {keys_hint}kill -USR1 {os.getpid()}; {stop_hint} stops the button"
         )
-        hints = [f"kill -USR1 {os.getpid()}"]
-        if sys.stdin.isatty():
-            hints.insert(0, "Enter or space")
-        self.out.say(f"to raise an alert: {' or '.join(hints)}; Ctrl-C stops the button")
 
     # -- pacing ------------------------------------------------------------------
 
@@ -314,7 +360,11 @@ class Streamer:
             link = client.link
             while client.link is link and client.connected.is_set():
                 await trio.sleep(0.2)
-            reason = (link.closed_reason if link is not None else "") or client.last_error or "connection lost"
+            reason = (
+                (link.closed_reason if link is not None else "")
+                or client.last_error
+                or "connection lost"
+            )
             self.out.event("reconnect", button=self.button_id, reason=reason)
             self.out.say(f"disconnected from the relay: {reason}; reconnecting")
             await client.connected.wait()
@@ -328,15 +378,24 @@ class Streamer:
         pending = client.start_press()
         alert = pending.alert
         self.presses += 1
-        self.out.event("press", button=self.button_id, alert_id=alert.alert_id, t=alert.pressed_at / 1e6)
-        offline = "" if client.connected.is_set() else " (offline: sent as soon as the relay is back)"
-        self.out.say(f"PRESS  ({how}) alert {alert.alert_id} at {utc_clock(alert.pressed_at)}{offline}")
+        self.out.event(
+            "press", button=self.button_id, alert_id=alert.alert_id, t=alert.pressed_at / 1e6
+        )
+        offline = (
+            "" if client.connected.is_set() else " (offline: sent as soon as the relay is back)"
+        )
+        self.out.say(
+            f"PRESS  ({how}) alert {alert.alert_id} at {utc_clock(alert.pressed_at)}{offline}"
+        )
         await pending.done.wait()
         receipt = pending.receipt
         assert receipt is not None
         self.acked.append(receipt.latency_ms)
         self.out.event(
-            "acked", button=self.button_id, alert_id=receipt.alert_id, latency_ms=round(receipt.latency_ms, 3)
+            "acked",
+            button=self.button_id,
+            alert_id=receipt.alert_id,
+            latency_ms=round(receipt.latency_ms, 3),
         )
         note = ", already recorded" if receipt.duplicate else ""
         self.out.say(
@@ -348,35 +407,22 @@ class Streamer:
         await trio.sleep(delay)
         await self.press(f"after {delay:g} s")
 
-    async def press_on_signal(self) -> None:
-        with trio.open_signal_receiver(signal.SIGUSR1) as signals:
-            async with trio.open_nursery() as nursery:
-                async for _ in signals:
-                    nursery.start_soon(self.press, "SIGUSR1")
+    async def press_on_signal(self, signals: Any) -> None:
+        async with trio.open_nursery() as nursery:
+            async for _ in signals:
+                nursery.start_soon(self.press, "SIGUSR1")
 
-    async def press_on_keys(self, stop: trio.Event) -> None:
-        """Enter or space presses, q stops; the terminal is put back as it was."""
-        import termios
-        import tty
-
-        fd = sys.stdin.fileno()
-        try:
-            saved = termios.tcgetattr(fd)
-        except termios.error:
-            return
-        try:
-            tty.setcbreak(fd)
-            async with trio.open_nursery() as nursery:
-                while True:
-                    await trio.lowlevel.wait_readable(fd)
-                    data = os.read(fd, 64)
-                    if not data or b"q" in data.lower():
-                        stop.set()
-                        return
-                    for _ in range(sum(data.count(key) for key in (b"\n", b"\r", b" "))):
-                        nursery.start_soon(self.press, "key")
-        finally:
-            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+    async def press_on_keys(self, fd: int, stop: trio.Event) -> None:
+        """Enter or space presses; q stops the button."""
+        async with trio.open_nursery() as nursery:
+            while True:
+                await trio.lowlevel.wait_readable(fd)
+                data = os.read(fd, 64)
+                if not data or b"q" in data.lower():
+                    stop.set()
+                    return
+                for _ in range(sum(data.count(key) for key in (b"\n", b"\r", b" "))):
+                    nursery.start_soon(self.press, "key")
 
     # -- summary -----------------------------------------------------------------
 
@@ -404,4 +450,3 @@ class Streamer:
             f"{self.video_dropped + self.audio_dropped} dropped, {self.video_offline} frames while offline; "
             f"{self.presses} press(es), {len(self.acked)} acknowledged{acks}"
         )
-

@@ -59,10 +59,16 @@ def video_spec(text: str) -> VideoSpec:
     try:
         spec = VideoSpec(int(width), int(height), float(rate) if sep else 30.0)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT@FPS, e.g. 640x360@30") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not WIDTHxHEIGHT@FPS, e.g. 640x360@30"
+        ) from None
     if not x:
         raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT@FPS, e.g. 640x360@30")
-    if not (16 <= spec.width <= 4096 and 16 <= spec.height <= 4096) or spec.width % 2 or spec.height % 2:
+    if (
+        not (16 <= spec.width <= 4096 and 16 <= spec.height <= 4096)
+        or spec.width % 2
+        or spec.height % 2
+    ):
         raise argparse.ArgumentTypeError(
             f"video size {spec.width}x{spec.height} must be even numbers between 16 and 4096"
         )
@@ -108,7 +114,9 @@ def bitrate(text: str) -> int:
     try:
         value = int(float(number) * scale)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a bit rate such as 800000 or 800k") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a bit rate such as 800000 or 800k"
+        ) from None
     if not 16_000 <= value <= 50_000_000:
         raise argparse.ArgumentTypeError(f"bit rate {value} b/s outside 16k..50M")
     return value

@@ -23,7 +23,9 @@ def add_parser(subparsers: Any) -> None:
         help="validate a registry (CSV or TOML) and report every problem",
         description="Validate a button registry. Exit status 0: valid; 1: problems (all listed).",
     )
-    check.add_argument("file", metavar="FILE", help="registry file (.csv, or .toml with [[button]] tables)")
+    check.add_argument(
+        "file", metavar="FILE", help="registry file (.csv, or .toml with [[button]] tables)"
+    )
     parser.set_defaults(handler=run)
 
 
