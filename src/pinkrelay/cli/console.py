@@ -1,0 +1,607 @@
+"""``pinkrelay console``: a terminal console for the police control room.
+
+It signs in as an operator (the token comes from a file or the environment,
+never from a flag), shows alerts as they arrive with the site and how long
+after the press they arrived, shows buttons going online and offline, and
+for each watched button prints once a second what actually arrives: decoded
+frames per second, kb/s, end-to-end latency (arrival wall clock minus the
+capture timestamp the button stamped) and frames lost (sequence gaps).
+``--record DIR`` keeps every watched stream as Matroska, copied as received.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..clients import ConsoleClient, Disconnected, Reconnected
+from ..errors import ConnectionRefused
+from ..logs import setup_logging
+from ..protocol import (
+    Alert,
+    AlertUpdate,
+    ButtonState,
+    Error,
+    Media,
+    Site,
+    StreamDescription,
+    Subscribed,
+    TrackDescription,
+)
+from .common import (
+    DEFAULT_CONSOLES_PORT,
+    CommandError,
+    Output,
+    add_relay_option,
+    positive_float,
+    read_text_file,
+    relay_address,
+    rounded,
+    run_trio,
+    say_goodbye,
+    utc_clock,
+    wait_for_stop,
+    wall_us,
+)
+
+DEFAULT_OPERATOR = "duty-officer"
+TOKEN_ENV = "PINKRELAY_CONSOLE_TOKEN"
+DEFAULT_TOKEN_FILE = Path("var/console-token")
+#: ButtonState events this soon after signing in are the relay's snapshot of every button.
+SNAPSHOT_SECONDS = 0.3
+#: A stream watched for less than this is reported with the next second's numbers.
+MIN_WINDOW = 0.5
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "console",
+        allow_abbrev=False,
+        help="a terminal console for the control room",
+        description="Sign in to the relay as an operator, show alerts and button states, and watch "
+        f"live streams. The token is read from --token-file, else ${TOKEN_ENV}, else "
+        f"{DEFAULT_TOKEN_FILE} (written by 'pinkrelay serve' on first start).",
+    )
+    add_relay_option(parser, DEFAULT_CONSOLES_PORT, "console")
+    parser.add_argument(
+        "--operator",
+        default=DEFAULT_OPERATOR,
+        metavar="NAME",
+        help=f"operator name (default {DEFAULT_OPERATOR})",
+    )
+    parser.add_argument(
+        "--token-file", metavar="FILE", help="file with the operator's console token"
+    )
+    parser.add_argument(
+        "--watch",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="BUTTON_ID",
+        help="buttons to watch live",
+    )
+    parser.add_argument(
+        "--record", metavar="DIR", help="record watched streams to DIR/<button>-<UTC>.mkv"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object per line")
+    parser.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging("text", "error")
+    return run_trio(_main, args, Output(args.json))
+
+
+def read_token(token_file: str | None, operator: str, environ: Any = os.environ) -> bytes:
+    """The operator's token: ``--token-file``, else the environment, else ``var/console-token``.
+
+    A file holds either the token alone (``DATA_DIR/console-token``) or
+    ``OPERATOR TOKEN`` lines (``DATA_DIR/console-tokens``).
+    """
+    if token_file is None and environ.get(TOKEN_ENV):
+        return environ[TOKEN_ENV].strip().encode()
+    if token_file is None:
+        if not DEFAULT_TOKEN_FILE.exists():
+            raise CommandError(
+                f"no console token: pass --token-file FILE or set {TOKEN_ENV} ('pinkrelay serve' "
+                "writes DATA_DIR/console-token on first start)"
+            )
+        token_file = str(DEFAULT_TOKEN_FILE)
+    text = read_text_file(token_file, "console token file")
+    lines = [
+        line.split()
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if len(lines) == 1 and len(lines[0]) == 1:
+        return lines[0][0].encode()
+    for parts in lines:
+        if len(parts) == 2 and parts[0] == operator:
+            return parts[1].encode()
+    raise CommandError(
+        f"console token file {token_file} has no token for operator {operator!r} "
+        "(expected the token alone, or 'OPERATOR TOKEN' lines)"
+    )
+
+
+async def _main(args: argparse.Namespace, out: Output) -> int:
+    relay = relay_address(args.relay)
+    token = read_token(args.token_file, args.operator)
+    record_dir = _record_dir(args.record)
+    client = ConsoleClient(relay, args.operator, token, reconnect=False)
+    view = ConsoleView(client, out, record_dir=record_dir)
+    async with trio.open_nursery() as nursery:
+        try:
+            await nursery.start(client.run)
+        except ConnectionRefused as error:
+            raise ConnectionRefused(
+                f"{error}; check --operator and that the token matches the relay's console tokens",
+                code=error.code,
+            ) from None
+        client.reconnect = True
+        out.say(f"signed in to the relay at {relay} as {args.operator}")
+        for button in args.watch:
+            view.watch(button)
+        nursery.start_soon(view.run)
+        reason = await wait_for_stop(args.duration)
+        client.reconnect = False
+        await say_goodbye([client.link], "console closed")
+        nursery.cancel_scope.cancel()
+    view.close()
+    view.summary(reason)
+    return 0
+
+
+def _record_dir(path: str | None) -> Path | None:
+    if path is None:
+        return None
+    directory = Path(path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CommandError(
+            f"--record {path}: cannot create the directory ({error.strerror or error})"
+        ) from None
+    if not os.access(directory, os.W_OK):
+        raise CommandError(f"--record {path}: directory is not writable")
+    return directory
+
+
+def opus_duration_us(packet: bytes) -> int:
+    """Duration of one Opus packet from its TOC byte (RFC 6716 §3.1)."""
+    if not packet:
+        return 20_000
+    toc = packet[0]
+    config, code = toc >> 3, toc & 3
+    if config < 12:
+        frame = (10_000, 20_000, 40_000, 60_000)[config % 4]
+    elif config < 16:
+        frame = (10_000, 20_000)[config % 2]
+    else:
+        frame = (2_500, 5_000, 10_000, 20_000)[config % 4]
+    if code == 0:
+        count = 1
+    elif code in (1, 2):
+        count = 2
+    else:
+        count = packet[1] & 0x3F if len(packet) > 1 else 1
+    return frame * max(count, 1)
+
+
+def _signature(tracks: Iterable[TrackDescription]) -> tuple[Any, ...]:
+    return tuple(
+        sorted(
+            (t.track_id, t.kind, t.codec, t.width, t.height, t.sample_rate, t.channels)
+            for t in tracks
+        )
+    )
+
+
+@dataclass(eq=False)
+class StreamView:
+    """One watched button's stream: decoder, recorder and the current second's numbers."""
+
+    button: str
+    tracks: dict[int, TrackDescription] = field(default_factory=dict)
+    signature: tuple[Any, ...] = ()
+    decoder: Any = None
+    catchup_left: int = 0
+    last_seq: dict[int, int] = field(default_factory=dict)
+    recorder: Any = None
+    record_index: dict[int, int] = field(default_factory=dict)
+    record_paths: list[Path] = field(default_factory=list)
+    record_error: str = ""
+    window_frames: int = 0
+    window_bytes: int = 0
+    window_dropped: int = 0
+    window_latency: list[float] = field(default_factory=list)
+    window_started: float = 0.0
+    frames_decoded: int = 0
+    frames_presented: int = 0
+    catchup_decoded: int = 0
+    media_received: int = 0
+    dropped: int = 0
+    decode_errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def streaming(self) -> bool:
+        return bool(self.tracks)
+
+    def take_window(self, now: float) -> dict[str, Any]:
+        seconds = max(now - self.window_started, 1e-6)
+        stats = {
+            "fps": round(self.window_frames / seconds, 1),
+            "kbps": round(self.window_bytes * 8 / 1000 / seconds, 1),
+            "latency_ms": rounded(statistics.median(self.window_latency), 1)
+            if self.window_latency
+            else None,
+            "dropped": self.window_dropped,
+        }
+        self.window_frames = self.window_bytes = self.window_dropped = 0
+        self.window_latency = []
+        self.window_started = now
+        return stats
+
+
+class ConsoleView:
+    """Turns a ConsoleClient's events into lines (or JSON) and per-stream statistics."""
+
+    def __init__(
+        self,
+        client: ConsoleClient,
+        out: Output,
+        *,
+        record_dir: Path | None = None,
+        on_alert: Callable[[Alert], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.out = out
+        self.record_dir = record_dir
+        self.on_alert = on_alert
+        self.sites: dict[str, Site] = {}
+        self.states: dict[str, str] = {}
+        self.alerts: dict[str, Alert] = {}
+        self.alert_latencies: dict[str, float] = {}
+        self.streams: dict[str, StreamView] = {}
+        self.snapshot_until = trio.current_time() + SNAPSHOT_SECONDS
+        self.snapshot: dict[str, str] = {}
+
+    # -- running -----------------------------------------------------------------
+
+    def watch(self, button: str) -> None:
+        if button not in self.streams:
+            self.streams[button] = StreamView(button=button, window_started=trio.current_time())
+            self.client.subscribe(button)
+            self.out.say(f"watching {self._name(button)}")
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._stats_every_second)
+            nursery.start_soon(self._snapshot_timer)
+            async for event in self.client.events():
+                self.handle(event)
+
+    def handle(self, event: Any) -> None:
+        if isinstance(event, Media):
+            self._media(event)
+        elif isinstance(event, Alert):
+            self._alert(event)
+        elif isinstance(event, ButtonState):
+            self._button_state(event)
+        elif isinstance(event, Subscribed):
+            self._described(event.button, event.tracks, event.catchup_frames, subscribed=True)
+        elif isinstance(event, StreamDescription):
+            self._described(event.button, event.tracks, 0, subscribed=False)
+        elif isinstance(event, AlertUpdate):
+            self._alert_update(event)
+        elif isinstance(event, Error):
+            self.out.event("relay_error", code=event.code, message=event.message)
+            self.out.say(f"relay: {event.message} ({event.code})")
+        elif isinstance(event, Disconnected):
+            self.out.event("disconnected", reason=event.reason)
+            self.out.say(f"disconnected from the relay: {event.reason}; reconnecting")
+        elif isinstance(event, Reconnected):
+            self.snapshot_until = trio.current_time() + SNAPSHOT_SECONDS
+            self.out.event("reconnected", attempt=event.attempt)
+            self.out.say("reconnected to the relay; watching again")
+
+    def _name(self, button: str) -> str:
+        site = self.sites.get(button)
+        return f"{button} ({site.name})" if site and site.name else button
+
+    # -- alerts and button states ----------------------------------------------------
+
+    def _alert(self, alert: Alert) -> None:
+        known = self.alerts.get(alert.alert_id)
+        self.alerts[alert.alert_id] = alert
+        if known is not None and known.state == alert.state:
+            return
+        if alert.site is not None:
+            self.sites.setdefault(alert.button, alert.site)
+        latency = (wall_us() - alert.pressed_at) / 1000
+        self.alert_latencies.setdefault(alert.alert_id, latency)
+        site = alert.site
+        self.out.event(
+            "alert",
+            alert_id=alert.alert_id,
+            button=alert.button,
+            site=site.name if site else "",
+            state=alert.state,
+            latency_ms=round(latency, 3),
+        )
+        self._report_snapshot()
+        if trio.current_time() >= self.snapshot_until:
+            age = f"arrived {latency:.1f} ms after the press"
+        elif latency < 120_000:
+            age = f"open since {latency / 1000:.0f} s ago"
+        else:
+            age = f"open since {latency / 60_000:.0f} min ago"
+        what = "button went silent" if alert.kind == "offline" else alert.kind.upper()
+        self.out.say(
+            f"ALERT  {what} at {alert.button}: {site.name if site else 'unknown site'} - "
+            f"{alert.state}, {utc_clock(alert.pressed_at)}, {age}"
+        )
+        if site is not None and trio.current_time() >= self.snapshot_until:
+            where = ", ".join(
+                part for part in (site.kind.replace("_", " "), site.address, site.district) if part
+            )
+            self.out.say(
+                f"       {where}; map {site.latitude:.4f},{site.longitude:.4f}; alert id {alert.alert_id}"
+            )
+        if self.on_alert is not None:
+            self.on_alert(alert)
+
+    def _alert_update(self, update: AlertUpdate) -> None:
+        self.out.event(
+            "alert_update", alert_id=update.alert_id, state=update.state, operator=update.operator
+        )
+        by = f" by {update.operator}" if update.operator else ""
+        unit = f", unit {update.unit}" if update.unit else ""
+        self.out.say(f"UPDATE alert {update.alert_id}: {update.state}{by}{unit}")
+
+    def _button_state(self, event: ButtonState) -> None:
+        if event.site is not None:
+            self.sites[event.button] = event.site
+        previous = self.states.get(event.button)
+        self.states[event.button] = event.state
+        self.out.event("button_state", button=event.button, state=event.state)
+        if previous == event.state:
+            return
+        if previous is None and trio.current_time() < self.snapshot_until:
+            self.snapshot[event.button] = event.state
+            return
+        self._report_snapshot()
+        self.out.say(f"{event.state.upper():7} {self._name(event.button)}")
+
+    async def _snapshot_timer(self) -> None:
+        await trio.sleep_until(self.snapshot_until)
+        self._report_snapshot()
+
+    def _report_snapshot(self) -> None:
+        """One line for the relay's sign-in burst of button states, instead of one per button."""
+        if not self.snapshot:
+            return
+        online = sorted(button for button, state in self.snapshot.items() if state == "online")
+        shown = ", ".join(online[:8]) + (f" and {len(online) - 8} more" if len(online) > 8 else "")
+        self.out.say(
+            f"{len(self.snapshot)} buttons registered: {len(online)} online"
+            + (f" ({shown})" if online else "")
+            + f", {len(self.snapshot) - len(online)} offline"
+        )
+        self.snapshot = {}
+
+    # -- streams -----------------------------------------------------------------
+
+    def _described(
+        self, button: str, tracks: tuple[TrackDescription, ...], catchup: int, *, subscribed: bool
+    ) -> None:
+        view = self.streams.get(button)
+        if view is None:
+            return
+        view.catchup_left = catchup if subscribed else view.catchup_left
+        if not tracks:
+            if view.tracks:
+                self.out.say(f"STREAM {self._name(button)}: stopped (button disconnected)")
+            elif subscribed:
+                self.out.say(f"STREAM {self._name(button)}: not streaming yet; waiting for it")
+            view.tracks = {}
+            return
+        signature = _signature(tracks)
+        view.tracks = {track.track_id: track for track in tracks}
+        if signature == view.signature:
+            return
+        view.signature = signature
+        view.last_seq = {}
+        self._close_recorder(view)
+        video = next((t for t in tracks if t.kind == "video"), None)
+        view.decoder = self._decoder(video) if video is not None else None
+        parts = [
+            f"{t.codec} {t.width}x{t.height}@{t.fps:g}"
+            if t.kind == "video"
+            else f"{t.codec} {t.sample_rate} Hz"
+            for t in tracks
+        ]
+        self.out.say(f"STREAM {self._name(button)}: {', '.join(parts)}")
+
+    def _decoder(self, track: TrackDescription) -> Any:
+        from ..media import Decoder, MediaError
+
+        try:
+            return Decoder(_track_info(track), threads=1)
+        except MediaError as error:
+            self.out.say(f"cannot decode {track.codec}: {error}")
+            return None
+
+    def _media(self, media: Media) -> None:
+        view = self.streams.get(media.button)
+        if view is None:
+            return
+        track = view.tracks.get(media.track_id)
+        if track is None:
+            return
+        arrival = wall_us()
+        data = media.data
+        view.media_received += 1
+        if not (track.kind == "video" and view.catchup_left):
+            view.window_bytes += len(data)
+        last = view.last_seq.get(media.track_id)
+        if last is not None and media.seq > last + 1:
+            view.dropped += media.seq - last - 1
+            view.window_dropped += media.seq - last - 1
+        if last is None or media.seq > last:
+            view.last_seq[media.track_id] = media.seq
+        if track.kind == "video":
+            self._video(view, media, data, arrival)
+        if self.record_dir is not None and not view.record_error:
+            self._record(view, track, media, data)
+
+    def _video(self, view: StreamView, media: Media, data: bytes, arrival: int) -> None:
+        from ..media import MediaError
+
+        live = view.catchup_left == 0
+        if not live:
+            view.catchup_left -= 1
+        frames: list[Any] = []
+        if view.decoder is not None:
+            try:
+                frames = view.decoder.decode(data, pts_us=media.timestamp)
+            except MediaError:
+                view.decode_errors += 1
+                video = next(t for t in view.tracks.values() if t.kind == "video")
+                view.decoder = self._decoder(video)
+                self.client.request_keyframe(view.button)
+        view.frames_decoded += len(frames)
+        if not live:
+            view.catchup_decoded += len(frames)
+            return
+        view.frames_presented += len(frames)
+        view.window_frames += len(frames)
+        latency = (arrival - media.timestamp) / 1000
+        view.window_latency.append(latency)
+        view.latencies.append(latency)
+
+    def _record(self, view: StreamView, track: TrackDescription, media: Media, data: bytes) -> None:
+        from ..media import EncodedPacket, MediaError, Recorder
+
+        assert self.record_dir is not None
+        try:
+            if view.recorder is None:
+                ordered = sorted(
+                    view.tracks.values(), key=lambda t: (t.kind != "video", t.track_id)
+                )
+                stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+                path = self.record_dir / f"{view.button}-{stamp}.mkv"
+                number = 1
+                while path.exists():
+                    number += 1
+                    path = self.record_dir / f"{view.button}-{stamp}-{number}.mkv"
+                view.recorder = Recorder(path, [_track_info(t) for t in ordered])
+                view.record_index = {t.track_id: i for i, t in enumerate(ordered)}
+                view.record_paths.append(path)
+                self.out.event("recording", button=view.button, path=str(path))
+                self.out.say(f"RECORD {self._name(view.button)} -> {path}")
+            if track.kind == "video":
+                duration = round(1_000_000 / (track.fps or 30.0))
+            elif track.codec == "opus":
+                duration = opus_duration_us(data)
+            else:
+                duration = round(1024 * 1_000_000 / (track.sample_rate or 48000))
+            packet = EncodedPacket(
+                kind=track.kind,
+                data=data,
+                pts_us=media.timestamp,
+                duration_us=duration,
+                keyframe=media.keyframe,
+            )
+            view.recorder.write(view.record_index[media.track_id], packet)
+        except (MediaError, OSError, ValueError) as error:
+            view.record_error = str(error)
+            self.out.event("error", button=view.button, reason=f"recording stopped: {error}")
+            self.out.say(f"RECORD {view.button}: recording stopped: {error}")
+
+    def _close_recorder(self, view: StreamView) -> None:
+        from ..media import MediaError
+
+        if view.recorder is None:
+            return
+        recorder, view.recorder = view.recorder, None
+        try:
+            recorder.close()
+        except MediaError as error:
+            view.record_error = str(error)
+            self.out.say(f"RECORD {view.button}: cannot finish {recorder.path}: {error}")
+
+    async def _stats_every_second(self) -> None:
+        next_report = trio.current_time() + 1.0
+        while True:
+            await trio.sleep_until(next_report)
+            next_report += 1.0
+            now = trio.current_time()
+            for view in self.streams.values():
+                if now - view.window_started < MIN_WINDOW:
+                    continue
+                if not view.streaming and not view.window_bytes:
+                    view.take_window(now)
+                    continue
+                stats = view.take_window(now)
+                self.out.event("stream_stats", button=view.button, **stats)
+                latency = "n/a" if stats["latency_ms"] is None else f"{stats['latency_ms']:.1f} ms"
+                self.out.say(
+                    f"STREAM {view.button}: {stats['fps']:5.1f} fps {stats['kbps']:7.1f} kb/s  "
+                    f"latency {latency}  dropped {stats['dropped']}  (decoded {view.frames_decoded})"
+                )
+
+    # -- the end -----------------------------------------------------------------
+
+    def close(self) -> None:
+        for view in self.streams.values():
+            self._close_recorder(view)
+
+    def summary(self, reason: str) -> None:
+        streams = {}
+        for view in self.streams.values():
+            latency = statistics.median(view.latencies) if view.latencies else None
+            streams[view.button] = {
+                "frames_decoded": view.frames_decoded,
+                "frames_presented": view.frames_presented,
+                "dropped": view.dropped,
+                "decode_errors": view.decode_errors,
+                "latency_ms": rounded(latency, 1),
+                "recordings": [str(path) for path in view.record_paths],
+            }
+        self.out.event("summary", alerts=len(self.alerts), streams=streams)
+        self.out.say(f"console stopped ({reason}): {len(self.alerts)} alert(s) seen")
+        for button, stats in streams.items():
+            latency = "n/a" if stats["latency_ms"] is None else f"{stats['latency_ms']:.1f} ms"
+            self.out.say(
+                f"  {self._name(button)}: {stats['frames_decoded']} frames decoded, {stats['dropped']} dropped, "
+                f"{stats['decode_errors']} decode errors, median latency {latency}"
+            )
+            for path in stats["recordings"]:
+                self.out.say(f"  recorded {path}")
+
+
+def _track_info(track: TrackDescription) -> Any:
+    from ..media import TrackInfo
+
+    return TrackInfo(
+        kind=track.kind,
+        codec=track.codec,
+        width=track.width,
+        height=track.height,
+        fps=track.fps,
+        sample_rate=track.sample_rate,
+        channels=track.channels,
+        bitrate=track.bitrate,
+        extradata=track.extradata,
+    )
