@@ -1,0 +1,282 @@
+"""``pinkrelay demo``: the whole system in one process, for a first look (``make run``).
+
+It starts a relay on the default ports (127.0.0.1:7400 for buttons, 7401
+for consoles; free ports if those are taken) with the example Peshawar
+registry, connects a few simulated Pink Buttons (a market, a university, a
+shopping centre, ...) that stream a replayed test clip, presses the market's
+button after about three seconds, and runs a control-room console that
+shows the alert, starts watching that button's live stream and prints what
+arrives once a second. Then everything stops and a summary is printed.
+
+The registry is ``examples/peshawar-buttons.csv`` from the source checkout
+(found next to the installed package in an editable install, which is what
+``make run`` uses, or under the current directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..clients import ConsoleClient
+from ..config import Address, RelayConfig
+from ..errors import ConfigError
+from ..logs import setup_logging
+from ..protocol import Alert
+from ..registry import Button, Registry, load_registry
+from ..relay import AuthRefused, ClientConnected, ClientDisconnected, Relay
+from .common import (
+    CommandError,
+    Output,
+    VideoSpec,
+    positive_float,
+    positive_int,
+    run_trio,
+    say_goodbye,
+    utc_clock,
+    wait_for_stop,
+)
+from .console import ConsoleView
+from .simulate import CLIP_SECONDS, Fleet, make_clip
+
+REGISTRY_NAME = "peshawar-buttons.csv"
+DEMO_VIDEO = VideoSpec(640, 360, 25.0)
+DEMO_BITRATE = 600_000
+PRESS_AT = 3.0
+OPERATOR = "duty-officer"
+#: Site kinds in the order the demo picks its buttons.
+KIND_ORDER = (
+    "market",
+    "campus",
+    "shopping_centre",
+    "transport",
+    "hospital",
+    "school",
+    "park",
+    "office",
+    "other",
+)
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="relay + simulated buttons + console, for a first look",
+        description="Run a relay, a few simulated Pink Buttons and a console in one process: one "
+        "button is pressed, the console shows the alert and watches the live stream.",
+    )
+    parser.add_argument(
+        "--duration",
+        type=positive_float,
+        default=20.0,
+        metavar="S",
+        help="how long to run (default 20)",
+    )
+    parser.add_argument(
+        "--buttons", type=positive_int, default=4, metavar="N", help="simulated buttons (default 4)"
+    )
+    parser.add_argument(
+        "--data-dir", metavar="DIR", help="the relay's data directory (default: a temporary one)"
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging("text", "error")
+    registry_path = find_example_registry()
+    if args.data_dir is not None:
+        return run_trio(_main, args, registry_path, Path(args.data_dir))
+    with tempfile.TemporaryDirectory(prefix="pinkrelay-demo-") as data_dir:
+        return run_trio(_main, args, registry_path, Path(data_dir))
+
+
+def find_example_registry() -> Path:
+    candidates = [
+        Path(__file__).resolve().parents[3] / "examples" / REGISTRY_NAME,
+        Path.cwd() / "examples" / REGISTRY_NAME,
+    ]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise CommandError(
+        f"cannot find examples/{REGISTRY_NAME}; run the demo from the pinkrelay source checkout "
+        f"(looked in {', '.join(str(c.parent) for c in candidates)})"
+    )
+
+
+def pick_buttons(registry: Registry, count: int) -> list[Button]:
+    """One button of each kind (market first, then a university, a shopping centre...), then the rest."""
+    if count > len(registry):
+        raise CommandError(f"--buttons {count}: the example registry has {len(registry)} buttons")
+    chosen: list[Button] = []
+    for kind in KIND_ORDER:
+        match = next(
+            (b for b in registry.values() if b.site.kind == kind and b not in chosen), None
+        )
+        if match is not None:
+            chosen.append(match)
+    chosen = chosen[:count]
+    chosen += [b for b in registry.values() if b not in chosen][: count - len(chosen)]
+    return chosen
+
+
+async def _start_relay(
+    nursery: trio.Nursery, config: RelayConfig, registry: Registry, say: Output
+) -> Relay:
+    try:
+        return await nursery.start(Relay(config, registry=registry).serve)
+    except ConfigError as error:
+        if "cannot listen" not in str(error):
+            raise
+        say.say("ports 7400/7401 are taken (is another relay running?); using free ports instead")
+        fallback = config.replace(
+            buttons_listen=Address("127.0.0.1", 0), consoles_listen=Address("127.0.0.1", 0)
+        )
+        return await nursery.start(Relay(fallback, registry=registry).serve)
+
+
+async def _main(args: argparse.Namespace, registry_path: Path, data_dir: Path) -> int:
+    relay_out = Output(False, prefix="[relay]   ")
+    buttons_out = Output(False, prefix="[buttons] ")
+    console_out = Output(False, prefix="[console] ")
+    intro = Output(False)
+    registry = load_registry(registry_path)
+    chosen = pick_buttons(registry, args.buttons)
+    token = secrets.token_urlsafe(24)
+    config = RelayConfig(
+        data_dir=data_dir,
+        registry=registry_path,
+        console_tokens={OPERATOR: token},
+        log_level="error",
+    )
+    started = trio.current_time()
+    press_at = min(PRESS_AT, args.duration * 0.4)
+    intro.say(
+        f"pinkrelay demo: a relay, {len(chosen)} simulated Pink Buttons and a control-room console, "
+        f"for {args.duration:g} s. Ctrl-C stops it early."
+    )
+    async with trio.open_nursery() as nursery:
+        relay = await _start_relay(nursery, config, registry, relay_out)
+        relay_out.say(
+            f"listening: buttons on {relay.buttons_address}, consoles on {relay.consoles_address}; "
+            f"{len(registry)} buttons registered from {registry_path.name}"
+        )
+        nursery.start_soon(_relay_events, relay, relay_out)
+
+        console = ConsoleClient(relay.consoles_address, OPERATOR, token.encode())
+        view: ConsoleView
+
+        def watch_on_alert(alert: Alert) -> None:
+            if alert.kind == "panic" and alert.button not in view.streams:
+                console_out.say(f"operator opens the live stream of {alert.button}")
+                view.watch(alert.button)
+
+        view = ConsoleView(console, console_out, on_alert=watch_on_alert)
+        await nursery.start(console.run)
+        console_out.say(f"signed in as {OPERATOR}")
+        nursery.start_soon(view.run)
+
+        buttons_out.say(
+            f"encoding one {CLIP_SECONDS:g} s test clip ({DEMO_VIDEO}, H.264 + Opus) that every "
+            "simulated button replays"
+        )
+        clip = await trio.to_thread.run_sync(
+            make_clip, DEMO_VIDEO, DEMO_BITRATE, "PINK BUTTON DEMO"
+        )
+        assert relay.buttons_address is not None
+        fleet = Fleet(relay.buttons_address, chosen, clip, buttons_out, stagger=0.0)
+        for button in chosen:
+            site = button.site
+            buttons_out.say(
+                f"{button.button_id}: {site.name} ({site.kind.replace('_', ' ')}, {site.district})"
+            )
+        await nursery.start(fleet.run)
+
+        pressed = chosen[0]
+        press_result: dict[str, float] = {}
+
+        async def press_later() -> None:
+            await trio.sleep_until(started + press_at)
+            press_result["ack_ms"] = await fleet.press(fleet.by_id[pressed.button_id])
+
+        nursery.start_soon(press_later)
+        remaining = args.duration - (trio.current_time() - started)
+        reason = await wait_for_stop(max(remaining, 0.1))
+        stats = relay.stats()
+        await fleet.stop("demo finished")
+        console.reconnect = False
+        await say_goodbye([console.link], "demo finished")
+        await relay.shutdown("demo finished")
+        nursery.cancel_scope.cancel()
+    _summary(
+        intro, reason, pressed, view, fleet, press_result, stats, trio.current_time() - started
+    )
+    return 0
+
+
+async def _relay_events(relay: Relay, out: Output) -> None:
+    async for event in relay.events():
+        if isinstance(event, Alert) and event.kind == "panic":
+            out.say(
+                f"alert {event.alert_id} from {event.button} stored and pushed to "
+                f"{len(relay.consoles)} console(s); acknowledging to the button"
+            )
+        elif isinstance(event, ClientConnected) and event.role == "console":
+            out.say(f"{event.role} {event.identity} signed in from {event.peer}")
+        elif isinstance(event, ClientDisconnected) and not relay.stopping:
+            out.say(f"{event.role} {event.identity} left: {event.reason}")
+        elif isinstance(event, AuthRefused):
+            out.say(f"refused {event.role} {event.identity}: {event.reason}")
+
+
+def _summary(
+    out: Output,
+    reason: str,
+    pressed: Button,
+    view: ConsoleView,
+    fleet: Fleet,
+    press_result: dict[str, float],
+    stats: dict[str, Any],
+    elapsed: float,
+) -> None:
+    out.say("")
+    out.say(f"demo finished ({reason}) after {elapsed:.1f} s")
+    alerts = [
+        a for a in view.alerts.values() if a.button == pressed.button_id and a.kind == "panic"
+    ]
+    if alerts:
+        alert = alerts[0]
+        latency = view.alert_latencies.get(alert.alert_id, 0.0)
+        ack = press_result.get("ack_ms")
+        acked = f"; acknowledged to the button after {ack:.1f} ms" if ack is not None else ""
+        out.say(
+            f"  alert: {pressed.button_id} ({pressed.site.name}) pressed at {utc_clock(alert.pressed_at)}, "
+            f"on the console {latency:.1f} ms later{acked}"
+        )
+    else:
+        out.say(
+            f"  alert: no alert from {pressed.button_id} reached the console (the demo ended first?)"
+        )
+    stream = view.streams.get(pressed.button_id)
+    if stream is not None:
+        latency = f"{statistics.median(stream.latencies):.1f} ms" if stream.latencies else "n/a"
+        out.say(
+            f"  live stream of {pressed.button_id}: {stream.frames_decoded} video frames decoded "
+            f"({stream.catchup_decoded} catch-up), median capture-to-console latency {latency}, "
+            f"{stream.dropped} lost"
+        )
+    totals = fleet.totals()
+    out.say(
+        f"  buttons: {totals['buttons_connected']}/{totals['buttons']} connected, "
+        f"{totals['media_sent']} media packets sent; relay fanned out {stats.get('messages_fanned_out', 0)} "
+        f"messages to consoles"
+    )
+    out.say(
+        "next: 'pinkrelay serve', 'pinkrelay simulate' and 'pinkrelay console' run these parts separately"
+    )
