@@ -50,6 +50,8 @@ DEFAULT_VIDEO = VideoSpec(640, 360, 30.0)
 AUDIO_BITRATE = 32_000
 #: A paced source this far behind its schedule (a slow encoder) skips ahead instead of bursting.
 MAX_LAG = 0.5
+#: At most one keyframe on request per this many seconds (see simulate.KEYFRAME_INTERVAL).
+KEYFRAME_INTERVAL = 0.5
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -230,6 +232,7 @@ class Streamer:
         self._media_error = MediaError
         self._described = self.video_encoder.track_info
         self._origin: float | None = None
+        self._forced_at = float("-inf")
         self._first_position: dict[str, float] = {}
         self.started_at = trio.current_time()
         self.video_sent = 0
@@ -312,8 +315,10 @@ class Streamer:
                 self.video_offline += 1
                 continue
             captured = wall_us()
-            if client.needs_keyframe:
+            now = trio.current_time()
+            if client.needs_keyframe and now - self._forced_at >= KEYFRAME_INTERVAL:
                 self.video_encoder.force_keyframe()
+                self._forced_at = now
             try:
                 packets = await trio.to_thread.run_sync(self.video_encoder.encode, frame)
             except self._media_error as error:

@@ -51,6 +51,9 @@ from .common import (
 TICK = 0.01
 #: A packet this late (µs) is not sent; the button restarts its clip at a keyframe instead.
 MAX_LATE_US = 500_000
+#: At most one keyframe on request per this many seconds: under congestion a dropped
+#: keyframe is asked for again at once, and keyframes on every frame would make it worse.
+KEYFRAME_INTERVAL = 0.5
 CLIP_SECONDS = 4.0
 DEFAULT_VIDEO = VideoSpec(320, 240, 15.0)
 DEFAULT_BITRATE = 250_000
@@ -176,6 +179,7 @@ class SimButton:
     base_time: float | None = None
     base_us: int = 0
     last_pts: int = -1
+    restarted_at: float = float("-inf")
     link: Any = None
     ever_connected: bool = False
     refused: str = ""
@@ -259,6 +263,7 @@ class Fleet:
             sim.base_time = now
             sim.base_us = wall_us()
         offset = max(round((now - sim.base_time) * 1e6), sim.last_pts + 1)
+        sim.restarted_at = now
         sim.packets = self.clip.replay(offset)
         sim.upcoming = next(sim.packets)
 
@@ -283,16 +288,16 @@ class Fleet:
                 elapsed = round((now - sim.base_time) * 1e6)
                 packet = sim.upcoming
                 while packet.pts_us <= elapsed:
-                    if (
-                        packet.kind == "video"
-                        and not packet.keyframe
-                        and (client.needs_keyframe or elapsed - packet.pts_us > MAX_LATE_US)
-                    ):
-                        if elapsed - packet.pts_us > MAX_LATE_US:
-                            sim.late_skips += 1
-                        self._restart_clip(sim, now)
-                        packet = sim.upcoming
-                        continue
+                    if packet.kind == "video" and not packet.keyframe:
+                        late = elapsed - packet.pts_us > MAX_LATE_US
+                        wanted = (
+                            client.needs_keyframe and now - sim.restarted_at >= KEYFRAME_INTERVAL
+                        )
+                        if late or wanted:
+                            sim.late_skips += late
+                            self._restart_clip(sim, now)
+                            packet = sim.upcoming
+                            continue
                     if client.send_media(
                         packet.kind, packet.data, sim.base_us + packet.pts_us, packet.keyframe
                     ):
