@@ -35,6 +35,7 @@ from ..protocol import (
     StreamDescription,
     Subscribed,
     TrackDescription,
+    Unsubscribe,
 )
 from .common import (
     DEFAULT_CONSOLES_PORT,
@@ -304,6 +305,9 @@ class ConsoleView:
             self._described(event.button, event.tracks, 0, subscribed=False)
         elif isinstance(event, AlertUpdate):
             self._alert_update(event)
+        elif isinstance(event, Unsubscribe):
+            self.out.event("unsubscribed", button=event.button, reason=event.reason)
+            self.out.say(f"STREAM {self._name(event.button)}: the relay ended it ({event.reason})")
         elif isinstance(event, Error):
             self.out.event("relay_error", code=event.code, message=event.message)
             self.out.say(f"relay: {event.message} ({event.code})")
@@ -347,9 +351,11 @@ class ConsoleView:
         else:
             age = f"open since {latency / 60_000:.0f} min ago"
         what = "button went silent" if alert.kind == "offline" else alert.kind.upper()
+        repeat = f" (repeat press of alert {alert.duplicate_of})" if alert.duplicate_of else ""
+        level = f", escalation level {alert.level}" if alert.level else ""
         self.out.say(
             f"ALERT  {what} at {alert.button}: {site.name if site else 'unknown site'} - "
-            f"{alert.state}, {utc_clock(alert.pressed_at)}, {age}"
+            f"{alert.state}{repeat}{level}, {utc_clock(alert.pressed_at)}, {age}"
         )
         if site is not None and trio.current_time() >= self.snapshot_until:
             where = ", ".join(
@@ -367,7 +373,9 @@ class ConsoleView:
         )
         by = f" by {update.operator}" if update.operator else ""
         unit = f", unit {update.unit}" if update.unit else ""
-        self.out.say(f"UPDATE alert {update.alert_id}: {update.state}{by}{unit}")
+        level = f", escalation level {update.level}" if update.level else ""
+        note = f": {update.note}" if update.note else ""
+        self.out.say(f"UPDATE alert {update.alert_id}: {update.state}{by}{unit}{level}{note}")
 
     def _button_state(self, event: ButtonState) -> None:
         if event.site is not None:
