@@ -73,6 +73,7 @@ def relay(tmp_path: Path) -> Iterator[dict]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "PINKRELAY_WEB_LISTEN": f"127.0.0.1:{free_port()}"},
     )
     try:
         wait_listening(consoles, process)

@@ -6,6 +6,7 @@ start-up), against one relay on free loopback ports.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -53,6 +54,7 @@ def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "PINKRELAY_WEB_LISTEN": f"127.0.0.1:{free_port()}"},
     )
     deadline = time.monotonic() + 10
     while True:
