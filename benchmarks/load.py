@@ -368,6 +368,39 @@ def write_setup(
     return registry, config, ids[:buttons], tokens
 
 
+_SERVE_OPTIONS: list[str] = []
+
+
+def serve_options() -> str:
+    """``pinkrelay serve --help`` (asked once): which options this version of the relay has."""
+    if not _SERVE_OPTIONS:
+        done = subprocess.run(
+            [sys.executable, "-m", "pinkrelay", "serve", "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        _SERVE_OPTIONS.append(done.stdout)
+    return _SERVE_OPTIONS[0]
+
+
+def _listening(ports: tuple[int, int]) -> bool:
+    """Both ports accept TCP connections (checked by /proc/net/tcp, without connecting)."""
+    wanted = {f"{port:04X}" for port in ports}
+    found = set()
+    try:
+        with open("/proc/net/tcp") as table:
+            for line in table.readlines()[1:]:
+                fields = line.split()
+                local, state = fields[1], fields[3]
+                if state == "0A":  # LISTEN
+                    found.add(local.rsplit(":", 1)[1])
+    except OSError:
+        return True
+    return wanted <= found
+
+
 def start_relay(
     args: argparse.Namespace, tmp: Path, registry: Path, config: Path
 ) -> tuple[subprocess.Popen, tuple[int, int], Path]:
@@ -392,17 +425,26 @@ def start_relay(
             "--log-level",
             args.relay_log_level,
         ]
+        options = serve_options()
+        if "--no-web" in options and not args.web:
+            command.append("--no-web")
+        elif "--web-listen" in options:
+            command += ["--web-listen", f"127.0.0.1:{free_port()}"]
         relay = spawn(command, cpu=0 if args.pin_cores else None, stderr_path=log, pipes=False)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if relay.poll() is not None:
                 break
             if "relay listening" in log.read_text(errors="replace"):
-                return relay, ports, log
+                # still up a moment later (a service that fails to start takes the relay down)
+                time.sleep(0.5)
+                if relay.poll() is None and _listening(ports):
+                    return relay, ports, log
+                break
             time.sleep(0.05)
         text = log.read_text(errors="replace")
         stop_process(relay)
-        if "cannot listen" not in text:
+        if "cannot listen" not in text and "Address already in use" not in text:
             raise RuntimeError(f"the relay did not start:\n{text[-3000:]}")
     raise RuntimeError("the relay could not get free ports three times")
 
@@ -842,6 +884,7 @@ def compute(args: argparse.Namespace, **run: Any) -> dict[str, Any]:
             "pinned": args.pin_cores,
             "data_dir_base": args.tmp_base or tempfile.gettempdir(),
             "relay_options": args.relay_option,
+            "web": args.web,
         },
         "relay": {
             "cpu_s": round(cpu_s, 3),
@@ -1477,6 +1520,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="extra line for the relay's [relay] config table, e.g. --relay-option 'merge_window = 0'",
+    )
+    o.add_argument(
+        "--web",
+        action="store_true",
+        help="also run the relay's web control room (on a free port); by default serve gets --no-web",
     )
     o.add_argument(
         "--relay-log-level", choices=("debug", "info", "warning", "error"), default="info"
