@@ -15,6 +15,7 @@ import argparse
 import os
 import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,8 @@ TOKEN_ENV = "PINKRELAY_CONSOLE_TOKEN"
 DEFAULT_TOKEN_FILE = Path("var/console-token")
 #: ButtonState events this soon after signing in are the relay's snapshot of every button.
 SNAPSHOT_SECONDS = 0.3
+#: Live frames whose latency the summary's median is taken over (the most recent).
+LATENCY_SAMPLES = 100_000
 #: A stream watched for less than this is reported with the next second's numbers.
 MIN_WINDOW = 0.5
 
@@ -232,7 +235,7 @@ class StreamView:
     media_received: int = 0
     dropped: int = 0
     decode_errors: int = 0
-    latencies: list[float] = field(default_factory=list)
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
 
     @property
     def streaming(self) -> bool:
