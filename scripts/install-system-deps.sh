@@ -5,7 +5,8 @@ set -euo pipefail
 
 needed=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for package in gcc python3-dev python3-venv; do
+# chromium and a font: the web control room's tests drive a real headless browser.
+for package in gcc python3-dev python3-venv chromium fonts-dejavu-core; do
     have "$package" || needed+=("$package")
 done
 # Python.h for the Cython build: satisfied by any python3.11 with headers.
@@ -16,6 +17,7 @@ if python3.11 -m venv --help >/dev/null 2>&1; then
     needed=("${needed[@]/python3-venv}")
 fi
 command -v gcc >/dev/null 2>&1 && needed=("${needed[@]/gcc}")
+[ -x /usr/bin/chromium ] && needed=("${needed[@]/chromium}")
 
 missing=()
 for package in "${needed[@]}"; do [ -n "$package" ] && missing+=("$package"); done

@@ -44,6 +44,11 @@ def test_file_then_environment_then_flags(tmp_path):
         ("heartbeat_interval = 30\nsupervision_window = 10\n", ["shorter than heartbeat_interval"]),
         ("chunk_size = 10\n", ["chunk_size 10"]),
         ("log_format = 'xml'\n", ["log_format 'xml'"]),
+        ("relay_name = '" + "r" * 70 + "'\n", ["relay_name", "1-64"]),
+        ("heartbeat_interval = 0.01\n", ["heartbeat_interval 0.01 s outside 0.1..3600"]),
+        ("supervision_window = 100000\n", ["above a day"]),
+        ("max_control_bytes = 10\n", ["max_control_bytes 10 must be at least 256"]),
+        ("escalation_levels = [60, 15]\n", ["escalation_levels", "increasing"]),
         ("this is not toml\n", ["not valid TOML"]),
     ],
 )

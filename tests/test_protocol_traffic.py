@@ -666,3 +666,33 @@ def test_empty_bytes_during_the_handshake():
     relay.receive_data(b"", 0.0)
     assert isinstance(relay.next_event(), ConnectionClosed)
     assert relay.closed and relay.get_timer() is None
+
+
+def test_tail_of_a_message_discarded_before_its_description_is_never_delivered():
+    """First chunks arrive before the description, the rest after: no half message passes."""
+    from pinkrelay.protocol import ButtonConnection, RelayConnection, StreamDescription, TrackDescription
+
+    button = ButtonConnection("kp-race-1", b"s" * 20)
+    relay = RelayConnection(role="button")
+    relay.receive_data(button.hello(0.0), 0.0)
+    list(relay.events())
+    button.receive_data(relay.challenge(0.0), 0.0)
+    list(button.events())
+    relay.receive_data(button.authenticate(0.0), 0.0)
+    list(relay.events())
+    relay.verify(b"s" * 20)
+    button.receive_data(relay.welcome(session="s", track_ids=(7, 8), chunk_size=256), 0.0)
+    list(button.events())
+    description = StreamDescription(tracks=[TrackDescription(track_id=7, kind="video", codec="h264")])
+    description_bytes = button.send(description)
+    chunks = button.send_media(7, 1, 10, b"k" * 600, keyframe=True)
+    assert len(chunks) == 3
+    relay.receive_data(chunks[0], 1.0)
+    relay.receive_data(description_bytes, 1.0)
+    relay.receive_data(b"".join(chunks[1:]), 1.0)
+    events = list(relay.events())
+    assert [type(e).__name__ for e in events] == ["StreamDescription"]
+    assert relay.discarded_media == 3
+    relay.receive_data(b"".join(button.send_media(7, 2, 20, b"n" * 300)), 2.0)
+    media = list(relay.events())
+    assert len(media) == 1 and media[0].seq == 2 and media[0].data == b"n" * 300

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -104,6 +105,17 @@ class RelayConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
+        if not 0.1 <= self.heartbeat_interval <= 3600:
+            raise ConfigError(f"heartbeat_interval {self.heartbeat_interval} s outside 0.1..3600")
+        if self.supervision_window > 86400:
+            raise ConfigError(f"supervision_window {self.supervision_window} s is above a day (86400)")
+        for name in ("max_frame_bytes", "max_control_bytes", "max_message_bytes"):
+            if getattr(self, name) < 256:
+                raise ConfigError(f"{name} {getattr(self, name)} must be at least 256 bytes")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", self.relay_name):
+            raise ConfigError(
+                f"relay_name {self.relay_name!r}: 1-64 letters, digits, '.', '_' or '-'"
+            )
         if self.supervision_window < self.heartbeat_interval:
             raise ConfigError(
                 f"supervision_window {self.supervision_window} s is shorter than "
@@ -117,9 +129,14 @@ class RelayConfig:
         if not 1 <= self.max_tracks <= 64:
             raise ConfigError(f"max_tracks {self.max_tracks} outside 1..64")
         levels = tuple(self.escalation_levels)
-        if not levels or any(not isinstance(v, (int, float)) or v <= 0 for v in levels) or list(levels) != sorted(set(levels)):
+        if (
+            not 1 <= len(levels) <= 16
+            or any(not isinstance(v, (int, float)) or v <= 0 for v in levels)
+            or list(levels) != sorted(set(levels))
+        ):
             raise ConfigError(
-                f"escalation_levels {list(levels)} must be positive seconds in increasing order, e.g. [15, 60]"
+                f"escalation_levels {list(levels)} must be 1 to 16 positive seconds in increasing "
+                "order, e.g. [15, 60]"
             )
         object.__setattr__(self, "escalation_levels", tuple(float(v) for v in levels))
         if not isinstance(self.merge_window, (int, float)) or self.merge_window < 0:

@@ -14,17 +14,23 @@ import time
 from typing import Any
 
 
+_RESERVED = frozenset({"t", "level", "logger", "message", "exception"})
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "t": round(record.created, 6),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
+        entry: dict[str, Any] = {}
         fields = getattr(record, "fields", None)
         if fields:
-            entry.update(fields)
+            # A field never hides the record's own keys (an alert's escalation
+            # "level" must not replace the log level).
+            entry.update({k if k not in _RESERVED else f"{k}_": v for k, v in fields.items()})
+        entry.update(
+            t=round(record.created, 6),
+            level=record.levelname.lower(),
+            logger=record.name,
+            message=record.getMessage(),
+        )
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

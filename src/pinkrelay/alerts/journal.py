@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -152,6 +153,23 @@ def _describe_sqlite_error(path: Path, error: BaseException) -> str:
     return f"journal {path}: {text}"
 
 
+def _events_after(conn: sqlite3.Connection, cursor: int, limit: int) -> list[Alert | AlertUpdate]:
+    rows = conn.execute(
+        "SELECT cursor, alert_id, kind, state, level, operator, unit, note, at FROM events "
+        "WHERE cursor > ? ORDER BY cursor LIMIT ?",
+        (cursor, limit),
+    ).fetchall()
+    out: list[Alert | AlertUpdate] = []
+    for event_cursor, alert_id, kind, state, level, operator, unit, note, at in rows:
+        if kind in ("raised", "duplicate"):
+            row = conn.execute(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
+            out.append(replace(_alert_from_row(row), state=state, level=level, cursor=event_cursor))
+        else:
+            out.append(AlertUpdate(alert_id=alert_id, state=state, operator=operator, note=note,
+                                   unit=unit, at=at, level=level, cursor=event_cursor))
+    return out
+
+
 class SqliteJournal:
     """The durable journal. ``await open()`` before use, ``await close()`` after."""
 
@@ -178,7 +196,13 @@ class SqliteJournal:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise JournalError(f"journal directory {self.path.parent}: {error.strerror or error}") from None
+        if not self.path.exists():
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+            except OSError as error:
+                raise JournalError(f"journal {self.path}: {error.strerror or error}") from None
         conn = None
+        previous_umask = os.umask(0o077)  # the WAL and shared-memory files are private too
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -195,6 +219,8 @@ class SqliteJournal:
             if conn is not None:
                 conn.close()
             raise JournalError(_describe_sqlite_error(self.path, error)) from None
+        finally:
+            os.umask(previous_umask)
         return conn
 
     def _run(self, conn: sqlite3.Connection) -> None:
@@ -398,23 +424,20 @@ class SqliteJournal:
 
     async def events_since(self, cursor: int, limit: int = 10000) -> list[Alert | AlertUpdate]:
         """Everything after ``cursor``, in order: raised alerts as Alert, changes as AlertUpdate."""
+        return await self._call(lambda conn: _events_after(conn, cursor, limit))
 
-        def work(conn: sqlite3.Connection) -> list[Alert | AlertUpdate]:
+    async def snapshot(self, resume_from: int = 0) -> tuple[int, list[Alert], list[Alert | AlertUpdate]]:
+        """(last cursor, open alerts, events after ``resume_from``), read in one transaction."""
+
+        def work(conn: sqlite3.Connection) -> tuple[int, list[Alert], list[Alert | AlertUpdate]]:
+            last = conn.execute("SELECT COALESCE(MAX(cursor), 0) FROM events").fetchone()[0]
+            placeholders = ",".join("?" * len(OPEN_STATES))
             rows = conn.execute(
-                "SELECT cursor, alert_id, kind, state, level, operator, unit, note, at FROM events "
-                "WHERE cursor > ? ORDER BY cursor LIMIT ?",
-                (cursor, limit),
+                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE state IN ({placeholders}) ORDER BY cursor",
+                [s.value for s in OPEN_STATES],
             ).fetchall()
-            out: list[Alert | AlertUpdate] = []
-            for event_cursor, alert_id, kind, state, level, operator, unit, note, at in rows:
-                if kind in ("raised", "duplicate"):
-                    row = conn.execute(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
-                    alert = _alert_from_row(row)
-                    out.append(replace(alert, state=state, level=level, cursor=event_cursor))
-                else:
-                    out.append(AlertUpdate(alert_id=alert_id, state=state, operator=operator, note=note,
-                                           unit=unit, at=at, level=level, cursor=event_cursor))
-            return out
+            missed = _events_after(conn, resume_from, 10000) if resume_from else []
+            return last, [_alert_from_row(row) for row in rows], missed
 
         return await self._call(work)
 

@@ -48,6 +48,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PinkRelayError, OSError) as error:
         print(f"pinkrelay {args.command}: {error}", file=sys.stderr)
         return 2
+    except BaseExceptionGroup as group:
+        # trio reports a task's error inside a group; a single user-fixable one
+        # still deserves one line, not a traceback.
+        fixable, rest = group.split((PinkRelayError, OSError))
+        if fixable is None or rest is not None:
+            raise
+        for error in _leaves(fixable):
+            print(f"pinkrelay {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for error in group.exceptions:
+        out.extend(_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])
+    return out
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from typing import Any
 
@@ -17,7 +18,11 @@ from ..operators import ROLES, OperatorStore
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("operators", help="manage operator accounts")
-    parser.add_argument("--data-dir", default="var", help="the relay's data directory (default ./var)")
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("PINKRELAY_DATA_DIR", "var"),
+        help="the relay's data directory (default $PINKRELAY_DATA_DIR or ./var)",
+    )
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
     add = actions.add_parser("add", help="create an account and print its secret once")

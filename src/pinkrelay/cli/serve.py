@@ -1,10 +1,11 @@
-"""``pinkrelay serve``: run the relay until SIGINT or SIGTERM, then shut down cleanly."""
+"""``pinkrelay serve``: run the relay and its web control room until SIGINT or SIGTERM, then shut down cleanly."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import signal
+from functools import partial
 from typing import Any
 
 import trio
@@ -17,8 +18,11 @@ log = logging.getLogger("pinkrelay.relay")
 
 
 def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser("serve", help="run the relay daemon")
+    parser = subparsers.add_parser("serve", help="run the relay daemon and its web control room")
     add_relay_options(parser)
+    parser.add_argument("--web-listen", metavar="HOST:PORT",
+                        help="web control room (default 127.0.0.1:7480)")
+    parser.add_argument("--no-web", action="store_true", help="do not serve the web control room")
     parser.set_defaults(handler=run)
 
 
@@ -40,17 +44,24 @@ def config_from_args(args: argparse.Namespace) -> Any:
             "data_dir": args.data_dir,
             "buttons_listen": args.buttons_listen,
             "consoles_listen": args.consoles_listen,
+            "web_listen": getattr(args, "web_listen", None),
             "log_format": args.log_format,
             "log_level": args.log_level,
         },
     )
 
 
-async def serve_until_signalled(relay: Relay) -> None:
-    """Run ``relay`` until SIGINT/SIGTERM, then say goodbye to everyone and stop."""
+async def serve_until_signalled(relay: Relay, *, web: bool = False) -> None:
+    """Run ``relay`` (and with ``web`` its control room) until SIGINT/SIGTERM, then stop cleanly."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(relay.serve)
+            if web:
+                from ..web import serve_web
+
+                room = await nursery.start(serve_web, relay)
+                log.info("web control room: %s (sign in with an account from 'pinkrelay operators add')",
+                         room.url)
             async for signum in signals:
                 log.info("received %s", signal.Signals(signum).name)
                 await relay.shutdown(f"relay shutting down ({signal.Signals(signum).name})")
@@ -62,5 +73,5 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     setup_logging(config.log_format, config.log_level)
     relay = Relay(config)
-    trio.run(serve_until_signalled, relay)
+    trio.run(partial(serve_until_signalled, relay, web=not args.no_web))
     return 0

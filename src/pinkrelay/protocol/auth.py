@@ -95,7 +95,9 @@ def parse_kdf(kdf: str) -> tuple[int, int, int]:
         values = int(n), int(r), int(p)
     except ValueError:
         raise AuthenticationFailed(f"unsupported key derivation {kdf!r}") from None
-    if name != "scrypt" or not (2 <= values[0] <= MAX_SCRYPT_N and 1 <= values[1] <= 32 and 1 <= values[2] <= 16):
+    n, r, p = values
+    power_of_two = n & (n - 1) == 0
+    if name != "scrypt" or not (2 <= n <= MAX_SCRYPT_N and power_of_two and 1 <= r <= 32 and 1 <= p <= 16):
         raise AuthenticationFailed(f"unsupported key derivation {kdf!r}")
     return values
 

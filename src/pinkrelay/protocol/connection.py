@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .._core import FrameDecoder, FrameType, Lane, Limits, Reassembler, encode_frame, encode_media
+from .._core import Flag, FrameDecoder, FrameType, Lane, Limits, Reassembler, encode_frame, encode_media
 from .._core.wire import TYPE_LANE
 from ..errors import AuthenticationFailed, LimitExceeded, PinkRelayError, ProtocolError, StateError
 from . import auth
@@ -101,6 +101,8 @@ class Connection:
             limits.max_message_bytes, limits.max_chunks_per_message, limits.max_partial_tracks
         )
         self._events: deque[ev.Event] = deque()
+        #: track -> seq of a message being discarded chunk by chunk.
+        self._discarding: dict[int, int] = {}
         self._error: PinkRelayError | None = None
         self._control_seq = 0
         #: track id -> its description, for tracks this side may send or receive.
@@ -184,8 +186,20 @@ class Connection:
 
     def _receive_media(self, frame: Any) -> None:
         track = self.tracks.get(frame.track)
+        discarding = self._discarding.get(frame.track)
+        if discarding is not None:
+            # The rest of a message whose first chunks were discarded: never
+            # let its tail pass for a whole message.
+            if frame.seq == discarding:
+                if frame.flags & Flag.END:
+                    del self._discarding[frame.track]
+                self._unknown_track(frame)
+                return
+            del self._discarding[frame.track]
         if track is None:
             self._unknown_track(frame)
+            if not frame.flags & Flag.END:
+                self._discarding[frame.track] = frame.seq
             return
         if frame.lane != track.lane:
             raise StateError(

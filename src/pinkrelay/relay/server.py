@@ -49,6 +49,7 @@ from ..protocol import (
 from ..protocol.events import Event
 from ..operators import SCRYPT_N, SCRYPT_P, SCRYPT_R, OperatorStore
 from ..protocol import auth
+from ..ids import uuid7
 from ..registry import Registry, load_registry
 from ..alerts.escalation import Escalator
 from ..alerts.journal import JournalError, SqliteJournal
@@ -79,11 +80,12 @@ class Relay:
         journal: Any = None,
     ) -> None:
         self.config = config or RelayConfig()
+        _prepare_data_dir(self.config.data_dir)
         self.registry = registry if registry is not None else self._load_registry()
         self.console_tokens = self._load_console_tokens()
         self.operators = OperatorStore.in_data_dir(self.config.data_dir)
         self._ensure_an_operator()
-        self._decoy_key = secrets.token_bytes(32)
+        self._decoy_key = self._relay_key()
         #: An in-memory credential for services in this process (the web control
         #: room) that connect as consoles; it never touches the disk.
         self.service_operator = "pinkrelay-service"
@@ -137,6 +139,18 @@ class Relay:
             tokens.update(read_console_tokens(self.config.console_tokens_file))
         return tokens
 
+    def _relay_key(self) -> bytes:
+        """A random key kept in the data directory (0600), stable across restarts."""
+        path = self.config.data_dir / "relay.key"
+        try:
+            return bytes.fromhex(path.read_text().strip())
+        except (OSError, ValueError):
+            key = secrets.token_bytes(32)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(key.hex() + "\n")
+            return key
+
     def _ensure_an_operator(self) -> None:
         """First start with no accounts: create a supervisor for the local console.
 
@@ -186,6 +200,14 @@ class Relay:
         for alert in await self.journal.open_alerts():
             if alert.state == AlertState.RAISED:
                 self.escalator.watch(alert.alert_id, now - (wall - alert.received_at) / 1e6, alert.level)
+            if alert.kind == "offline" and alert.button:
+                self._offline_alerts[alert.button] = alert.alert_id
+        # Buttons that connected before a restart are supervised from now on: one
+        # that does not come back within the window raises 'offline' as usual.
+        for role, button_id in self._handshake_counters:
+            if role == "button" and button_id in self.registry and button_id not in self._offline_alerts:
+                self.supervisor.seen(button_id, now)
+        self._supervision_wakeup.set()
 
     async def _serve(self, button_listeners: Any, console_listeners: Any, task_status: Any) -> None:
         async with trio.open_nursery() as nursery:
@@ -343,11 +365,13 @@ class Relay:
         A name without an account gets a stable decoy salt, so the challenge
         does not tell an outsider which operator names exist.
         """
-        if isinstance(session, ButtonSession) or session.identity in self.console_tokens:
+        if isinstance(session, ButtonSession):
             return b"", ""
         operator = self.operators.get(session.identity)
         if operator is not None:
             return bytes.fromhex(operator.salt), operator.kdf
+        if session.identity in self.console_tokens:
+            return b"", ""
         return auth.decoy_salt(self._decoy_key, session.identity), f"scrypt:{SCRYPT_N}:{SCRYPT_R}:{SCRYPT_P}"
 
     async def _watch_operators(self) -> None:
@@ -437,22 +461,35 @@ class Relay:
         self.button_seen(button_id, now)
 
     async def _welcome_console(self, session: ConsoleSession, now: float) -> None:
-        welcome = session.conn.welcome(session=secrets.token_hex(8), now=now)
+        """Welcome, then the state of things, then live: nothing lost, nothing out of order.
+
+        The console joins the broadcast list at once but its broadcasts are
+        held while the journal snapshot is read; afterwards only held events
+        newer than the snapshot are sent, so an alert committed meanwhile is
+        neither lost nor sent twice.
+        """
+        welcome = session.conn.welcome(session=secrets.token_hex(8), chunk_size=self.config.chunk_size, now=now)
         session.outbox.send(Lane.CONTROL, [welcome], now)
+        session.held_broadcasts = []
         self.consoles.add(session)
         log_event(log, logging.INFO, f"console {session.identity} signed in from {session.peer}",
                   role="console", identity=session.identity, peer=session.peer)
+        resume_from = session.conn.hello.cursor if session.conn.hello else 0
+        try:
+            snapshot_cursor, open_alerts, missed = await self.journal.snapshot(resume_from)
+        finally:
+            held, session.held_broadcasts = session.held_broadcasts, None
         online = self.supervisor.online
         for button_id, button in self.registry.items():
             state = "online" if button_id in online else "offline"
             session.send(ButtonState(button=button_id, state=state, at=wall_us(), site=button.site))
-        # Every open alert, then (for a console that resumes) everything after its cursor.
-        for alert in await self.journal.open_alerts():
+        for alert in open_alerts:
             session.send(alert)
-        resume_from = session.conn.hello.cursor if session.conn.hello else 0
-        if resume_from:
-            for missed in await self.journal.events_since(resume_from):
-                session.send(missed)
+        for event in missed:
+            session.send(event)
+        for lane, frame, cursor in held:
+            if cursor == 0 or cursor > snapshot_cursor:
+                session.send_frame(lane, frame)
 
     # -- supervision ----------------------------------------------------------------
 
@@ -500,7 +537,7 @@ class Relay:
             session.say_goodbye(f"nothing received for {self.config.supervision_window:g} s")
         button = self.registry.get(button_id)
         alert = Alert(
-            alert_id=f"offline-{button_id}-{wall_us()}",
+            alert_id=uuid7(),
             pressed_at=wall_us(),
             kind="offline",
             button=button_id,
@@ -671,8 +708,12 @@ class Relay:
         self._broadcast_seq = (self._broadcast_seq + 1) & 0xFFFFFFFF
         lane = frame_lane(event.frame_type)
         frame = encode_frame(event.frame_type, lane, 0, self._broadcast_seq, 0, encode_body(event))
+        cursor = getattr(event, "cursor", 0)
         for console in self.consoles:
-            console.send_frame(lane, frame)
+            if console.held_broadcasts is not None:
+                console.held_broadcasts.append((lane, frame, cursor))
+            else:
+                console.send_frame(lane, frame)
 
     # -- streams --------------------------------------------------------------------------
 
@@ -696,6 +737,8 @@ class Relay:
             return
         stream = self.hub.subscribe(button_id, session.outbox)
         catchup = self.hub.catchup(stream)
+        if stream is not None and stream.gop_bytes > session.outbox.max_video_bytes:
+            catchup = []  # it would be dropped on arrival; start at the next keyframe instead
         tracks = tuple(stream.tracks.values()) if stream is not None else ()
         session.send(Subscribed(button=button_id, tracks=tracks, catchup_frames=len(catchup)))
         self.hub.push_gop(session.outbox, catchup, now)
@@ -726,6 +769,18 @@ class Relay:
 
 async def _serve(handler: Any, listeners: list[trio.SocketListener], nursery: trio.Nursery) -> None:
     await trio.serve_listeners(handler, listeners, handler_nursery=nursery)
+
+
+def _prepare_data_dir(path: Path) -> None:
+    """Create the data directory (0700) or say plainly why it cannot be used."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"data directory {path} is a file, not a directory; pass --data-dir DIR")
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"data directory {path}: {error.strerror or error}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"data directory {path} is not writable; fix its permissions or pass --data-dir DIR")
 
 
 def _bound(listeners: list[trio.SocketListener]) -> Address:

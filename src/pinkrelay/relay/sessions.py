@@ -227,7 +227,11 @@ class Session:
         elif isinstance(event, Goodbye):
             self.close(f"peer said goodbye: {event.reason or 'no reason given'}")
         elif isinstance(event, Error):
-            self.close(f"peer reported error {event.code}: {event.message}")
+            if event.fatal:
+                self.close(f"peer reported error {event.code}: {event.message}")
+            else:
+                log_event(log, logging.INFO, f"{self.describe()} reported {event.code}: {event.message}",
+                          role=self.role, identity=self.identity, code=event.code)
         elif isinstance(event, ConnectionClosed):
             self.close("peer closed the connection")
         elif isinstance(event, Heartbeat):
@@ -251,6 +255,9 @@ class ButtonSession(Session):
     stream_state: Stream | None = None
 
     def received(self, now: float) -> None:
+        # Presence follows the protocol's proof of life: whole frames only.
+        if self.conn.last_received != now:
+            return
         if self.conn.authenticated and self.relay.sessions_by_button.get(self.identity) is self:
             self.relay.button_seen(self.identity, now)
 
@@ -268,6 +275,8 @@ class ConsoleSession(Session):
     role = "console"
     #: "operator" or "supervisor" for an account; "" for a console token (an operator).
     operator_role = ""
+    #: While the sign-in snapshot is read: broadcasts held back, (lane, frame, cursor).
+    held_broadcasts: list[tuple[int, bytes, int]] | None = None
 
     async def handle_ready(self, event: Any, now: float) -> None:
         if isinstance(event, Subscribe):

@@ -1,0 +1,209 @@
+// The control room page: one WebSocket for board events (JSON) and live media
+// (binary), REST calls for operator actions, and the three panels.
+import { Board, clockTime } from "./board.js";
+import { SiteMap } from "./map.js";
+import { LiveWall } from "./live.js";
+import { beep, unlock, soundOn } from "./sound.js";
+
+const $ = (id) => document.getElementById(id);
+const AUTO_OPEN_KINDS = new Set(["panic", "tamper"]);
+
+const room = {
+  operator: "",
+  role: "",
+  csrf: "",
+  sites: new Map(),
+  buttonStates: new Map(),
+  socket: null,
+  retry: 500,
+  loaded: false,
+};
+window.pinkrelay = room; // for people (and tests) poking at the page
+
+function send(message) {
+  if (room.socket && room.socket.readyState === WebSocket.OPEN) room.socket.send(JSON.stringify(message));
+}
+
+function siteOf(button) {
+  const entry = room.sites.get(button);
+  return entry ? entry.site : null;
+}
+
+function stateOf(button) {
+  if (board.openButtons().has(button)) return "alerting";
+  return room.buttonStates.get(button) || "offline";
+}
+
+async function act(alertId, state, unit, note) {
+  let response;
+  try {
+    response = await fetch(`/api/alerts/${encodeURIComponent(alertId)}/actions`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-csrf-token": room.csrf },
+      body: JSON.stringify({ state, unit, note }),
+    });
+  } catch (error) {
+    return { ok: false, error: "The relay did not answer; the action was not recorded. Try again." };
+  }
+  if (response.status === 401) {
+    location.assign("/signin");
+    return { ok: false, error: "Signed out" };
+  }
+  const body = await response.json().catch(() => ({}));
+  return response.ok ? { ok: true } : { ok: false, error: body.error || `refused (${response.status})` };
+}
+
+const board = new Board($("alerts"), $("no-alerts"), $("alert-count"), {
+  act,
+  watch: (button) => live.open(button),
+  siteOf,
+});
+const live = new LiveWall($("streams"), $("no-streams"), send, siteOf);
+const map = new SiteMap($("map"), {
+  onSelect: (button) => { unlock(); live.open(button); },
+  stateOf,
+  counts: (counts, total) => {
+    $("n-alerting").textContent = counts.alerting || 0;
+    $("n-online").textContent = counts.online || 0;
+    $("n-offline").textContent = counts.offline || 0;
+    $("site-count").textContent = total;
+  },
+});
+live.onChange = () => { map.watching = live.watching(); map.refresh(); };
+board.onChange = () => { map.refresh(); updateTitle(); };
+
+function updateTitle() {
+  const waiting = board.unacknowledged();
+  document.title = waiting ? `(${waiting}) ALERT · pinkrelay control room` : "pinkrelay control room";
+}
+
+function changed() {
+  map.refresh();
+  for (const button of live.watching()) live.setAlerting(button, board.openButtons().has(button));
+  updateTitle();
+}
+
+function onMessage(message) {
+  switch (message.type) {
+    case "snapshot":
+      room.operator = message.operator;
+      room.role = message.role;
+      room.csrf = message.csrf;
+      board.role = message.role;
+      $("operator").textContent = message.operator;
+      $("role").textContent = message.role;
+      room.sites = new Map(message.sites.map((s) => [s.button, s]));
+      room.buttonStates = new Map(message.sites.map((s) => [s.button, s.state]));
+      // After a reconnect: alerts raised while the link was down still beep and flash.
+      const missed = room.loaded
+        ? message.alerts.filter((a) => a.state === "raised" && !board.has(a.alert_id))
+        : [];
+      board.load(message.alerts);
+      room.loaded = true;
+      for (const alert of missed) {
+        board.upsert(alert, { fresh: true });
+        if (AUTO_OPEN_KINDS.has(alert.kind)) live.open(alert.button, { alerting: true });
+      }
+      if (missed.length) beep();
+      map.draw(message.sites);
+      live.resubscribe();
+      changed();
+      break;
+    case "alert": {
+      const alert = message.alert;
+      if (alert.state === "duplicate") {
+        if (board.repeat(alert)) beep();
+        break;
+      }
+      const isNew = !board.has(alert.alert_id);
+      board.upsert(alert, { fresh: isNew && alert.state === "raised" });
+      if (isNew && alert.state === "raised") {
+        beep();
+        if (AUTO_OPEN_KINDS.has(alert.kind)) live.open(alert.button, { alerting: true });
+      }
+      changed();
+      break;
+    }
+    case "update": {
+      const result = board.applyUpdate(message.update);
+      if (result && result[1]) beep({ repeats: 2 });
+      changed();
+      break;
+    }
+    case "button":
+      room.buttonStates.set(message.button, message.state);
+      changed();
+      break;
+    case "stream":
+      live.onStream(message);
+      break;
+    case "stream-interrupted":
+      live.onInterrupted(message);
+      break;
+    case "error":
+      console.warn("control room:", message.message);
+      break;
+    default:
+      break;
+  }
+}
+
+function setLink(state, text) {
+  const link = $("link");
+  link.className = `link ${state}`;
+  link.textContent = text;
+}
+
+async function signedIn() {
+  try {
+    const response = await fetch("/api/session");
+    return response.status !== 401;
+  } catch (error) {
+    return true; // the relay is unreachable, not a sign-out: keep retrying
+  }
+}
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}/ws`);
+  socket.binaryType = "arraybuffer";
+  room.socket = socket;
+  socket.onopen = () => {
+    room.retry = 500;
+    setLink("up", "live");
+  };
+  socket.onmessage = (event) => {
+    if (typeof event.data === "string") onMessage(JSON.parse(event.data));
+    else live.onPacket(event.data);
+  };
+  socket.onclose = async (event) => {
+    room.socket = null;
+    if (event.code === 4401 || !(await signedIn())) {
+      location.assign("/signin");
+      return;
+    }
+    setLink("down", "relay unreachable: retrying");
+    setTimeout(connect, room.retry);
+    room.retry = Math.min(room.retry * 2, 5000);
+  };
+}
+
+function showSound() {
+  const button = $("sound");
+  const on = soundOn();
+  button.className = `sound ${on ? "on" : "off"}`;
+  button.textContent = on ? "Sound on" : "Sound off: click to enable";
+}
+
+$("sound").addEventListener("click", () => unlock());
+document.addEventListener("pointerdown", () => unlock(), { capture: true });
+document.addEventListener("keydown", () => unlock(), { capture: true });
+document.addEventListener("soundstate", showSound);
+$("signout").addEventListener("click", async () => {
+  await fetch("/signout", { method: "POST", headers: { "x-csrf-token": room.csrf } }).catch(() => {});
+  location.assign("/signin");
+});
+setInterval(() => { $("clock").textContent = clockTime(Date.now() * 1000); }, 1000);
+$("clock").textContent = clockTime(Date.now() * 1000);
+unlock().then(showSound);
+connect();

@@ -1,0 +1,303 @@
+// The alert board: open alerts, newest first, with their age ticking and the
+// actions the lifecycle allows from their state. The server decides; the
+// buttons shown here only save a round trip to learn what it would refuse.
+
+const NEXT = {
+  raised: ["acknowledged", "false_alarm"],
+  acknowledged: ["dispatched", "resolved", "false_alarm"],
+  dispatched: ["on_scene", "resolved", "false_alarm"],
+  on_scene: ["resolved", "false_alarm"],
+};
+const OPEN = new Set(Object.keys(NEXT));
+const ACTION_LABEL = {
+  acknowledged: "Acknowledge",
+  dispatched: "Dispatch…",
+  on_scene: "On scene",
+  resolved: "Resolve",
+  false_alarm: "False alarm",
+};
+const STATE_LABEL = {
+  raised: "raised",
+  acknowledged: "acknowledged",
+  dispatched: "dispatched",
+  on_scene: "on scene",
+  resolved: "resolved",
+  false_alarm: "false alarm",
+};
+const CLOSED_LINGER_MS = 8000;
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+export function clockTime(us) {
+  return new Date(us / 1000).toLocaleTimeString("en-GB", { hour12: false });
+}
+
+export function age(us) {
+  const seconds = Math.max(0, Math.floor(Date.now() / 1000 - us / 1e6));
+  const h = Math.floor(seconds / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  const s = seconds % 60;
+  const pad = (n) => String(n).padStart(2, "0");
+  return h ? `${h}:${pad(m)}:${pad(s)}` : `${m}:${pad(s)}`;
+}
+
+export class Board {
+  constructor(list, empty, count, { act, watch, siteOf }) {
+    this.list = list;
+    this.empty = empty;
+    this.count = count;
+    this.act = act;
+    this.watch = watch;
+    this.siteOf = siteOf;
+    this.role = "operator";
+    this.items = new Map();
+    setInterval(() => this.tick(), 1000);
+  }
+
+  openButtons() {
+    const buttons = new Set();
+    for (const item of this.items.values()) if (OPEN.has(item.alert.state)) buttons.add(item.alert.button);
+    return buttons;
+  }
+
+  unacknowledged() {
+    let n = 0;
+    for (const item of this.items.values()) if (item.alert.state === "raised") n += 1;
+    return n;
+  }
+
+  has(alertId) {
+    return this.items.has(alertId);
+  }
+
+  load(alerts) {
+    for (const item of this.items.values()) item.node.remove();
+    this.items.clear();
+    for (const alert of alerts) this.upsert(alert, { fresh: false });
+  }
+
+  upsert(alert, { fresh }) {
+    let item = this.items.get(alert.alert_id);
+    if (!item) {
+      item = { alert, history: [], repeats: 0, node: null, shownState: null };
+      this.items.set(alert.alert_id, item);
+      item.node = this.build(item);
+      this.place(item);
+    } else {
+      item.alert = { ...item.alert, ...alert };
+    }
+    if (fresh) this.flash(item);
+    this.render(item);
+    return item;
+  }
+
+  // Newest first: by the time the relay received the press.
+  place(item) {
+    const key = item.alert.received_at || item.alert.pressed_at;
+    for (const other of this.list.children) {
+      const otherItem = this.items.get(other.dataset.alertId);
+      if (otherItem && (otherItem.alert.received_at || otherItem.alert.pressed_at) < key) {
+        this.list.insertBefore(item.node, other);
+        return;
+      }
+    }
+    this.list.append(item.node);
+  }
+
+  repeat(duplicate) {
+    const item = this.items.get(duplicate.duplicate_of);
+    if (!item) return null;
+    item.repeats += 1;
+    this.flash(item);
+    this.render(item);
+    return item;
+  }
+
+  // Returns [item, escalated] or null for an alert this board does not hold.
+  applyUpdate(update) {
+    const item = this.items.get(update.alert_id);
+    if (!item) return null;
+    const escalated = update.level > item.alert.level;
+    item.alert = { ...item.alert, state: update.state, level: update.level };
+    item.history.push(update);
+    if (escalated) this.flash(item);
+    this.render(item);
+    return [item, escalated];
+  }
+
+  flash(item) {
+    item.node.classList.remove("fresh");
+    void item.node.offsetWidth;
+    item.node.classList.add("fresh");
+  }
+
+  build(item) {
+    const alert = item.alert;
+    const node = el("li", "alert");
+    node.dataset.alertId = alert.alert_id;
+    node.dataset.button = alert.button;
+    const head = el("div", "alert-head");
+    item.kindTag = el("span", `tag kind-${alert.kind}`, alert.kind);
+    item.levelTag = el("span", "tag level");
+    const site = alert.site || this.siteOf(alert.button);
+    item.siteName = el("strong", "site-name", site ? site.name : alert.button);
+    item.stateTag = el("span", "tag state");
+    head.append(item.kindTag, item.levelTag, item.siteName, item.stateTag);
+    const meta = el("div", "alert-meta");
+    const where = site ? [site.kind, site.district, site.address].filter(Boolean).join(" · ") : "";
+    meta.append(el("span", "button-id", alert.button));
+    if (where) meta.append(document.createTextNode(` · ${where}`));
+    meta.append(document.createTextNode(" · pressed "));
+    const time = el("time", "pressed", clockTime(alert.pressed_at));
+    time.dateTime = new Date(alert.pressed_at / 1000).toISOString();
+    item.age = el("span", "age", age(alert.received_at || alert.pressed_at));
+    meta.append(time, document.createTextNode(", "), item.age, document.createTextNode(" ago"));
+    item.repeatText = el("div", "repeat");
+    item.historyList = el("ul");
+    const history = el("div", "alert-history");
+    history.append(item.historyList);
+    item.actions = el("div", "actions");
+    item.error = el("p", "error");
+    item.error.hidden = true;
+    item.form = el("form");
+    item.form.hidden = true;
+    node.append(head, meta, item.repeatText, history, item.actions, item.form, item.error);
+    return node;
+  }
+
+  render(item) {
+    const alert = item.alert;
+    const node = item.node;
+    node.dataset.state = alert.state;
+    for (const cls of [...node.classList]) if (cls.startsWith("state-")) node.classList.remove(cls);
+    node.classList.add(`state-${alert.state}`);
+    item.stateTag.textContent = STATE_LABEL[alert.state] || alert.state;
+    item.levelTag.hidden = !alert.level;
+    item.levelTag.textContent = `level ${alert.level}`;
+    item.levelTag.title = "Escalated: not acknowledged in time";
+    item.repeatText.textContent = item.repeats ? `Pressed again ×${item.repeats}` : "";
+    item.historyList.replaceChildren(
+      ...item.history.slice(-3).map((u) => {
+        const what = u.state === alert.state && u.note && !u.unit ? "note" : STATE_LABEL[u.state] || u.state;
+        const by = u.operator ? ` by ${u.operator}` : "";
+        const unit = u.unit ? `, unit ${u.unit}` : "";
+        const note = u.note ? `: “${u.note}”` : "";
+        return el("li", "", `${clockTime(u.at)} ${what}${by}${unit}${note}`);
+      }),
+    );
+    if (item.shownState !== alert.state) {
+      item.shownState = alert.state;
+      this.renderActions(item);
+    }
+    if (!OPEN.has(alert.state) && !item.removal) {
+      item.removal = setTimeout(() => this.remove(alert.alert_id), CLOSED_LINGER_MS);
+    }
+    this.updateCount();
+  }
+
+  renderActions(item) {
+    const alert = item.alert;
+    item.form.hidden = true;
+    const buttons = [];
+    for (const state of NEXT[alert.state] || []) {
+      const button = el("button", state === "acknowledged" ? "primary" : "", ACTION_LABEL[state]);
+      button.type = "button";
+      button.dataset.action = state;
+      if (state === "false_alarm" && this.role !== "supervisor") {
+        button.classList.add("supervisor-only");
+        button.title = "Only a supervisor may close an alert as a false alarm";
+      }
+      button.addEventListener("click", () => {
+        if (state === "dispatched") this.showForm(item, "dispatched");
+        else this.send(item, state, "", "");
+      });
+      buttons.push(button);
+    }
+    if (OPEN.has(alert.state)) {
+      const note = el("button", "", "Note…");
+      note.type = "button";
+      note.dataset.action = "note";
+      note.addEventListener("click", () => this.showForm(item, "note"));
+      buttons.push(note);
+    }
+    const watch = el("button", "", "Watch");
+    watch.type = "button";
+    watch.dataset.action = "watch";
+    watch.addEventListener("click", () => this.watch(alert.button));
+    buttons.push(watch);
+    item.actions.replaceChildren(...buttons);
+  }
+
+  showForm(item, state) {
+    const form = item.form;
+    const fields = [];
+    let unit = null;
+    if (state === "dispatched") {
+      unit = el("input");
+      unit.name = "unit";
+      unit.placeholder = "Unit or team sent";
+      unit.required = true;
+      unit.maxLength = 64;
+      fields.push(unit);
+    }
+    const note = el("input");
+    note.name = "note";
+    note.placeholder = state === "note" ? "Note for the log" : "Note (optional)";
+    note.required = state === "note";
+    note.maxLength = 1024;
+    fields.push(note);
+    const submit = el("button", "primary", state === "note" ? "Add note" : "Dispatch");
+    submit.type = "submit";
+    const cancel = el("button", "", "Cancel");
+    cancel.type = "button";
+    cancel.addEventListener("click", () => { form.hidden = true; });
+    form.replaceChildren(...fields, submit, cancel);
+    form.onsubmit = (event) => {
+      event.preventDefault();
+      this.send(item, state, unit ? unit.value : "", note.value);
+    };
+    form.hidden = false;
+    (unit || note).focus();
+  }
+
+  async send(item, state, unit, note) {
+    item.error.hidden = true;
+    const result = await this.act(item.alert.alert_id, state, unit, note);
+    if (result.ok) {
+      item.form.hidden = true;
+      return;
+    }
+    item.error.textContent = result.error;
+    item.error.hidden = false;
+  }
+
+  remove(alertId) {
+    const item = this.items.get(alertId);
+    if (!item) return;
+    clearTimeout(item.removal);
+    item.node.remove();
+    this.items.delete(alertId);
+    this.updateCount();
+    this.onChange();
+  }
+
+  onChange() {}
+
+  updateCount() {
+    let open = 0;
+    for (const item of this.items.values()) if (OPEN.has(item.alert.state)) open += 1;
+    this.count.textContent = String(open);
+    this.empty.hidden = this.items.size > 0;
+  }
+
+  tick() {
+    for (const item of this.items.values()) {
+      item.age.textContent = age(item.alert.received_at || item.alert.pressed_at);
+    }
+  }
+}

@@ -1,0 +1,390 @@
+"""The web control room's doors, without a browser: sessions, sign-in throttling, roles, CSRF, audit.
+
+Everything runs against the real relay and the real Hypercorn server on
+127.0.0.1 (free ports): HTTP through httpx, the WebSocket through wsproto on
+a trio socket.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import struct
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+import trio
+from trio.testing import trio_test
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    RejectConnection,
+    Request,
+    TextMessage,
+)
+
+import pinkrelay
+from pinkrelay.media import encode_clip
+from pinkrelay.operators import OperatorStore
+from pinkrelay.web import SessionStore, SignInThrottle, serve_web
+from pinkrelay.web.live import FLAG_AUDIO, FLAG_CATCHUP, FLAG_KEYFRAME, HEADER
+
+from relay_helpers import button_client, running_relay, stream_clip
+
+OPERATOR, OPERATOR_SECRET = "asma", "asma-secret-for-tests-1"
+SUPERVISOR, SUPERVISOR_SECRET = "saima", "saima-secret-for-tests-2"
+
+
+@asynccontextmanager
+async def web_room(data_dir: Path) -> AsyncIterator[tuple[Any, Any]]:
+    store = OperatorStore.in_data_dir(data_dir)
+    store.add(OPERATOR, "operator", secret=OPERATOR_SECRET)
+    store.add(SUPERVISOR, "supervisor", secret=SUPERVISOR_SECRET)
+    async with running_relay(data_dir, 6) as relay, trio.open_nursery() as nursery:
+        room = await nursery.start(serve_web, relay, pinkrelay.Address("127.0.0.1", 0))
+        try:
+            yield relay, room
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+def client(room: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=room.url, timeout=10.0)
+
+
+async def sign_in(http: httpx.AsyncClient, name: str = OPERATOR, secret: str = OPERATOR_SECRET) -> str:
+    """Sign in; returns the CSRF token (the cookie stays in the client)."""
+    response = await http.post("/signin", data={"name": name, "secret": secret})
+    assert response.status_code == 303, response.text
+    session = await http.get("/api/session")
+    assert session.status_code == 200
+    return session.json()["csrf"]
+
+
+def audit_rows(data_dir: Path, action: str | None = None) -> list[tuple[str, str, str, str]]:
+    with sqlite3.connect(data_dir / "journal.sqlite3") as conn:
+        rows = conn.execute("SELECT operator, action, subject, detail FROM audit ORDER BY at").fetchall()
+    return [row for row in rows if action is None or row[1] == action]
+
+
+class WebSocket:
+    """A minimal WebSocket client over a trio socket (wsproto)."""
+
+    def __init__(self, stream: trio.SocketStream, ws: WSConnection) -> None:
+        self.stream, self.ws = stream, ws
+        self.pending: list[Any] = []
+        self._text: list[str] = []
+        self._bytes: list[bytes] = []
+
+    @classmethod
+    async def open(cls, url: str, cookie: str | None, origin: str | None = None) -> tuple[int, WebSocket]:
+        parts = urlsplit(url)
+        stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+        ws = WSConnection(ConnectionType.CLIENT)
+        headers = []
+        if cookie:
+            headers.append((b"cookie", f"pinkrelay_session={cookie}".encode()))
+        if origin:
+            headers.append((b"origin", origin.encode()))
+        await stream.send_all(ws.send(Request(host=parts.netloc, target="/ws", extra_headers=headers)))
+        socket = cls(stream, ws)
+        while True:
+            for event in await socket._events():
+                if isinstance(event, AcceptConnection):
+                    return 101, socket
+                if isinstance(event, RejectConnection):
+                    return event.status_code, socket
+
+    async def _events(self) -> list[Any]:
+        data = await self.stream.receive_some(65536)
+        self.ws.receive_data(data or None)
+        return list(self.ws.events())
+
+    async def next(self, timeout: float = 5.0) -> Any:
+        """The next whole message (str or bytes), or a CloseConnection."""
+        with trio.fail_after(timeout):
+            while True:
+                while self.pending:
+                    event = self.pending.pop(0)
+                    if isinstance(event, TextMessage):
+                        self._text.append(event.data)
+                        if event.message_finished:
+                            text, self._text = "".join(self._text), []
+                            return text
+                    elif isinstance(event, BytesMessage):
+                        self._bytes.append(bytes(event.data))
+                        if event.message_finished:
+                            data, self._bytes = b"".join(self._bytes), []
+                            return data
+                    elif isinstance(event, Ping):
+                        await self.stream.send_all(self.ws.send(event.response()))
+                    elif isinstance(event, CloseConnection):
+                        return event
+                self.pending.extend(await self._events())
+
+    async def send_json(self, text: str) -> None:
+        await self.stream.send_all(self.ws.send(TextMessage(data=text)))
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+def cookie_of(http: httpx.AsyncClient) -> str:
+    return http.cookies["pinkrelay_session"]
+
+
+@trio_test
+async def test_without_a_session_every_page_api_and_websocket_is_refused(tmp_path):
+    async with web_room(tmp_path) as (_relay, room), client(room) as http:
+        response = await http.get("/")
+        assert response.status_code == 303 and response.headers["location"] == "/signin"
+        for path in ("/static/index.html", "/static/app.js", "/static/live.js", "/static/board.js"):
+            assert (await http.get(path)).status_code == 401, path
+        for path in ("/api/session", "/api/alerts", "/api/sites", "/api/nothing"):
+            response = await http.get(path)
+            assert response.status_code == 401, path
+            assert response.json() == {"error": "sign in first"}
+        assert (await http.post("/api/alerts/some-id/actions", json={"state": "acknowledged"})).status_code == 401
+        assert (await http.post("/signout")).status_code == 401
+        status, socket = await WebSocket.open(room.url, None)
+        assert status == 401
+        await socket.aclose()
+        status, socket = await WebSocket.open(room.url, "a-made-up-session-token")
+        assert status == 401
+        await socket.aclose()
+        http.cookies.set("pinkrelay_session", "a-made-up-session-token")
+        assert (await http.get("/api/alerts")).status_code == 401
+        # What the sign-in page needs is public; nothing else is.
+        assert (await http.get("/signin")).status_code == 200
+        assert (await http.get("/static/style.css")).status_code == 200
+
+
+@trio_test
+async def test_sign_in_gives_a_strict_http_only_cookie_and_sign_out_ends_it(tmp_path):
+    async with web_room(tmp_path) as (_relay, room), client(room) as http:
+        response = await http.post("/signin", data={"name": OPERATOR, "secret": OPERATOR_SECRET})
+        assert response.status_code == 303 and response.headers["location"] == "/"
+        cookie = response.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+        assert "content-security-policy" in response.headers
+        page = await http.get("/")
+        assert page.status_code == 200 and "Open alerts" in page.text
+        assert page.headers["cache-control"] == "no-store"
+        session = (await http.get("/api/session")).json()
+        assert session["operator"] == OPERATOR and session["role"] == "operator"
+        sites = (await http.get("/api/sites")).json()["sites"]
+        assert len(sites) == 6 and sites[0]["site"]["latitude"] == pytest.approx(34.0086)
+        old_cookie = cookie_of(http)
+        # Sign-out needs the CSRF token too.
+        assert (await http.post("/signout")).status_code == 403
+        response = await http.post("/signout", headers={"x-csrf-token": session["csrf"]})
+        assert response.status_code == 303 and response.headers["location"] == "/signin"
+        http.cookies.set("pinkrelay_session", old_cookie)
+        assert (await http.get("/api/session")).status_code == 401
+        actions = [(row[0], row[1]) for row in audit_rows(tmp_path) if row[2] == "web"]
+        assert actions == [(OPERATOR, "sign-in"), (OPERATOR, "sign-out")]
+
+
+@trio_test
+async def test_wrong_secrets_are_refused_then_rate_limited_per_name_and_per_address(tmp_path):
+    async with web_room(tmp_path) as (_relay, room), client(room) as http:
+        for attempt in range(5):
+            response = await http.post("/signin", data={"name": OPERATOR, "secret": f"guess-{attempt}"})
+            assert response.status_code == 401, attempt
+            assert "Wrong operator name or secret" in response.text
+        # The sixth try is refused before the secret is even checked, even the right one.
+        response = await http.post("/signin", data={"name": OPERATOR, "secret": OPERATOR_SECRET})
+        assert response.status_code == 429
+        assert 1 <= int(response.headers["retry-after"]) <= 60
+        assert "Try again in" in response.text
+        assert "pinkrelay_session" not in response.headers.get("set-cookie", "")
+        # Another account from the same address still works until the address's limit...
+        await sign_in(http, SUPERVISOR, SUPERVISOR_SECRET)
+        for attempt in range(5):
+            response = await http.post("/signin", data={"name": f"nobody-{attempt}", "secret": "x"})
+            assert response.status_code == 401
+        # ...ten wrong secrets from one address, whatever the names.
+        response = await http.post("/signin", data={"name": "someone-else", "secret": "x"})
+        assert response.status_code == 429
+        refused = audit_rows(tmp_path, "sign-in-refused")
+        assert len(refused) == 10 and refused[0][0] == OPERATOR
+
+
+@trio_test
+async def test_an_operator_cannot_act_as_a_supervisor(tmp_path):
+    async with web_room(tmp_path) as (relay, room), client(room) as operator, client(room) as supervisor:
+        operator_csrf = await sign_in(operator)
+        supervisor_csrf = await sign_in(supervisor, SUPERVISOR, SUPERVISOR_SECRET)
+        async with trio.open_nursery() as nursery:
+            button = button_client(relay, "kp-test-001")
+            await nursery.start(button.run)
+            receipt = await button.press()
+            alert_id = receipt.alert_id
+            alerts = (await operator.get("/api/alerts")).json()["alerts"]
+            assert [a["alert_id"] for a in alerts] == [alert_id]
+
+            def act(http: httpx.AsyncClient, csrf: str, state: str, **extra: str) -> Any:
+                return http.post(f"/api/alerts/{alert_id}/actions", json={"state": state, **extra},
+                                 headers={"x-csrf-token": csrf})
+
+            response = await act(operator, operator_csrf, "false_alarm")
+            assert response.status_code == 403
+            assert response.json()["error"] == (
+                "only a supervisor may mark an alert false alarm; asma signed in as operator")
+            assert (await relay.journal.get(alert_id)).state == "raised"
+            response = await act(operator, operator_csrf, "acknowledged")
+            assert response.status_code == 200 and response.json()["update"]["operator"] == OPERATOR
+            response = await act(operator, operator_csrf, "dispatched")
+            assert response.status_code == 409 and "unit" in response.json()["error"]
+            response = await act(operator, operator_csrf, "on_scene")
+            assert response.status_code == 409 and "cannot go from acknowledged to on_scene" in response.json()["error"]
+            response = await act(operator, operator_csrf, "note", note="caller says two men near the gate")
+            assert response.status_code == 200
+            response = await act(supervisor, supervisor_csrf, "false_alarm", note="cleaning staff pressed it")
+            assert response.status_code == 200
+            assert (await relay.journal.get(alert_id)).state == "false_alarm"
+            missing = await operator.post("/api/alerts/no-such-alert/actions", json={"state": "acknowledged"},
+                                          headers={"x-csrf-token": operator_csrf})
+            assert missing.status_code == 404
+            events = await relay.journal.events_since(0)
+            assert [(e.state, e.operator) for e in events[1:]] == [
+                ("acknowledged", OPERATOR), ("acknowledged", OPERATOR), ("false_alarm", SUPERVISOR)]
+            nursery.cancel_scope.cancel()
+
+
+@trio_test
+async def test_posts_need_the_csrf_token_and_this_origin(tmp_path):
+    async with web_room(tmp_path) as (_relay, room), client(room) as http:
+        csrf = await sign_in(http)
+        url = "/api/alerts/x/actions"
+        no_token = await http.post(url, json={"state": "acknowledged"})
+        assert no_token.status_code == 403 and "CSRF" in no_token.json()["error"]
+        wrong = await http.post(url, json={"state": "acknowledged"}, headers={"x-csrf-token": csrf + "x"})
+        assert wrong.status_code == 403
+        foreign = await http.post(url, json={"state": "acknowledged"},
+                                  headers={"x-csrf-token": csrf, "origin": "http://evil.example"})
+        assert foreign.status_code == 403 and "cross-origin" in foreign.json()["error"]
+        ours = await http.post(url, json={"state": "acknowledged"},
+                               headers={"x-csrf-token": csrf, "origin": room.url})
+        assert ours.status_code == 404  # through every check; there is just no such alert
+        signin = await http.post("/signin", data={"name": OPERATOR, "secret": OPERATOR_SECRET},
+                                 headers={"origin": "http://evil.example"})
+        assert signin.status_code == 403
+        status, socket = await WebSocket.open(room.url, cookie_of(http), origin="http://evil.example")
+        assert status == 403
+        await socket.aclose()
+
+
+@trio_test
+async def test_a_disabled_operator_is_signed_out_everywhere_within_seconds(tmp_path):
+    async with web_room(tmp_path) as (_relay, room), client(room) as http:
+        await sign_in(http)
+        status, socket = await WebSocket.open(room.url, cookie_of(http), origin=room.url)
+        assert status == 101
+        snapshot = await socket.next()
+        assert '"type":"snapshot"' in snapshot and '"operator":"asma"' in snapshot
+        OperatorStore.in_data_dir(tmp_path).set_disabled(OPERATOR)
+        closed = await socket.next(timeout=4.0)
+        assert isinstance(closed, CloseConnection) and closed.code == 4401
+        assert "disabled" in closed.reason
+        await socket.aclose()
+        assert (await http.get("/api/alerts")).status_code == 401
+        assert (await http.get("/")).status_code == 303
+        response = await http.post("/signin", data={"name": OPERATOR, "secret": OPERATOR_SECRET})
+        assert response.status_code == 403 and "disabled" in response.text
+        assert any("account disabled" in row[3] for row in audit_rows(tmp_path, "sign-out"))
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return encode_clip(2, width=320, height=240, fps=25, bitrate=300_000, label="ws")
+
+
+@trio_test
+async def test_watching_forwards_media_with_the_header_and_is_audited(tmp_path, clip):
+    async with web_room(tmp_path) as (relay, room), client(room) as http, trio.open_nursery() as nursery:
+        await sign_in(http)
+        button = button_client(relay, "kp-test-002", [clip.video.to_dict(), clip.audio.to_dict()])
+        await nursery.start(button.run)
+        nursery.start_soon(lambda: stream_clip(button, clip, seconds=6.0))
+        await trio.sleep(0.5)  # the relay caches a GOP, so the browser gets catch-up frames
+        status, socket = await WebSocket.open(room.url, cookie_of(http))
+        assert status == 101
+        assert '"type":"snapshot"' in await socket.next()
+        await socket.send_json('{"type":"watch","button":"kp-test-002"}')
+        stream = None
+        video = audio = catchup = 0
+        first_video_flags = None
+        while video < 40 or audio < 10:
+            message = await socket.next()
+            if isinstance(message, str):
+                if '"type":"stream"' in message:
+                    stream = message
+                continue
+            assert stream is not None, "the stream's tracks come before its first packet"
+            version, flags, _track, timestamp = HEADER.unpack_from(message)
+            assert version == 1 and len(message) > HEADER.size
+            assert abs(timestamp / 1e6 - time.time()) < 30, "capture time in µs since the epoch"
+            if flags & FLAG_AUDIO:
+                audio += 1
+            else:
+                if first_video_flags is None:
+                    first_video_flags = flags
+                video += 1
+                catchup += bool(flags & FLAG_CATCHUP)
+        assert first_video_flags & FLAG_KEYFRAME, "a browser's video starts on a keyframe"
+        assert catchup >= 1, "cached frames are flagged catch-up (decode, don't draw)"
+        assert '"codec":"h264"' in stream and '"codec":"opus"' in stream
+        watched = audit_rows(tmp_path, "watch")
+        assert watched == [(OPERATOR, "watch", "kp-test-002", watched[0][3])]
+        assert watched[0][3].startswith("127.0.0.1:")
+        await socket.aclose()
+        nursery.cancel_scope.cancel()
+
+
+def test_sessions_expire_after_idle_time_and_after_a_shift():
+    now = [1000.0]
+    store = SessionStore(lifetime=8 * 3600, idle=30 * 60, clock=lambda: now[0])
+    session = store.create(OPERATOR, "operator", "127.0.0.1:5000")
+    now[0] += 29 * 60
+    assert store.get(session.token) is session
+    now[0] += 29 * 60  # 29 min after the last request: still alive
+    assert store.get(session.token) is session
+    now[0] += 31 * 60
+    assert store.get(session.token) is None and session.ended.is_set()
+    assert "idle" in session.end_reason
+
+    busy = store.create(OPERATOR, "operator", "127.0.0.1:5001")
+    busy.sockets = 1  # an open board counts as use...
+    now[0] += 7 * 3600
+    assert store.sweep() == [] and store.get(busy.token) is busy
+    now[0] += 3600  # ...but not past one shift
+    assert store.sweep() == [busy] and "8 h" in busy.end_reason
+    assert store.get(busy.token) is None
+
+
+def test_throttle_lets_a_name_try_again_once_the_window_passes():
+    now = [0.0]
+    throttle = SignInThrottle(per_name=5, per_address=10, window=60, clock=lambda: now[0])
+    for _ in range(5):
+        assert throttle.retry_after("asma", "10.0.0.1") == 0
+        throttle.failed("asma", "10.0.0.1")
+        now[0] += 1
+    assert throttle.retry_after("asma", "10.0.0.1") == pytest.approx(55)
+    assert throttle.retry_after("saima", "10.0.0.2") == 0
+    now[0] += 56
+    assert throttle.retry_after("asma", "10.0.0.1") == 0
+
+
+def test_media_header_layout():
+    packet = struct.pack(">BBHQ", 1, FLAG_KEYFRAME, 7, 1_700_000_000_000_000) + b"\x00\x00\x00\x01\x67"
+    assert HEADER.size == 12
+    assert HEADER.unpack_from(packet) == (1, FLAG_KEYFRAME, 7, 1_700_000_000_000_000)
