@@ -65,6 +65,7 @@ DEFAULT_OPERATOR = "duty-officer"
 KEYFRAME_REQUEST_INTERVAL = 0.5
 EVENT_BUFFER = 1000
 OPERATOR_POLL_INTERVAL = 1.0
+DROP_REPORT_INTERVAL = 5.0
 #: Lifecycle steps only a supervisor may take: closing an alert as a false alarm.
 SUPERVISOR_ONLY = frozenset({"false_alarm"})
 
@@ -216,6 +217,7 @@ class Relay:
             nursery.start_soon(self._supervise)
             nursery.start_soon(self._escalate)
             nursery.start_soon(self._watch_operators)
+            nursery.start_soon(self._report_drops)
             async with trio.open_nursery() as connections:
                 with trio.CancelScope() as listening:
                     self._listener_scope = listening
@@ -392,6 +394,26 @@ class Relay:
                                                  public_reason="operator account disabled")
                     self.auth_refused(console, error)
                     console.refuse(error)
+
+    async def _report_drops(self) -> None:
+        """One log line per slow console and interval: media dropped to keep it live."""
+        reported: dict[Session, tuple[int, int]] = {}
+        while True:
+            await trio.sleep(DROP_REPORT_INTERVAL)
+            for session in list(self.consoles):
+                outbox = session.outbox
+                before = reported.get(session, (0, 0))
+                now = (outbox.dropped_video, outbox.dropped_audio)
+                if now != before:
+                    log_event(log, logging.WARNING,
+                              f"console {session.identity} ({session.peer}) is behind: dropped "
+                              f"{now[0] - before[0]} video and {now[1] - before[1]} audio messages in the "
+                              f"last {DROP_REPORT_INTERVAL:g} s (video restarts at the next keyframe)",
+                              decision="drop", operator=session.identity, peer=session.peer,
+                              dropped_video=now[0] - before[0], dropped_audio=now[1] - before[1])
+                    reported[session] = now
+            for session in [s for s in reported if s not in self.consoles]:
+                del reported[session]
 
     def auth_refused(self, session: Session, error: AuthenticationFailed) -> None:
         self.counters["auth_failures"] += 1
