@@ -388,3 +388,34 @@ def test_media_header_layout():
     packet = struct.pack(">BBHQ", 1, FLAG_KEYFRAME, 7, 1_700_000_000_000_000) + b"\x00\x00\x00\x01\x67"
     assert HEADER.size == 12
     assert HEADER.unpack_from(packet) == (1, FLAG_KEYFRAME, 7, 1_700_000_000_000_000)
+
+
+@trio_test
+async def test_a_failing_web_task_is_logged_and_restarted_while_the_relay_keeps_going(tmp_path, caplog):
+    async with web_room(tmp_path) as (relay, room), client(room) as http, trio.open_nursery() as nursery:
+        await sign_in(http)
+        status, socket = await WebSocket.open(room.url, cookie_of(http))
+        assert status == 101 and '"type":"snapshot"' in await socket.next()
+        real = room._event_message
+        calls = []
+
+        def broken_once(item: Any) -> Any:
+            calls.append(item)
+            if len(calls) == 1:
+                raise RuntimeError("a bug in the board's event pump")
+            return real(item)
+
+        room._event_message = broken_once
+        button = button_client(relay, "kp-test-003")
+        await nursery.start(button.run)  # its "online" state meets the bug
+        await trio.sleep(1.5)  # the pump is restarted after a second
+        assert await socket.next() == '{"type":"resync"}', "pages re-read the board after the gap"
+        receipt = await button.press()
+        while True:
+            message = await socket.next()
+            if '"type":"alert"' in message:
+                assert receipt.alert_id in message
+                break
+        assert "board events failed; restarting it" in caplog.text
+        await socket.aclose()
+        nursery.cancel_scope.cancel()

@@ -213,6 +213,19 @@ class _BodyError(Exception):
     pass
 
 
+class _StartedOnce:
+    """A task status that a restarted task may report again (only the first counts)."""
+
+    def __init__(self, status: Any) -> None:
+        self._status = status
+        self._done = False
+
+    def started(self, value: Any = None) -> None:
+        if not self._done:
+            self._done = True
+            self._status.started(value)
+
+
 def _static_files() -> dict[str, bytes]:
     root = resources.files(__package__).joinpath("static")
     files = {}
@@ -239,21 +252,41 @@ class ControlRoom:
         self.viewers: dict[Viewer, WebSession] = {}
         self.bridge = LiveBridge(relay, dumps)
         self.scrypt_limiter = trio.CapacityLimiter(2)
+        self._pump_runs = 0
         self.url = ""
 
     # -- background work ------------------------------------------------------------
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Pump relay events to the browsers, keep the live bridge up, expire sessions."""
+        """Pump relay events to the browsers, keep the live bridge up, expire sessions.
+
+        A bug in any of these must not stop the relay it shares a loop with:
+        each is logged and restarted instead of propagating.
+        """
         async with trio.open_nursery() as nursery:
-            await nursery.start(self._pump_events)
-            await nursery.start(self.bridge.run)
-            nursery.start_soon(self._sweep)
+            await nursery.start(self._keep_running, "board events", self._pump_events)
+            await nursery.start(self._keep_running, "live video", self.bridge.run)
+            await nursery.start(self._keep_running, "session expiry", self._sweep)
             task_status.started()
+
+    @staticmethod
+    async def _keep_running(name: str, work: Any, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        status = _StartedOnce(task_status)
+        while True:
+            try:
+                await work(task_status=status)
+            except Exception:  # noqa: BLE001 - logged with its traceback; the relay keeps going
+                log.exception("web control room: %s failed; restarting it in 1 s", name)
+            status.started()
+            await trio.sleep(1.0)
 
     async def _pump_events(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with self.relay.open_event_stream() as events:
             task_status.started()
+            self._pump_runs += 1
+            if self._pump_runs > 1:  # restarted after a failure: events were missed, so re-read
+                for viewer in list(self.viewers):
+                    viewer.send_json_text(dumps({"type": "resync"}))
             async for item in events:
                 message = self._event_message(item)
                 if message is None:
@@ -272,7 +305,8 @@ class ControlRoom:
             return {"type": "button", "button": item.button, "state": item.state, "at": item.at}
         return None
 
-    async def _sweep(self) -> None:
+    async def _sweep(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
         while True:
             await trio.sleep(SWEEP_INTERVAL)
             self._reload_operators()
@@ -310,8 +344,7 @@ class ControlRoom:
         self._reload_operators()
         operator = self.relay.operators.get(session.operator)
         if operator is None or operator.disabled:
-            self.sessions.end(session, "operator account disabled")
-            return None
+            return None  # refused at once; the sweep ends and audits it within a second
         session.role = operator.role
         return session
 

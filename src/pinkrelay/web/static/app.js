@@ -140,6 +140,10 @@ function onMessage(message) {
     case "stream-interrupted":
       live.onInterrupted(message);
       break;
+    case "resync":
+      // The server missed events: reconnect for a fresh snapshot.
+      if (room.socket) room.socket.close();
+      break;
     case "error":
       console.warn("control room:", message.message);
       break;
