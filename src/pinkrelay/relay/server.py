@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -64,6 +65,8 @@ log = logging.getLogger("pinkrelay.relay")
 DEFAULT_OPERATOR = "duty-officer"
 KEYFRAME_REQUEST_INTERVAL = 0.5
 EVENT_BUFFER = 1000
+#: How many recently broadcast alert ids the relay remembers; a retry of an older one is broadcast again.
+ANNOUNCED_MEMORY = 10_000
 OPERATOR_POLL_INTERVAL = 1.0
 DROP_REPORT_INTERVAL = 5.0
 #: Lifecycle steps only a supervisor may take: closing an alert as a false alarm.
@@ -119,6 +122,8 @@ class Relay:
         self._supervision_wakeup = trio.Event()
         self._escalation_wakeup = trio.Event()
         self._unstored: set[str] = set()
+        #: Alerts this run has broadcast as stored, most recent last (see alert_pressed).
+        self._announced: OrderedDict[str, None] = OrderedDict()
         self._offline_alerts: dict[str, str] = {}
         self.stopping = False
 
@@ -172,18 +177,13 @@ class Relay:
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Listen on both addresses and run until cancelled or ``shutdown()``."""
         config = self.config
+        button_listeners = await _listen(config.buttons_listen, "buttons")
         try:
-            button_listeners = await trio.open_tcp_listeners(
-                config.buttons_listen.port, host=config.buttons_listen.host
-            )
-            console_listeners = await trio.open_tcp_listeners(
-                config.consoles_listen.port, host=config.consoles_listen.host
-            )
-        except OSError as error:
-            raise ConfigError(
-                f"cannot listen on {config.buttons_listen} / {config.consoles_listen}: "
-                f"{error.strerror or error} (is another relay running?)"
-            ) from None
+            console_listeners = await _listen(config.consoles_listen, "consoles")
+        except ConfigError:
+            for listener in button_listeners:
+                await listener.aclose()
+            raise
         self.buttons_address = _bound(button_listeners)
         self.consoles_address = _bound(console_listeners)
         await self.journal.open()
@@ -619,10 +619,13 @@ class Relay:
         self._unstored.discard(alert.alert_id)
         if recorded.duplicate:
             self.counters["duplicate_alerts"] += 1
+            if alert.alert_id not in self._announced:
+                # Stored by an earlier run that died before telling the consoles
+                # (or before they could resume past it): tell them now, before the ack.
+                self._announce(recorded.alert)
         else:
             self.counters["alerts"] += 1
-            self.broadcast(recorded.alert)
-            self.publish_event(recorded.alert)
+            self._announce(recorded.alert)
             if recorded.alert.state == AlertState.RAISED:
                 self.escalator.watch(recorded.alert.alert_id, trio.current_time())
                 self._escalation_wakeup.set()
@@ -641,6 +644,14 @@ class Relay:
             duplicate=recorded.duplicate,
             cursor=recorded.alert.cursor,
         )
+
+    def _announce(self, alert: Alert) -> None:
+        """Broadcast a stored alert and remember (boundedly) that this run did."""
+        self.broadcast(alert)
+        self.publish_event(alert)
+        self._announced[alert.alert_id] = None
+        if len(self._announced) > ANNOUNCED_MEMORY:
+            self._announced.popitem(last=False)
 
     async def alert_update(self, session: ConsoleSession, update: AlertUpdate) -> None:
         """A console asks for a lifecycle step; a refusal goes back to it as a non-fatal error."""
@@ -791,6 +802,16 @@ class Relay:
 
 async def _serve(handler: Any, listeners: list[trio.SocketListener], nursery: trio.Nursery) -> None:
     await trio.serve_listeners(handler, listeners, handler_nursery=nursery)
+
+
+async def _listen(address: Address, what: str) -> list[trio.SocketListener]:
+    try:
+        return await trio.open_tcp_listeners(address.port, host=address.host)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot listen for {what} on {address}: {error.strerror or error} "
+            "(is another relay running? choose another port with --" + what + "-listen)"
+        ) from None
 
 
 def _prepare_data_dir(path: Path) -> None:
