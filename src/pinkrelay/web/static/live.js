@@ -106,6 +106,8 @@ class LiveStream {
     this.video = null;
     this.audio = null;
     this.statsPending = false;
+    this.signature = null;
+    this.drawnSinceStream = 0;
 
     this.el = el("article", "stream nostream");
     this.el.dataset.button = button;
@@ -144,8 +146,19 @@ class LiveStream {
   }
 
   onStream(message) {
+    const signature = JSON.stringify(message.tracks.map((t) => [t.track_id, t.kind, t.codec, t.width, t.height,
+      t.sample_rate, t.channels]));
+    const video = message.tracks.find((t) => t.kind === "video") || null;
+    if (signature === this.signature && (this.vdec || this.adec)) {
+      // Described again with the same tracks (e.g. once its encoder knows its
+      // parameter sets): keep decoding, nothing to reset.
+      if (video) this.extradata = fromBase64(video.extradata);
+      return;
+    }
+    this.signature = signature;
+    this.drawnSinceStream = 0;
     this.closeDecoders();
-    this.video = message.tracks.find((t) => t.kind === "video") || null;
+    this.video = video;
     this.audio = message.tracks.find((t) => t.kind === "audio") || null;
     this.el.classList.toggle("nostream", !this.video);
     if (!message.tracks.length) {
@@ -158,6 +171,8 @@ class LiveStream {
   }
 
   interrupted(reason) {
+    this.signature = null;
+    this.drawnSinceStream = 0;
     this.closeDecoders();
     this.setStatus(`Stream interrupted (${reason}); reconnecting…`);
   }
@@ -257,6 +272,7 @@ class LiveStream {
 
   onVideoError(error) {
     this.setStatus(`Video decoder error (${error.message}); waiting for the next keyframe`);
+    this.drawnSinceStream = 0;
     this.closeDecoders();
     if (this.video) this.openVideo(this.video);
     if (this.audio) this.openAudio(this.audio);
@@ -281,9 +297,10 @@ class LiveStream {
     this.ctx.drawImage(frame, 0, 0, this.canvas.width, this.canvas.height);
     frame.close();
     this.drawn += 1;
+    this.drawnSinceStream += 1;
     this.latencies.push(latencyMs);
     if (this.latencies.length > LATENCY_SAMPLES) this.latencies.shift();
-    if (this.drawn === 1) this.setStatus("");
+    if (this.drawnSinceStream === 1) this.setStatus("");
     this.updateStats();
   }
 

@@ -5,6 +5,7 @@
 
 const NS = "http://www.w3.org/2000/svg";
 const MARGIN = 56;
+const MARKER_RADIUS = 8;
 const KM_PER_DEGREE = 111.32;
 
 function svg(tag, attrs = {}, text) {
@@ -22,6 +23,39 @@ function commonName(names) {
   }
   prefix = prefix.replace(/[\s#,\-–(]+$/, "");
   return prefix.length >= 3 ? prefix : names[0];
+}
+
+// Push overlapping markers apart (a few rounds of pairwise separation), inside the frame.
+function relax(points, minDistance, W, H) {
+  for (let round = 0; round < 80; round += 1) {
+    let moved = false;
+    for (let i = 0; i < points.length; i += 1) {
+      for (let j = i + 1; j < points.length; j += 1) {
+        const a = points[i];
+        const b = points[j];
+        let dx = b.x - a.x;
+        let dy = b.y - a.y;
+        let d = Math.hypot(dx, dy);
+        if (d >= minDistance) continue;
+        if (d < 0.01) {
+          dx = Math.cos(i + j);
+          dy = Math.sin(i + j);
+          d = 1;
+        }
+        const push = (minDistance - d) / 2 + 0.01;
+        a.x -= (dx / d) * push;
+        a.y -= (dy / d) * push;
+        b.x += (dx / d) * push;
+        b.y += (dy / d) * push;
+        moved = true;
+      }
+    }
+    for (const p of points) {
+      p.x = Math.min(W - 12, Math.max(12, p.x));
+      p.y = Math.min(H - 12, Math.max(12, p.y));
+    }
+    if (!moved) break;
+  }
 }
 
 function niceStep(span, target) {
@@ -89,46 +123,69 @@ export class SiteMap {
       if (!groups.has(key)) groups.set(key, []);
       groups.get(key).push(site);
     }
-    const labels = svg("g", { class: "labels" });
-    const placedLabels = [];
-    const markers = svg("g", { class: "markers" });
+    // Buttons at one address start on a small ring; then every marker is pushed
+    // away from its neighbours until none covers another, so each can be clicked.
+    const points = [];
     for (const members of groups.values()) {
       const [x, y] = project(members[0].site.latitude, members[0].site.longitude);
       const n = members.length;
-      const ring = n > 1 ? 11 + 2.2 * n : 0;
+      const ring = n > 1 ? 9 + 1.6 * n : 0;
       members.forEach((member, i) => {
         const angle = (2 * Math.PI * i) / n - Math.PI / 2;
-        const mx = x + ring * Math.cos(angle);
-        const my = y + ring * Math.sin(angle);
-        markers.append(this.marker(member, mx, my));
+        points.push({ member, tx: x, ty: y, x: x + ring * Math.cos(angle), y: y + ring * Math.sin(angle) });
       });
-      const name = commonName(members.map((m) => m.site.name || m.button));
-      const label = n > 1 ? `${name} (${n})` : name;
-      labels.append(this.label(label, x, y, ring, placedLabels));
     }
-    this.svg.append(markers, labels);
+    relax(points, 2 * MARKER_RADIUS + 3, W, H);
+    const leaders = svg("g", { class: "leaders" });
+    const labels = svg("g", { class: "labels" });
+    const placedLabels = points.map((p) => ({
+      left: p.x - MARKER_RADIUS, right: p.x + MARKER_RADIUS, top: p.y - MARKER_RADIUS, bottom: p.y + MARKER_RADIUS,
+    }));
+    const markers = svg("g", { class: "markers" });
+    this.markersGroup = markers;
+    this.groupLabels = [];
+    for (const p of points) {
+      if (Math.hypot(p.x - p.tx, p.y - p.ty) > 4) {
+        leaders.append(svg("line", { x1: p.tx, y1: p.ty, x2: p.x, y2: p.y }));
+        leaders.append(svg("circle", { cx: p.tx, cy: p.ty, r: 2 }));
+      }
+      markers.append(this.marker(p.member, p.x, p.y));
+    }
+    for (const members of groups.values()) {
+      const mine = points.filter((p) => members.includes(p.member));
+      const x = mine.reduce((sum, p) => sum + p.x, 0) / mine.length;
+      const top = Math.min(...mine.map((p) => p.y)) - MARKER_RADIUS;
+      const bottom = Math.max(...mine.map((p) => p.y)) + MARKER_RADIUS;
+      const name = commonName(members.map((m) => m.site.name || m.button));
+      const label = this.label(members.length > 1 ? `${name} (${members.length})` : name, x, top, bottom, placedLabels);
+      if (label) {
+        labels.append(label);
+        this.groupLabels.push({ node: label, buttons: members.map((m) => m.button) });
+      }
+    }
+    this.svg.append(leaders);
+    this.alertLabels = svg("g", { class: "alert-labels" });
+    this.svg.append(labels, markers, this.alertLabels);
     this.refresh();
   }
 
-  // A group's label above its markers, else below, else further out: never on another label.
-  label(text, x, y, ring, placed) {
+  // A group's label above its markers, else below; left out rather than drawn over
+  // another label or marker (hovering a marker names its site).
+  label(text, x, top, bottom, placed) {
     const { W } = this;
-    const width = text.length * 7;
+    const width = text.length * 6.6;
     const anchor = x - width / 2 < 6 ? "start" : x + width / 2 > W - 6 ? "end" : "middle";
     const lx = anchor === "start" ? Math.max(6, x - 12) : anchor === "end" ? Math.min(W - 6, x + 12) : x;
     const left = anchor === "start" ? lx : anchor === "end" ? lx - width : lx - width / 2;
-    const candidates = [y - ring - 14, y + ring + 24, y - ring - 30, y + ring + 40, y - ring - 46];
-    let ly = candidates[0];
-    for (const candidate of candidates) {
-      const box = { left, right: left + width, top: candidate - 12, bottom: candidate + 3 };
+    for (const baseline of [top - 5, bottom + 14]) {
+      const box = { left, right: left + width, top: baseline - 11, bottom: baseline + 3 };
       const hit = placed.some((b) => box.left < b.right && b.left < box.right && box.top < b.bottom && b.top < box.bottom);
       if (!hit) {
-        ly = candidate;
         placed.push(box);
-        break;
+        return svg("text", { x: lx, y: baseline, "text-anchor": anchor, class: "group-label" }, text);
       }
     }
-    return svg("text", { x: lx, y: ly, "text-anchor": anchor, class: "group-label" }, text);
+    return null;
   }
 
   drawGrid(project, unproject) {
@@ -172,7 +229,7 @@ export class SiteMap {
   marker(member, x, y) {
     const g = svg("g", { class: "site", tabindex: 0, role: "button", "data-button": member.button,
       transform: `translate(${x.toFixed(1)} ${y.toFixed(1)})` });
-    g.append(svg("circle", { class: "halo", r: 8 }), svg("circle", { class: "dotc", r: 8 }));
+    g.append(svg("circle", { class: "halo", r: MARKER_RADIUS }), svg("circle", { class: "dotc", r: MARKER_RADIUS }));
     const title = svg("title");
     g.append(title);
     g.addEventListener("click", () => this.onSelect(member.button));
@@ -182,12 +239,13 @@ export class SiteMap {
         this.onSelect(member.button);
       }
     });
-    this.markers.set(member.button, { g, title, member });
+    this.markers.set(member.button, { g, title, member, x, y });
     return g;
   }
 
   refresh() {
     const counts = { alerting: 0, online: 0, offline: 0 };
+    const alertLabels = [];
     for (const [button, { g, title, member }] of this.markers) {
       const state = this.stateOf(button);
       counts[state] = (counts[state] || 0) + 1;
@@ -195,6 +253,18 @@ export class SiteMap {
       g.dataset.state = state;
       const site = member.site;
       title.textContent = `${site.name} (${button}): ${state}${site.address ? ` · ${site.address}` : ""} · click to watch`;
+      if (state === "alerting") {
+        if (this.markersGroup && g !== this.markersGroup.lastChild) this.markersGroup.append(g); // on top
+        // Named beside the marker (its group's label steps aside), so stacked alerts stay readable.
+        const { x, y } = this.markers.get(button);
+        const right = x < this.W - 220;
+        alertLabels.push(svg("text", { x: right ? x + 13 : x - 13, y: y + 4, "text-anchor": right ? "start" : "end",
+          class: "alert-label" }, site.name || button));
+      }
+    }
+    if (this.alertLabels) this.alertLabels.replaceChildren(...alertLabels);
+    for (const { node, buttons } of this.groupLabels || []) {
+      node.style.display = buttons.some((b) => this.stateOf(b) === "alerting") ? "none" : "";
     }
     this.counts(counts, this.markers.size);
   }
