@@ -28,7 +28,7 @@ from pinkrelay.media import encode_clip
 from pinkrelay.operators import OperatorStore
 from pinkrelay.web import serve_web
 
-from relay_helpers import button_client, running_relay, stream_clip
+from relay_helpers import button_client, relay_config, running_relay, stream_clip
 
 CHROMIUM = os.environ.get("PINKRELAY_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -42,7 +42,9 @@ CHROMIUM_ARGS = [
     "--autoplay-policy=no-user-gesture-required",
 ]
 OPERATOR, OPERATOR_SECRET = "asma", "asma-secret-for-tests-1"
-DOCS_SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "control-room.png"
+ROOT = Path(__file__).resolve().parent.parent
+DOCS_SCREENSHOT = ROOT / "docs" / "control-room.png"
+EXAMPLE_REGISTRY = ROOT / "examples" / "peshawar-buttons.csv"
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]' installs playwright")
 
@@ -50,9 +52,10 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[
 class RoomThread:
     """A relay with its web control room and buttons, on a trio loop in a thread."""
 
-    def __init__(self, data_dir: Path, registry_size: int = 6) -> None:
+    def __init__(self, data_dir: Path, registry_size: int = 6, registry: Any = None) -> None:
         self.data_dir = data_dir
         self.registry_size = registry_size
+        self.registry = registry
         self.ready = threading.Event()
         self.error: BaseException | None = None
         self.relay: Any = None
@@ -74,10 +77,11 @@ class RoomThread:
         self._token = trio.lowlevel.current_trio_token()
         self._stop = trio.Event()
         web = pinkrelay.Address("127.0.0.1", 0)
-        async with (
-            running_relay(self.data_dir, self.registry_size, web_listen=web) as relay,
-            trio.open_nursery() as nursery,
-        ):
+        if self.registry is not None:
+            relay_cm = pinkrelay.open_relay(relay_config(self.data_dir, web_listen=web), registry=self.registry)
+        else:
+            relay_cm = running_relay(self.data_dir, self.registry_size, web_listen=web)
+        async with relay_cm as relay, trio.open_nursery() as nursery:
             self.relay, self._nursery = relay, nursery
             self.room = await nursery.start(serve_web, relay)
             self.ready.set()
@@ -273,6 +277,7 @@ def test_live_stream_opens_by_click_and_decodes(page, room, clip, artefacts):
     assert decoded_after > decoded_before, "the decoded-frame counter rises"
     assert first["lit"] > first["pixels"] // 4, "the canvas shows a picture, not black"
     assert first["hash"] != second["hash"], "the picture changes (the pattern's box moves)"
+    assert int(tile.get_attribute("data-audio-frames") or 0) > 10, "Opus audio is decoded too"
     latency = float(tile.get_attribute("data-latency-median-ms") or "nan")
     assert 0 < latency < 1000, f"median capture-to-decoded latency {latency} ms"
     print(f"\nlive stream: {decoded_after} frames decoded, median capture->decoded latency {latency:.1f} ms")
@@ -304,3 +309,31 @@ def test_an_alert_opens_its_stream_at_once_and_full_screenshot(page, room, clip,
         shutil.copyfile(shot, DOCS_SCREENSHOT)
     latency = float(page.get_attribute('.stream[data-button="kp-test-003"]', "data-latency-median-ms") or "nan")
     print(f"\nalert -> stream opened; median latency {latency:.1f} ms; screenshots in {artefacts}")
+
+
+def test_every_site_of_a_city_registry_can_be_clicked_on_the_map(browser, tmp_path):
+    """68 example sites around Peshawar, many a few hundred metres apart: none hides another."""
+    OperatorStore.in_data_dir(tmp_path).add(OPERATOR, "operator", secret=OPERATOR_SECRET)
+    city = RoomThread(tmp_path, registry=pinkrelay.load_registry(EXAMPLE_REGISTRY)).start()
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    try:
+        page = context.new_page()
+        page.goto(city.room.url + "/signin")
+        page.fill("#name", OPERATOR)
+        page.fill("#secret", OPERATOR_SECRET)
+        page.click("button[type=submit]")
+        page.wait_for_selector("#link.up")
+        wait_until(page, "() => document.querySelectorAll('#map .site').length === 68")
+        hidden = page.evaluate(
+            """() => [...document.querySelectorAll('#map .site')].filter((site) => {
+                const box = site.querySelector('circle.dotc').getBoundingClientRect();
+                const hit = document.elementFromPoint(box.x + box.width / 2, box.y + box.height / 2);
+                return !hit || hit.closest('.site') !== site;
+            }).map((site) => site.dataset.button)"""
+        )
+        assert hidden == [], f"markers covered by others: {hidden}"
+        page.click('#map .site[data-button="kp-pesh-033"]')
+        page.wait_for_selector('.stream[data-button="kp-pesh-033"]')
+    finally:
+        context.close()
+        city.stop()

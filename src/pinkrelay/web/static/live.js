@@ -306,6 +306,7 @@ class LiveStream {
 
   onAudio(data) {
     this.audioFrames += 1;
+    this.el.dataset.audioFrames = String(this.audioFrames);
     const ctx = audioContext();
     if (this.muted || ctx.state !== "running") {
       data.close();
