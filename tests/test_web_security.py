@@ -7,11 +7,15 @@ a trio socket.
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
+import ssl
 import struct
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -419,3 +423,41 @@ async def test_a_failing_web_task_is_logged_and_restarted_while_the_relay_keeps_
         assert "board events failed; restarting it" in caplog.text
         await socket.aclose()
         nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+def certificate(tmp_path):
+    """A self-signed certificate for 127.0.0.1 (PEM files)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
+@trio_test
+async def test_https_with_a_certificate_gives_a_secure_cookie(tmp_path, certificate):
+    """Other workstations need HTTPS: browsers decode video only in a secure context."""
+    cert, key = certificate
+    store = OperatorStore.in_data_dir(tmp_path)
+    store.add(OPERATOR, "operator", secret=OPERATOR_SECRET)
+    async with running_relay(tmp_path, 6) as relay, trio.open_nursery() as nursery:
+        room = await nursery.start(partial(serve_web, relay, pinkrelay.Address("127.0.0.1", 0),
+                                           certfile=str(cert), keyfile=str(key)))
+        assert room.url.startswith("https://127.0.0.1:")
+        trust = ssl.create_default_context(cafile=str(cert))
+        async with httpx.AsyncClient(base_url=room.url, verify=trust) as http:
+            response = await http.post("/signin", data={"name": OPERATOR, "secret": OPERATOR_SECRET})
+            assert response.status_code == 303
+            assert "Secure" in response.headers["set-cookie"].split("; ")
+            assert (await http.get("/api/session")).json()["operator"] == OPERATOR
+        nursery.cancel_scope.cancel()
+    with pytest.raises(pinkrelay.ConfigError, match="needs both a certificate and its key"):
+        from pinkrelay.web import hypercorn_config
+
+        hypercorn_config(pinkrelay.Address("127.0.0.1", 0), str(cert), None)

@@ -22,6 +22,9 @@ def add_parser(subparsers: Any) -> None:
     add_relay_options(parser)
     parser.add_argument("--web-listen", metavar="HOST:PORT",
                         help="web control room (default 127.0.0.1:7480)")
+    parser.add_argument("--web-cert", metavar="FILE",
+                        help="PEM certificate: serve the control room over HTTPS (needed for other workstations)")
+    parser.add_argument("--web-key", metavar="FILE", help="PEM private key of --web-cert")
     parser.add_argument("--no-web", action="store_true", help="do not serve the web control room")
     parser.set_defaults(handler=run)
 
@@ -51,7 +54,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
     )
 
 
-async def serve_until_signalled(relay: Relay, *, web: bool = False) -> None:
+async def serve_until_signalled(relay: Relay, *, web: bool = False, web_cert: str | None = None,
+                                web_key: str | None = None) -> None:
     """Run ``relay`` (and with ``web`` its control room) until SIGINT/SIGTERM, then stop cleanly."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
@@ -59,7 +63,7 @@ async def serve_until_signalled(relay: Relay, *, web: bool = False) -> None:
             if web:
                 from ..web import serve_web
 
-                room = await nursery.start(serve_web, relay)
+                room = await nursery.start(partial(serve_web, relay, certfile=web_cert, keyfile=web_key))
                 log.info("web control room: %s (sign in with an account from 'pinkrelay operators add')",
                          room.url)
             async for signum in signals:
@@ -73,5 +77,6 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     setup_logging(config.log_format, config.log_level)
     relay = Relay(config)
-    trio.run(partial(serve_until_signalled, relay, web=not args.no_web))
+    trio.run(partial(serve_until_signalled, relay, web=not args.no_web, web_cert=args.web_cert,
+                     web_key=args.web_key))
     return 0

@@ -16,6 +16,7 @@ page and why WebCodecs rather than MSE.
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import Any
 
 import trio
@@ -30,11 +31,14 @@ log = logging.getLogger("pinkrelay.web")
 __all__ = ["ControlRoom", "SessionStore", "SignInThrottle", "serve_web"]
 
 
-def hypercorn_config(address: Address) -> Any:
+def hypercorn_config(address: Address, certfile: str | None = None, keyfile: str | None = None) -> Any:
     from hypercorn.config import Config
 
     config = Config()
     config.bind = [str(address)]
+    if certfile or keyfile:
+        _check_tls(certfile, keyfile)
+        config.certfile, config.keyfile = str(certfile), str(keyfile)
     config.accesslog = None
     server_log = logging.getLogger("pinkrelay.web.server")
     if server_log.level == logging.NOTSET:
@@ -51,6 +55,8 @@ async def serve_web(
     relay: Any,
     address: Address | str | None = None,
     *,
+    certfile: str | None = None,
+    keyfile: str | None = None,
     room: ControlRoom | None = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -59,6 +65,11 @@ async def serve_web(
     ``address`` defaults to ``relay.config.web_listen`` (port 0 picks a free
     one). Start it with ``nursery.start`` once the relay is serving; it
     reports the ``ControlRoom``, whose ``url`` is where it listens.
+
+    With ``certfile`` and ``keyfile`` (PEM) it serves HTTPS and WSS. Browsers
+    decode video (WebCodecs) only in a secure context: http://127.0.0.1 and
+    http://localhost are one, http://10.0.0.5 is not, so a control room
+    opened from other workstations needs TLS (here, or a proxy in front).
     """
     from hypercorn.trio import serve
 
@@ -68,7 +79,7 @@ async def serve_web(
         address = Address.parse(address, what="web listen address")
     if relay.consoles_address is None:
         raise RuntimeError("start the relay (relay.serve) before the web control room")
-    config = hypercorn_config(address)
+    config = hypercorn_config(address, certfile, keyfile)
     _check_can_listen(config, address)
     room = room or ControlRoom(relay)
     async with trio.open_nursery() as nursery:
@@ -76,6 +87,17 @@ async def serve_web(
         binds = await nursery.start(serve, room, config)
         room.url = binds[0] if binds else f"http://{address}"
         task_status.started(room)
+
+
+def _check_tls(certfile: str | None, keyfile: str | None) -> None:
+    if not certfile or not keyfile:
+        raise ConfigError("HTTPS for the web control room needs both a certificate and its key "
+                          "(--web-cert FILE --web-key FILE)")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigError(f"web control room certificate {certfile} / key {keyfile}: "
+                          f"{getattr(error, 'strerror', None) or error}") from None
 
 
 def _check_can_listen(config: Any, address: Address) -> None:

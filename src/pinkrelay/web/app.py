@@ -275,7 +275,7 @@ class ControlRoom:
         while True:
             try:
                 await work(task_status=status)
-            except Exception:  # noqa: BLE001 - logged with its traceback; the relay keeps going
+            except Exception:  # logged with its traceback; the relay keeps going
                 log.exception("web control room: %s failed; restarting it in 1 s", name)
             status.started()
             await trio.sleep(1.0)
