@@ -273,6 +273,34 @@ async def test_one_bad_request_in_a_batch_fails_alone(tmp_path):
 
 
 @trio_test
+async def test_a_caller_cancelled_while_waiting_leaves_the_journal_working(tmp_path):
+    """The request was queued, so it is still stored; its reply must not disturb the cancelled task."""
+    journal = await opened(tmp_path / "journal.sqlite3")
+    try:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await journal.record(make_alert("cancelled-early"))
+        assert scope.cancelled_caught
+        finished: list[str] = []
+
+        async def press(index: int, patience: float) -> None:
+            with trio.move_on_after(patience):
+                await journal.record(make_alert(f"p{index}", f"kp-{index}"))
+                finished.append(f"p{index}")
+                await trio.sleep(0.05)  # still waiting on something else when later replies arrive
+
+        async with trio.open_nursery() as nursery:
+            for index in range(200):
+                nursery.start_soon(press, index, 0 if index % 2 else 5)
+        assert len(finished) >= 100 and all(int(name[1:]) % 2 == 0 for name in finished)
+        assert (await journal.record(make_alert("after"))).duplicate is False
+        for alert_id in ["cancelled-early", "after"] + [f"p{index}" for index in range(200)]:
+            assert await journal.get(alert_id) is not None, alert_id
+    finally:
+        await journal.close()
+
+
+@trio_test
 async def test_events_since_returns_exactly_the_events_after_a_cursor_in_order(tmp_path):
     journal = await opened(tmp_path / "journal.sqlite3")
     try:

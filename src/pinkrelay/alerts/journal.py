@@ -18,6 +18,7 @@ counters and the audit trail do.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -25,10 +26,11 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+import outcome
 import trio
 
 from ..errors import PinkRelayError
@@ -98,6 +100,7 @@ class Recorded:
     duplicate: bool
 
 
+@functools.lru_cache(maxsize=4096)  # a registry has few sites; each press stores its site
 def _site_json(site: Site | None) -> str:
     if site is None:
         return ""
@@ -137,6 +140,46 @@ def _alert_from_row(row: Sequence[Any]) -> Alert:
         site=_site_from(site),
         cursor=cursor,
     )
+
+
+_ALERT_FIELDS = tuple(field.name for field in fields(Alert))
+
+
+def _stored(alert: Alert, state: str, duplicate_of: str, cursor: int) -> Alert:
+    """``alert`` as stored: ``replace`` without validating every field again.
+
+    The caller's alert was validated when it was made; the journal only sets
+    a lifecycle state, the id of a stored alert and a SQLite integer. The
+    checks in Alert.__post_init__ (every character of every id) cost more
+    than the rest of record() on the trio side.
+    """
+    stored = object.__new__(Alert)
+    for name in _ALERT_FIELDS:
+        object.__setattr__(stored, name, getattr(alert, name))
+    object.__setattr__(stored, "state", state)
+    object.__setattr__(stored, "duplicate_of", duplicate_of)
+    object.__setattr__(stored, "cursor", cursor)
+    return stored
+
+
+_OPEN_STATE_VALUES = tuple(sorted(s.value for s in OPEN_STATES))
+_OPEN_ALERT_OF_BUTTON = (
+    f"SELECT alert_id FROM alerts WHERE button = ? AND kind = 'panic' AND state IN "
+    f"({','.join('?' * len(_OPEN_STATE_VALUES))}) AND received_at >= ? ORDER BY received_at DESC LIMIT 1"
+)
+
+
+def _deliver(replies: list[tuple[Callable[[Any, BaseException | None], None], Any, BaseException | None]]) -> None:
+    """In the trio thread: hand each request of a committed batch its outcome, in order."""
+    for reply, result, error in replies:
+        reply(result, error)
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass  # SQLite already rolled it back
 
 
 def _describe_sqlite_error(path: Path, error: BaseException) -> str:
@@ -246,36 +289,74 @@ class SqliteJournal:
                 return
 
     def _execute(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
-        results: list[tuple[Any, BaseException | None]] = []
+        results = self._transaction(conn, batch)
+        if results is None:
+            results = self._isolated(conn, batch)
+        self.requests_done += len(batch)
+        replies = [(reply, result, error) for (_, reply), (result, error) in zip(batch, results, strict=True)]
+        # One wakeup of the trio thread for the whole batch, replies in commit order.
+        try:
+            self._token.run_sync_soon(_deliver, replies)  # type: ignore[union-attr]
+        except trio.RunFinishedError:
+            pass
+
+    def _transaction(self, conn: sqlite3.Connection, batch: list[Any]) -> list[tuple[Any, None]] | None:
+        """The common case: the whole batch in one transaction. None if anything failed (rolled back)."""
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for work, _ in batch:
-                try:
-                    conn.execute("SAVEPOINT request")
-                    result = work(conn)
-                    conn.execute("RELEASE request")
-                    results.append((result, None))
-                except Exception as error:
-                    if not conn.in_transaction:
-                        # SQLite rolled back the whole transaction (disk full, I/O
-                        # error): nothing in this batch is stored; report why.
-                        raise
-                    conn.execute("ROLLBACK TO request")
-                    conn.execute("RELEASE request")
-                    results.append((None, error))
+            results = [(work(conn), None) for work, _ in batch]
             conn.execute("COMMIT")
-            self.commits += 1
-        except sqlite3.Error as error:
+        except Exception:
+            _rollback(conn)
+            return None
+        self.commits += 1
+        return results
+
+    def _isolated(self, conn: sqlite3.Connection, batch: list[Any]) -> list[tuple[Any, BaseException | None]]:
+        """Run a batch that failed again, each request in its own savepoint, so a bad one fails alone.
+
+        An error that makes SQLite roll back the whole transaction (disk full,
+        I/O error) fails the request that hit it, with that reason; the
+        others are then tried again in a new transaction.
+        """
+        results: list[tuple[Any, BaseException | None]] = [(None, None)] * len(batch)
+        todo = list(range(len(batch)))
+        while todo:
+            done: dict[int, tuple[Any, BaseException | None]] = {}
+            lost: tuple[int, BaseException] | None = None
             try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            failure = JournalError(_describe_sqlite_error(self.path, error))
-            log.error("%s", failure)
-            results = [(None, failure)] * len(batch)
-        self.requests_done += len(batch)
-        for (_, reply), (result, error) in zip(batch, results, strict=True):
-            reply(result, error)
+                conn.execute("BEGIN IMMEDIATE")
+                for index in todo:
+                    conn.execute("SAVEPOINT request")
+                    try:
+                        done[index] = (batch[index][0](conn), None)
+                    except Exception as error:
+                        if not conn.in_transaction:
+                            lost = (index, error)
+                            break
+                        conn.execute("ROLLBACK TO request")
+                        done[index] = (None, error)
+                    conn.execute("RELEASE request")
+                if lost is None:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as error:
+                # BEGIN, a savepoint or COMMIT failed: nothing of this transaction is stored.
+                _rollback(conn)
+                failure = JournalError(_describe_sqlite_error(self.path, error))
+                log.error("%s", failure)
+                for index in todo:
+                    results[index] = (None, failure)
+                return results
+            if lost is None:
+                self.commits += 1
+                for index, outcome in done.items():
+                    results[index] = outcome
+                return results
+            index, error = lost
+            log.error("%s", _describe_sqlite_error(self.path, error))
+            results[index] = (None, error)
+            todo.remove(index)
+        return results
 
     # -- trio side ----------------------------------------------------------------
 
@@ -295,23 +376,23 @@ class SqliteJournal:
     async def _call(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
         if self._thread is None or self._token is None:
             raise JournalError(f"journal {self.path} is not open")
-        done = trio.Event()
-        box: list[Any] = []
-        token = self._token
+        # The task sleeps until the writer's batch is committed; _deliver wakes it
+        # in the trio thread. Cancelled meanwhile, it stops waiting; the request
+        # still runs and its outcome is dropped (as with an Event).
+        task = trio.lowlevel.current_task()
+        cancelled = False
 
-        def reply(result: Any, error: BaseException | None) -> None:
-            def wake() -> None:
-                box.append((result, error))
-                done.set()
+        def reply(result: Any, error: BaseException | None) -> None:  # in the trio thread
+            if not cancelled:
+                trio.lowlevel.reschedule(task, outcome.Value((result, error)))
 
-            try:
-                token.run_sync_soon(wake)
-            except trio.RunFinishedError:
-                pass
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            nonlocal cancelled
+            cancelled = True
+            return trio.lowlevel.Abort.SUCCEEDED
 
         self._requests.put((work, reply))
-        await done.wait()
-        result, error = box[0]
+        result, error = await trio.lowlevel.wait_task_rescheduled(abort)
         if error is not None:
             if isinstance(error, JournalError):
                 raise error
@@ -328,51 +409,50 @@ class SqliteJournal:
         linked to that alert (``duplicate_of``).
         """
 
-        def work(conn: sqlite3.Connection) -> Recorded:
+        def work(conn: sqlite3.Connection) -> tuple[Any, ...]:
             row = conn.execute(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE alert_id = ?", (alert.alert_id,)).fetchone()
             if row is not None:
-                return Recorded(_alert_from_row(row), True)
-            stored = alert
+                return (row,)
+            state, duplicate_of = alert.state, alert.duplicate_of
             if merge_window_us and alert.kind == "panic":
-                placeholders = ",".join("?" * len(OPEN_STATES))
-                open_row = conn.execute(
-                    f"SELECT alert_id FROM alerts WHERE button = ? AND kind = 'panic' AND state IN ({placeholders}) "
-                    "AND received_at >= ? ORDER BY received_at DESC LIMIT 1",
-                    (alert.button, *[s.value for s in OPEN_STATES], alert.received_at - merge_window_us),
-                ).fetchone()
+                open_row = conn.execute(_OPEN_ALERT_OF_BUTTON, (alert.button, *_OPEN_STATE_VALUES,
+                                                                alert.received_at - merge_window_us)).fetchone()
                 if open_row is not None:
-                    stored = replace(alert, state=AlertState.DUPLICATE.value, duplicate_of=open_row[0])
+                    state, duplicate_of = AlertState.DUPLICATE.value, open_row[0]
             cursor = conn.execute(
                 "INSERT INTO events (alert_id, kind, state, level, note, at) VALUES (?, ?, ?, 0, ?, ?)",
                 (
-                    stored.alert_id,
-                    "duplicate" if stored.duplicate_of else "raised",
-                    stored.state,
-                    f"pressed again; linked to {stored.duplicate_of}" if stored.duplicate_of else "",
-                    stored.received_at,
+                    alert.alert_id,
+                    "duplicate" if duplicate_of else "raised",
+                    state,
+                    f"pressed again; linked to {duplicate_of}" if duplicate_of else "",
+                    alert.received_at,
                 ),
             ).lastrowid
-            stored = replace(stored, cursor=cursor)
             conn.execute(
                 f"INSERT INTO alerts ({_ALERT_COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    stored.alert_id,
-                    stored.button,
-                    stored.kind,
-                    stored.pressed_at,
-                    stored.received_at,
-                    stored.attempt,
-                    stored.state,
-                    stored.level,
-                    stored.duplicate_of,
-                    _site_json(stored.site),
+                    alert.alert_id,
+                    alert.button,
+                    alert.kind,
+                    alert.pressed_at,
+                    alert.received_at,
+                    alert.attempt,
+                    state,
+                    alert.level,
+                    duplicate_of,
+                    _site_json(alert.site),
                     cursor,
-                    stored.received_at,
+                    alert.received_at,
                 ),
             )
-            return Recorded(stored, False)
+            return (None, state, duplicate_of, cursor)
 
-        return await self._call(work)
+        found = await self._call(work)
+        if found[0] is not None:
+            return Recorded(_alert_from_row(found[0]), True)
+        _, state, duplicate_of, cursor = found
+        return Recorded(_stored(alert, state, duplicate_of, cursor), False)
 
     async def apply(self, step: Step, *, level: int | None = None) -> AlertUpdate:
         """Record a lifecycle step (checked against the current state inside the transaction)."""
