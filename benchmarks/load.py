@@ -218,9 +218,15 @@ def _preexec(cpu: int | None) -> Any:
     return setup
 
 
+#: SCHED_FIFO priority for the relay and the load processes (``--rt``); 0 = normal scheduling.
+RT_PRIORITY = [0]
+
+
 def spawn(
     command: list[str], *, cpu: int | None, stderr_path: Path, pipes: bool, env: dict | None = None
 ) -> subprocess.Popen:
+    if RT_PRIORITY[0] and shutil.which("chrt"):
+        command = ["chrt", "-f", str(RT_PRIORITY[0]), *command]
     if cpu is not None and shutil.which("taskset"):
         command = ["taskset", "-c", str(cpu), *command]
     with open(stderr_path, "wb") as stderr:
@@ -266,13 +272,28 @@ class Generator:
     """A load_clients.py process: JSON lines in, JSON lines out."""
 
     def __init__(
-        self, role: str, name: str, settings: dict[str, Any], cpu: int | None, tmp: Path
+        self,
+        role: str,
+        name: str,
+        settings: dict[str, Any],
+        cpu: int | None,
+        tmp: Path,
+        rt_boost: int = 0,
     ) -> None:
         self.name = name
         self.stderr_path = tmp / f"{name}.stderr"
-        self.process = spawn(
-            [sys.executable, str(CLIENTS), role], cpu=cpu, stderr_path=self.stderr_path, pipes=True
-        )
+        saved = RT_PRIORITY[0]
+        if saved:
+            RT_PRIORITY[0] = min(99, saved + rt_boost)
+        try:
+            self.process = spawn(
+                [sys.executable, str(CLIENTS), role],
+                cpu=cpu,
+                stderr_path=self.stderr_path,
+                pipes=True,
+            )
+        finally:
+            RT_PRIORITY[0] = saved
         self.lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
         self.send(settings)
@@ -425,6 +446,14 @@ def start_relay(
             "--log-level",
             args.relay_log_level,
         ]
+        if args.relay_switch_interval:
+            # same CLI, with CPython's GIL switch interval changed first (an experiment knob)
+            command[1:3] = [
+                "-c",
+                "import runpy, sys; sys.setswitchinterval(float(sys.argv.pop(1))); "
+                "runpy.run_module('pinkrelay', run_name='__main__', alter_sys=True)",
+                str(args.relay_switch_interval / 1000),
+            ]
         options = serve_options()
         if "--no-web" in options and not args.web:
             command.append("--no-web")
@@ -466,11 +495,11 @@ def run_once(
     subscriptions = min(subscriptions, buttons)
     width, height, fps = args.video
     clip = ensure_clip(width, height, fps, args.bitrate, args.clip_seconds)
-    tmp = Path(tempfile.mkdtemp(prefix="pinkrelay-load-"))
+    tmp = Path(tempfile.mkdtemp(prefix="pinkrelay-load-", dir=args.tmp_base))
     operators = [f"load-{j:04d}" for j in range(1, consoles + 1)]
     probe_ops = ["probe-1"] if args.probe else []
     registry, config, button_ids, tokens = write_setup(
-        tmp, buttons, args.extra_buttons, operators + probe_ops
+        tmp, buttons, args.extra_buttons, operators + probe_ops, args.relay_option
     )
     generators: list[Generator] = []
     relay = None
@@ -513,6 +542,9 @@ def run_once(
             },
             gen_cpu,
             tmp,
+            # with --rt: above the console generator, so pacing and ack times are not held
+            # back by the console generator's busy read loop on the same core
+            rt_boost=1,
         )
         generators.append(button_gen)
         ready = button_gen.expect(common["connect_timeout"] + 30)
@@ -550,6 +582,9 @@ def run_once(
                 },
                 gen_cpu,
                 tmp,
+                # with --rt the probe preempts the other load processes on its core, so the
+                # console generator's busy loop does not delay what the probe measures
+                rt_boost=2,
             )
             generators.append(probe_gen)
         for gen in generators[1:]:
@@ -682,9 +717,16 @@ def start_py_spy(
     # --native needs to stop the relay for each sample (py-spy refuses --nonblocking with it):
     # figures of a --profile-native run are disturbed; use it to see where time goes only.
     command.append("--native" if args.profile_native else "--nonblocking")
-    process = spawn(
-        command, cpu=1 if args.pin_cores else None, stderr_path=tmp / "py-spy.stderr", pipes=False
-    )
+    saved, RT_PRIORITY[0] = RT_PRIORITY[0], 0  # the profiler runs at normal priority
+    try:
+        process = spawn(
+            command,
+            cpu=1 if args.pin_cores else None,
+            stderr_path=tmp / "py-spy.stderr",
+            pipes=False,
+        )
+    finally:
+        RT_PRIORITY[0] = saved
     return process, out
 
 
@@ -843,6 +885,10 @@ def compute(args: argparse.Namespace, **run: Any) -> dict[str, Any]:
             "alert_latency_probe_ms": lat_ms(results["probe"]["phases"][name]["alert_latency_us"])
             if "probe" in results
             else None,
+            "alert_first_console_latency_ms": lat_ms(
+                results["consoles"]["phases"][name].get("alert_first_latency_us")
+            ),
+            "alert_spread_ms": lat_ms(results["consoles"]["phases"][name].get("alert_spread_us")),
             "ack_latency_ms": lat_ms(buttons["phases"][name]["ack_latency_us"]),
             "acks_missing": buttons["phases"][name]["acks_missing"],
             "relay_cpu_fraction": gen_fraction(name, "relay"),
@@ -884,6 +930,8 @@ def compute(args: argparse.Namespace, **run: Any) -> dict[str, Any]:
             "pinned": args.pin_cores,
             "data_dir_base": args.tmp_base or tempfile.gettempdir(),
             "relay_options": args.relay_option,
+            "rt_priority": args.rt,
+            "relay_switch_interval_ms": args.relay_switch_interval or None,
             "web": args.web,
         },
         "relay": {
@@ -952,6 +1000,7 @@ def print_run(r: dict[str, Any], index: str = "") -> None:
         f"{', padded' if clip['padded'] else ''}), C={p['consoles']} consoles x S={p['subscriptions']}"
         f"{' (+1 probe console)' if p['probe'] else ''} = {p['total_subscriptions']} subscriptions; "
         f"{p['duration']:g} s measured after {p['warmup']:g} s warm-up{'; pinned' if p['pinned'] else ''}"
+        f"{'; SCHED_FIFO ' + str(p['rt_priority']) if p.get('rt_priority') else ''}"
     )
     rows = [
         (
@@ -1015,6 +1064,10 @@ def print_run(r: dict[str, Any], index: str = "") -> None:
         rows.append(("  alert latency (consoles)", fmt_lat(phase["alert_latency_ms"])))
         if phase["alert_latency_probe_ms"]:
             rows.append(("  alert latency (probe)", fmt_lat(phase["alert_latency_probe_ms"])))
+        rows.append(
+            ("  first console to get it", fmt_lat(phase.get("alert_first_console_latency_ms")))
+        )
+        rows.append(("  last minus first console", fmt_lat(phase.get("alert_spread_ms"))))
         rows.append(("  ack latency (button)", fmt_lat(phase["ack_latency_ms"])))
         if name == "idle":
             rows.append(("  relay CPU while idle", pct(phase["relay_cpu_fraction"])))
@@ -1522,6 +1575,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra line for the relay's [relay] config table, e.g. --relay-option 'merge_window = 0'",
     )
     o.add_argument(
+        "--rt",
+        type=int,
+        default=0,
+        metavar="PRIO",
+        help="run the relay and the load processes SCHED_FIFO at this priority (chrt -f; root). On a "
+        "shared machine this keeps other jobs' CPU use out of the latencies; the kernel's RT "
+        "throttling still leaves 5%% of each core to others (default 0: normal scheduling)",
+    )
+    o.add_argument(
+        "--relay-switch-interval",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="experiment: start the relay with sys.setswitchinterval(MS/1000) (CPython default 5 ms): "
+        "how long the journal's SQLite thread can wait for the GIL while the trio thread is busy",
+    )
+    o.add_argument(
         "--web",
         action="store_true",
         help="also run the relay's web control room (on a free port); by default serve gets --no-web",
@@ -1544,6 +1614,7 @@ def main(argv: list[str] | None = None) -> int:
         print("need at least one button and one console", file=sys.stderr)
         return 2
     args.pin_cores = bool(args.pin and (os.cpu_count() or 1) >= 2)
+    RT_PRIORITY[0] = max(0, min(99, args.rt))
     if args.pin and not args.pin_cores:
         print("--pin ignored: fewer than 2 cores", file=sys.stderr)
 

@@ -646,13 +646,21 @@ async def run_consoles(settings: dict[str, Any]) -> None:
     for name, w0, w1 in windows.phases:
         received: dict[str, int] = {}
         lat: list[int] = []
+        first: dict[str, int] = {}
+        last: dict[str, int] = {}
         for console in consoles:
             for alert_id, (pressed_at, latency) in console.alerts.items():
                 if w0 <= pressed_at < w1:
                     received[alert_id] = received.get(alert_id, 0) + 1
                     lat.append(latency)
+                    first[alert_id] = min(first.get(alert_id, latency), latency)
+                    last[alert_id] = max(last.get(alert_id, latency), latency)
         phases_out[name] = {
             "alert_latency_us": percentiles(lat),
+            # per alert: the first console's latency, and last minus first (the broadcast's spread,
+            # relay loop and this generator's read loop together)
+            "alert_first_latency_us": percentiles(list(first.values())),
+            "alert_spread_us": percentiles([last[a] - first[a] for a in first]),
             "alerts_received": received,
             "bytes": sum(c.bytes_in_phase.get(name, 0) for c in consoles),
         }
