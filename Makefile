@@ -8,7 +8,7 @@ SOURCES := $(shell find src -name '*.py' -o -name '*.pyx' -o -name '*.pxd') setu
 .PHONY: run test bench bench-load clean system-deps
 
 run: $(STAMP)
-	$(PY) -m pinkrelay demo
+	$(PY) -m pinkrelay demo --duration 180
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests

@@ -31,6 +31,7 @@ from ..logs import setup_logging
 from ..protocol import Alert
 from ..registry import Button, Registry, load_registry
 from ..relay import AuthRefused, ClientConnected, ClientDisconnected, Relay
+from ..web import serve_web
 from .common import (
     CommandError,
     Output,
@@ -49,6 +50,8 @@ REGISTRY_NAME = "peshawar-buttons.csv"
 DEMO_VIDEO = VideoSpec(640, 360, 25.0)
 DEMO_BITRATE = 600_000
 PRESS_AT = 3.0
+PRESS_EVERY = 40.0
+WEB_OPERATOR = "demo"
 OPERATOR = "duty-officer"
 #: Site kinds in the order the demo picks its buttons.
 KIND_ORDER = (
@@ -83,6 +86,16 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--data-dir", metavar="DIR", help="the relay's data directory (default: a temporary one)"
+    )
+    parser.add_argument(
+        "--press-every",
+        type=positive_float,
+        default=PRESS_EVERY,
+        metavar="S",
+        help=f"after the first press, another button presses every S seconds (default {PRESS_EVERY:g})",
+    )
+    parser.add_argument(
+        "--no-web", action="store_true", help="do not open the browser control room"
     )
     parser.set_defaults(handler=run)
 
@@ -168,6 +181,8 @@ async def _main(args: argparse.Namespace, registry_path: Path, data_dir: Path) -
             f"{len(registry)} buttons registered from {registry_path.name}"
         )
         nursery.start_soon(_relay_events, relay, relay_out)
+        if not args.no_web:
+            await _open_control_room(nursery, relay, intro)
 
         console = ConsoleClient(relay.consoles_address, OPERATOR, token.encode())
         view: ConsoleView
@@ -206,6 +221,15 @@ async def _main(args: argparse.Namespace, registry_path: Path, data_dir: Path) -
             press_result["ack_ms"] = await fleet.press(fleet.by_id[pressed.button_id])
 
         nursery.start_soon(press_later)
+
+        async def press_now_and_then() -> None:
+            """Other sites press from time to time, so the board has work to show."""
+            others = chosen[1:] or chosen
+            for turn in range(1, 1_000_000):
+                await trio.sleep_until(started + press_at + turn * args.press_every)
+                await fleet.press(fleet.by_id[others[(turn - 1) % len(others)].button_id])
+
+        nursery.start_soon(press_now_and_then)
         remaining = args.duration - (trio.current_time() - started)
         reason = await wait_for_stop(max(remaining, 0.1))
         stats = relay.stats()
@@ -218,6 +242,22 @@ async def _main(args: argparse.Namespace, registry_path: Path, data_dir: Path) -
         intro, reason, pressed, view, fleet, press_result, stats, trio.current_time() - started
     )
     return 0
+
+
+async def _open_control_room(nursery: trio.Nursery, relay: Relay, say: Output) -> None:
+    """Serve the browser control room and print how to sign in (a demo supervisor)."""
+    try:
+        room = await nursery.start(serve_web, relay)
+    except ConfigError as error:
+        if "7480" not in str(error) and "listen" not in str(error):
+            raise
+        room = await nursery.start(serve_web, relay, Address("127.0.0.1", 0))
+    if relay.operators.get(WEB_OPERATOR) is None:
+        secret = relay.operators.add(WEB_OPERATOR, "supervisor")
+        say.say(f"control room: open {room.url} and sign in as {WEB_OPERATOR!r} with secret {secret}")
+    else:
+        say.say(f"control room: open {room.url} and sign in as {WEB_OPERATOR!r} (its secret was shown "
+                "when this data directory was first used)")
 
 
 async def _relay_events(relay: Relay, out: Output) -> None:
