@@ -8,9 +8,11 @@ is an event with a cursor: a sequence number consoles resume from.
 
 Group commit: the writer thread takes every request queued while it was
 busy and commits them in one transaction, so a burst of alerts costs one
-fsync, not one each. Each request runs in its own savepoint, so one bad
-request fails alone. The trio side never blocks: it waits on a trio.Event
-that the writer sets through the run's token.
+fsync, not one each. If anything in a batch fails, the batch is rolled back
+and run again with each request in its own savepoint, so one bad request
+fails alone. The trio side never blocks: the waiting tasks sleep until the
+writer hands the batch's outcomes back, in commit order, through the run's
+token (one wakeup per batch). ``benchmarks/journal_throughput.py`` measures it.
 
 Media never goes through the journal; alerts, lifecycle events, handshake
 counters and the audit trail do.
