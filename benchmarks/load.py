@@ -23,6 +23,11 @@ generated registry, config and data dir in a temporary directory, on free
 With ``--pin`` (and 2+ cores) the relay is pinned to core 0 and every load
 process to core 1 (``taskset``). Relay CPU is utime+stime from /proc/PID/stat
 over the measurement window only (after ``--warmup``); peak RSS is VmHWM.
+On a shared machine add ``--rt 10``: relay and load processes run SCHED_FIFO
+(the buttons and the probe above the console generator), so other jobs' CPU
+use stays out of the latencies (``other load`` in the table shows how much
+there was). ``--tmp-base /dev/shm`` takes the disk's fsync out of the alert
+path (the relay commits each alert to SQLite before it tells the consoles).
 
 Figures (per run): delivered Gbit/s (bytes read by all consoles in the
 window), relay CPU (% of one core), CPU-seconds per delivered Gbit, Gbit/s
@@ -81,7 +86,7 @@ RESULTS = HERE / "results"
 CLIENTS = HERE / "load_clients.py"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 KEEP_UP = 0.99
-SATURATED = 0.95
+SATURATED = 0.90  # also the most a SCHED_FIFO task gets (RT throttling: 95 %)
 GENERATOR_SATURATED = 0.90
 
 # issue 3's targets
