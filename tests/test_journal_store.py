@@ -7,6 +7,8 @@ connection; corruption is garbage bytes written into a closed journal file.
 
 from __future__ import annotations
 
+import itertools
+
 import sqlite3
 from pathlib import Path
 
@@ -52,6 +54,9 @@ async def step(journal: SqliteJournal, alert_id: str, requested: str, *, at: int
     return await journal.apply(transition(alert_id, current.state, requested, operator="desk-1", at=at, **fields))
 
 
+_FILLER_CURSORS = itertools.count(10**12)
+
+
 async def fill_up(journal: SqliteJournal) -> None:
     """Make the journal full: no new page may be added, and the events table's page has no room left.
 
@@ -62,9 +67,16 @@ async def fill_up(journal: SqliteJournal) -> None:
     await journal._call(lambda conn: conn.execute("PRAGMA max_page_count = 1"))  # clamped to the current size
     for chunk in (50, 1):
         while True:
-            def insert(conn: sqlite3.Connection, chunk: int = chunk) -> None:
-                for _ in range(chunk):
-                    conn.execute("INSERT INTO events (alert_id, kind, state, at) VALUES ('f', 'n', 'f', 0)")
+            # Filler rows get cursors far above any real event's, so they never
+            # collide with the cursors the journal hands out.
+            cursors = [next(_FILLER_CURSORS) for _ in range(chunk)]
+
+            def insert(conn: sqlite3.Connection, cursors: list[int] = cursors) -> None:
+                for cursor in cursors:
+                    conn.execute(
+                        "INSERT INTO events (cursor, alert_id, kind, state, at) VALUES (?, 'f', 'n', 'f', 0)",
+                        (cursor,),
+                    )
 
             try:
                 await journal._call(insert)
@@ -455,7 +467,7 @@ async def test_disk_full_is_reported_and_nothing_is_half_stored(tmp_path):
 
         await free_space(journal)
         stored = await journal.record(make_alert("while-full", "kp-test-002"))
-        assert stored.duplicate is False and stored.alert.cursor > cursor
+        assert stored.duplicate is False and stored.alert.cursor > kept.cursor
     finally:
         await journal.close()
 
@@ -575,21 +587,18 @@ async def test_relay_does_not_acknowledge_what_it_could_not_store(tmp_path):
         assert await relay.journal.get(alert_id) is None
         mine = [a for a in seen if a.alert_id == alert_id]
         assert len(mine) == 1, f"consoles saw the unstored alert {len(mine)} times"
-        assert mine[0].cursor == 0 and mine[0].button == button_id and mine[0].site is not None
+        assert mine[0].cursor > 0 and mine[0].button == button_id and mine[0].site is not None
 
         await free_space(relay.journal)
         with trio.fail_after(5):
             await pending.done.wait()
         assert pending.receipt is not None and pending.receipt.duplicate is False
-        with trio.fail_after(5):
-            while len([a for a in seen if a.alert_id == alert_id]) < 2:
-                await trio.sleep(0.01)
         await trio.sleep(3 * button.retry_interval)  # any stray retry would be acknowledged by now
         stored = await relay.journal.get(alert_id)
-        assert stored is not None and stored.cursor > 0
+        assert stored is not None and stored.cursor == mine[0].cursor
         assert [a.alert_id for a in acks] == [alert_id], "acknowledged more than once"
         mine = [a for a in seen if a.alert_id == alert_id]
-        assert [a.cursor for a in mine] == [0, stored.cursor], "consoles must see it stored, once"
+        assert len(mine) == 1, "consoles are told once, before the commit, with the cursor it got"
         assert relay.counters["alerts"] == 1 and relay.counters["duplicate_alerts"] == 0
         nursery.cancel_scope.cancel()
     assert rows(tmp_path / "journal.sqlite3", "SELECT COUNT(*) FROM alerts WHERE alert_id = ?", alert_id) == [(1,)]

@@ -229,6 +229,7 @@ class SqliteJournal:
         self._token: trio.lowlevel.TrioToken | None = None
         self.commits = 0
         self.requests_done = 0
+        self._next_cursor = 1
 
     # -- thread --------------------------------------------------------------------
 
@@ -364,9 +365,29 @@ class SqliteJournal:
 
     async def open(self) -> None:
         conn = await trio.to_thread.run_sync(self._connect)
+        last = conn.execute("SELECT COALESCE(MAX(cursor), 0) FROM events").fetchone()[0]
+        self._next_cursor = last + 1
         self._token = trio.lowlevel.current_trio_token()
         self._thread = threading.Thread(target=self._run, args=(conn,), name="pinkrelay-journal", daemon=True)
         self._thread.start()
+
+    @property
+    def next_cursor(self) -> int:
+        """The cursor ``take_cursor`` will hand out next."""
+        return self._next_cursor
+
+    def take_cursor(self) -> int:
+        """The cursor of the next event, decided now, in submission order.
+
+        Cursors are handed out on the trio side as requests are queued, and
+        requests run in queue order, so cursors grow in commit order. The
+        relay takes one before the commit to tell consoles about an alert at
+        once; a request that fails leaves a gap, which resuming tolerates
+        (it asks for everything after a cursor).
+        """
+        cursor = self._next_cursor
+        self._next_cursor += 1
+        return cursor
 
     async def close(self) -> None:
         if self._thread is None:
@@ -411,6 +432,8 @@ class SqliteJournal:
         linked to that alert (``duplicate_of``).
         """
 
+        event_cursor = alert.cursor or self.take_cursor()
+
         def work(conn: sqlite3.Connection) -> tuple[Any, ...]:
             row = conn.execute(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE alert_id = ?", (alert.alert_id,)).fetchone()
             if row is not None:
@@ -422,8 +445,9 @@ class SqliteJournal:
                 if open_row is not None:
                     state, duplicate_of = AlertState.DUPLICATE.value, open_row[0]
             cursor = conn.execute(
-                "INSERT INTO events (alert_id, kind, state, level, note, at) VALUES (?, ?, ?, 0, ?, ?)",
+                "INSERT INTO events (cursor, alert_id, kind, state, level, note, at) VALUES (?, ?, ?, ?, 0, ?, ?)",
                 (
+                    event_cursor,
                     alert.alert_id,
                     "duplicate" if duplicate_of else "raised",
                     state,
@@ -456,8 +480,9 @@ class SqliteJournal:
         _, state, duplicate_of, cursor = found
         return Recorded(_stored(alert, state, duplicate_of, cursor), False)
 
-    async def apply(self, step: Step, *, level: int | None = None) -> AlertUpdate:
+    async def apply(self, step: Step, *, level: int | None = None, cursor: int = 0) -> AlertUpdate:
         """Record a lifecycle step (checked against the current state inside the transaction)."""
+        event_cursor = cursor or self.take_cursor()
 
         def work(conn: sqlite3.Connection) -> AlertUpdate:
             row = conn.execute("SELECT state, level FROM alerts WHERE alert_id = ?", (step.alert_id,)).fetchone()
@@ -472,10 +497,10 @@ class SqliteJournal:
                 "escalated" if level is not None else "transition"
             )
             cursor = conn.execute(
-                "INSERT INTO events (alert_id, kind, state, level, operator, console, unit, note, at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (step.alert_id, kind, step.state, new_level, step.operator, step.console, step.unit,
-                 step.note, step.at),
+                "INSERT INTO events (cursor, alert_id, kind, state, level, operator, console, unit, note, at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (event_cursor, step.alert_id, kind, step.state, new_level, step.operator, step.console,
+                 step.unit, step.note, step.at),
             ).lastrowid
             conn.execute(
                 "UPDATE alerts SET state = ?, level = ?, updated_at = ? WHERE alert_id = ?",
@@ -483,6 +508,20 @@ class SqliteJournal:
             )
             return AlertUpdate(alert_id=step.alert_id, state=step.state, operator=step.operator,
                                note=step.note, unit=step.unit, at=step.at, level=new_level, cursor=cursor)
+
+        return await self._call(work)
+
+    async def recent_alerts(self, since_us: int, limit: int = 200_000) -> list[Alert]:
+        """Alerts received since ``since_us`` plus every open one: what the relay keeps in memory."""
+
+        def work(conn: sqlite3.Connection) -> list[Alert]:
+            placeholders = ",".join("?" * len(OPEN_STATES))
+            rows = conn.execute(
+                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE received_at >= ? OR state IN ({placeholders}) "
+                "ORDER BY received_at DESC LIMIT ?",
+                (since_us, *[s.value for s in OPEN_STATES], limit),
+            ).fetchall()
+            return [_alert_from_row(row) for row in reversed(rows)]
 
         return await self._call(work)
 

@@ -96,23 +96,32 @@ class Link:
 
     @staticmethod
     async def _handshake(stream: trio.SocketStream, conn: _ClientConnection, what: str) -> None:
-        await stream.send_all(conn.hello(trio.current_time()))
+        # A relay that goes away mid-handshake (restarting, say) is worth
+        # retrying (LinkClosed); only an error frame is a refusal.
+        try:
+            await stream.send_all(conn.hello(trio.current_time()))
+        except trio.BrokenResourceError as error:
+            raise LinkClosed(f"{what}: relay closed the connection during the handshake ({error})") from None
         while True:
             try:
                 data = await stream.receive_some(RECEIVE_BYTES)
             except trio.BrokenResourceError as error:
-                raise ConnectionRefused(f"{what}: relay closed the connection during the handshake ({error})") from None
+                raise LinkClosed(f"{what}: relay closed the connection during the handshake ({error})") from None
             conn.receive_data(data, trio.current_time())
             try:
                 for event in conn.events():
                     if isinstance(event, Challenge):
-                        await stream.send_all(conn.authenticate(trio.current_time()))
+                        try:
+                            await stream.send_all(conn.authenticate(trio.current_time()))
+                        except trio.BrokenResourceError as error:
+                            raise LinkClosed(f"{what}: relay closed the connection during the handshake "
+                                             f"({error})") from None
                     elif isinstance(event, Welcome):
                         return
                     elif isinstance(event, Error):
                         raise ConnectionRefused(f"{what} refused by the relay: {event.message}", code=event.code)
                     elif isinstance(event, ConnectionClosed):
-                        raise ConnectionRefused(f"{what}: relay closed the connection during the handshake")
+                        raise LinkClosed(f"{what}: relay closed the connection during the handshake")
             except ProtocolError as error:
                 raise ConnectionRefused(f"{what}: relay broke the protocol during the handshake: {error}") from None
 

@@ -53,10 +53,12 @@ from ..protocol import auth
 from ..ids import uuid7
 from ..registry import Registry, load_registry
 from ..alerts.escalation import Escalator
+from ..alerts.index import AlertIndex
 from ..alerts.journal import JournalError, SqliteJournal
 from ..alerts.lifecycle import AlertState, LifecycleError, Step, transition
 from . import events as relay_events
 from .hub import Hub
+from .sequencer import CursorSequencer
 from .sessions import ButtonSession, ConsoleSession, Session, wall_us
 from .supervision import Supervisor
 
@@ -69,6 +71,8 @@ EVENT_BUFFER = 1000
 ANNOUNCED_MEMORY = 10_000
 OPERATOR_POLL_INTERVAL = 1.0
 DROP_REPORT_INTERVAL = 5.0
+#: How far back the relay remembers alert ids to recognise a button's retries in memory.
+INDEX_HISTORY_US = 7 * 24 * 3600 * 1_000_000
 #: Lifecycle steps only a supervisor may take: closing an alert as a false alarm.
 SUPERVISOR_ONLY = frozenset({"false_alarm"})
 
@@ -121,7 +125,9 @@ class Relay:
         self._listener_scope: trio.CancelScope | None = None
         self._supervision_wakeup = trio.Event()
         self._escalation_wakeup = trio.Event()
-        self._unstored: set[str] = set()
+        self._unstored: dict[str, Alert] = {}
+        self._storing: dict[str, trio.Event] = {}
+        self.alert_index = AlertIndex(merge_window_us=int(self.config.merge_window * 1e6))
         #: Alerts this run has broadcast as stored, most recent last (see alert_pressed).
         self._announced: OrderedDict[str, None] = OrderedDict()
         self._offline_alerts: dict[str, str] = {}
@@ -187,6 +193,7 @@ class Relay:
         self.buttons_address = _bound(button_listeners)
         self.consoles_address = _bound(console_listeners)
         await self.journal.open()
+        self._sequencer = CursorSequencer(self.journal.next_cursor, self.broadcast)
         try:
             await self._restore()
             await self._serve(button_listeners, console_listeners, task_status)
@@ -197,6 +204,7 @@ class Relay:
     async def _restore(self) -> None:
         """Pick up where the last run stopped: handshake counters and open alerts' escalation."""
         self._handshake_counters.update(await self.journal.load_counters())
+        self.alert_index.load(await self.journal.recent_alerts(wall_us() - INDEX_HISTORY_US))
         now, wall = trio.current_time(), wall_us()
         for alert in await self.journal.open_alerts():
             if alert.state == AlertState.RAISED:
@@ -218,6 +226,7 @@ class Relay:
             nursery.start_soon(self._escalate)
             nursery.start_soon(self._watch_operators)
             nursery.start_soon(self._report_drops)
+            nursery.start_soon(self._unblock_sequencer)
             async with trio.open_nursery() as connections:
                 with trio.CancelScope() as listening:
                     self._listener_scope = listening
@@ -354,7 +363,11 @@ class Relay:
                 raise AuthenticationFailed(f"operator {identity!r} has no account")
         counter = conn.hello.counter if conn.hello else 0
         self._handshake_counters[key] = counter
-        await self.journal.save_counter(session.role, identity, counter)
+        try:
+            await self.journal.save_counter(session.role, identity, counter)
+        except JournalError as error:
+            # Replay protection holds in memory for this run; the client is real.
+            log.error("handshake counter of %s %s not stored: %s", session.role, identity, error)
         if isinstance(session, ButtonSession):
             self._welcome_button(session, now)
         else:
@@ -394,6 +407,11 @@ class Relay:
                                                  public_reason="operator account disabled")
                     self.auth_refused(console, error)
                     console.refuse(error)
+
+    async def _unblock_sequencer(self) -> None:
+        while True:
+            await trio.sleep(0.25)
+            self._sequencer.tick(trio.current_time())
 
     async def _report_drops(self) -> None:
         """One log line per slow console and interval: media dropped to keep it live."""
@@ -535,7 +553,7 @@ class Relay:
                 assert current is not None
                 step = transition(alert_id, current.state, state, operator="relay", at=wall_us(),
                                   note="button back online")
-                self._lifecycle_changed(await self.journal.apply(step))
+                await self._apply_step(step)
         except (JournalError, LifecycleError) as error:
             log.error("could not resolve offline alert %s: %s", alert_id, error)
 
@@ -565,19 +583,20 @@ class Relay:
             button=button_id,
             site=button.site if button else None,
             received_at=wall_us(),
+            cursor=self.journal.take_cursor(),
         )
+        self.alert_index.remember(alert)
+        self._sequencer.release(alert.cursor, alert, trio.current_time())
+        self.publish_event(alert)
+        self.counters["alerts"] += 1
         try:
-            recorded = await self.journal.record(alert)
+            await self.journal.record(alert)
         except JournalError as error:
             log.error("offline alert for %s not stored: %s", button_id, error)
-            self.broadcast(alert)
             return
-        self.counters["alerts"] += 1
         self._offline_alerts[button_id] = alert.alert_id
         self.escalator.watch(alert.alert_id, trio.current_time())
         self._escalation_wakeup.set()
-        self.broadcast(recorded.alert)
-        self.publish_event(recorded.alert)
         log_event(log, logging.WARNING, f"button {button_id} offline: silent for "
                   f"{self.config.supervision_window:g} s", button=button_id, alert_id=alert.alert_id,
                   kind="offline")
@@ -592,62 +611,91 @@ class Relay:
     # -- alerts -------------------------------------------------------------------------
 
     async def alert_pressed(self, session: ButtonSession, alert: Alert) -> None:
-        """Record the alert, push it to every console, then acknowledge it to the button."""
+        """Tell every console at once, store the alert durably, then acknowledge it to the button.
+
+        Consoles do not wait for the disk: the alert index decides in memory
+        what the journal will record (new, or a duplicate of the button's open
+        alert) and the journal hands out its cursor before the commit. Only
+        the button's acknowledgement waits for the commit, so an alert that
+        could not be stored is shown but never acknowledged, and the button's
+        retries store it as soon as the journal can.
+        """
+        known = self.alert_index.get(alert.alert_id)
+        if known is not None:
+            await self._press_retried(session, alert, known)
+            return
         button_id = session.identity
         button = self.registry.get(button_id)
         received = replace(
             alert,
             button=button_id,
             site=button.site if button else None,
-            state="raised",
             received_at=wall_us(),
         )
-        try:
-            recorded = await self.journal.record(
-                received, merge_window_us=int(self.config.merge_window * 1e6)
-            )
-        except JournalError as error:
-            # Not stored, so not acknowledged: the button keeps retrying. The
-            # control room still sees the alert once, flagged by cursor 0.
-            log_event(log, logging.ERROR, f"alert {alert.alert_id} from {button_id} NOT stored, not "
-                      f"acknowledged: {error}", button=button_id, alert_id=alert.alert_id, decision="no-ack")
-            if alert.alert_id not in self._unstored:
-                self._unstored.add(alert.alert_id)
-                self.broadcast(received)
-                self.publish_event(received)
-            return
-        self._unstored.discard(alert.alert_id)
-        if recorded.duplicate:
-            self.counters["duplicate_alerts"] += 1
-            if alert.alert_id not in self._announced:
-                # Stored by an earlier run that died before telling the consoles
-                # (or before they could resume past it): tell them now, before the ack.
-                self._announce(recorded.alert)
-        else:
-            self.counters["alerts"] += 1
-            self._announce(recorded.alert)
-            if recorded.alert.state == AlertState.RAISED:
-                self.escalator.watch(recorded.alert.alert_id, trio.current_time())
-                self._escalation_wakeup.set()
-        if session.ready:
-            session.send(AlertAck(alert_id=alert.alert_id, duplicate=recorded.duplicate))
+        decided = self.alert_index.decide(received, self.journal.take_cursor())
+        self.alert_index.remember(decided)
+        self.counters["alerts"] += 1
+        self._announce(decided)
+        if decided.state == AlertState.RAISED:
+            self.escalator.watch(decided.alert_id, trio.current_time())
+            self._escalation_wakeup.set()
         log_event(
             log,
-            logging.WARNING if not recorded.duplicate else logging.INFO,
-            f"{'ALERT' if not recorded.duplicate else 'repeated alert'} {alert.kind} from button "
-            f"{button_id} ({button.site.name if button else 'unregistered site'}), id {alert.alert_id}, "
-            f"attempt {alert.attempt}",
+            logging.WARNING,
+            f"ALERT {alert.kind} from button {button_id} ({button.site.name if button else 'unregistered site'}), "
+            f"id {alert.alert_id}, attempt {alert.attempt}"
+            + (f", repeat press of {decided.duplicate_of}" if decided.duplicate_of else ""),
             button=button_id,
             alert_id=alert.alert_id,
             kind=alert.kind,
             attempt=alert.attempt,
-            duplicate=recorded.duplicate,
-            cursor=recorded.alert.cursor,
+            state=decided.state,
+            cursor=decided.cursor,
         )
+        await self._store_and_ack(session, decided, duplicate=False)
+
+    async def _press_retried(self, session: ButtonSession, alert: Alert, known: Alert) -> None:
+        """A press already seen: store it if it is still waiting for the disk, then acknowledge."""
+        pending = self._storing.get(alert.alert_id)
+        if pending is not None:
+            await pending.wait()
+        if alert.alert_id in self._unstored:
+            await self._store_and_ack(session, self._unstored[alert.alert_id], duplicate=False)
+            return
+        self.counters["duplicate_alerts"] += 1
+        if alert.alert_id not in self._announced:
+            # Stored by an earlier run: make sure this run's consoles have it.
+            self._announce(known)
+        log_event(log, logging.INFO, f"repeated alert {alert.alert_id} from {session.identity}, attempt "
+                  f"{alert.attempt}: already stored", button=session.identity, alert_id=alert.alert_id,
+                  attempt=alert.attempt, duplicate=True)
+        if session.ready:
+            session.send(AlertAck(alert_id=alert.alert_id, duplicate=True))
+
+    async def _store_and_ack(self, session: ButtonSession, decided: Alert, *, duplicate: bool) -> None:
+        alert_id = decided.alert_id
+        storing = self._storing[alert_id] = trio.Event()
+        try:
+            recorded = await self.journal.record(decided)
+        except JournalError as error:
+            # Shown to consoles, not acknowledged: the button keeps retrying.
+            self._unstored[alert_id] = decided
+            log_event(log, logging.ERROR, f"alert {alert_id} from {session.identity} NOT stored, not "
+                      f"acknowledged: {error}", button=session.identity, alert_id=alert_id, decision="no-ack")
+            return
+        finally:
+            del self._storing[alert_id]
+            storing.set()
+        self._unstored.pop(alert_id, None)
+        if recorded.duplicate and recorded.alert.cursor != decided.cursor:
+            log.warning("alert %s was already in the journal (cursor %d) beyond the relay's memory",
+                        alert_id, recorded.alert.cursor)
+        if session.ready:
+            session.send(AlertAck(alert_id=alert_id, duplicate=duplicate or recorded.duplicate))
 
     def _announce(self, alert: Alert) -> None:
-        """Broadcast a stored alert and remember (boundedly) that this run did."""
-        self.broadcast(alert)
+        """Broadcast an alert (in cursor order) and remember (boundedly) that this run did."""
+        self._sequencer.release(alert.cursor, alert, trio.current_time())
         self.publish_event(alert)
         self._announced[alert.alert_id] = None
         if len(self._announced) > ANNOUNCED_MEMORY:
@@ -696,22 +744,29 @@ class Relay:
             step = transition(
                 alert_id, alert.state, state, operator=operator, console=console, at=wall_us(), unit=unit, note=note
             )
-            recorded = await self.journal.apply(step)
+            recorded = await self._apply_step(step)
         except (LifecycleError, JournalError) as error:
             log_event(log, logging.INFO, f"operator {operator} could not move alert {alert_id} to {state}: "
                       f"{error}", operator=operator, alert_id=alert_id, decision="refuse")
             raise
-        self._lifecycle_changed(recorded)
         log_event(log, logging.INFO, f"alert {alert_id} {alert.state} -> {recorded.state} by {operator} "
                   f"({console})" + (f", unit {unit}" if unit else ""), operator=operator, alert_id=alert_id,
                   state=recorded.state, unit=unit, cursor=recorded.cursor, console=console)
         return recorded
 
-    def _lifecycle_changed(self, update: AlertUpdate) -> None:
+    async def _apply_step(self, step: Step, *, level: int | None = None) -> AlertUpdate:
+        """Record a lifecycle step or escalation and tell every console, in cursor order."""
+        cursor = self.journal.take_cursor()
+        update = None
+        try:
+            update = await self.journal.apply(step, level=level, cursor=cursor)
+        finally:
+            self._sequencer.release(cursor, update, trio.current_time())
+        self.alert_index.state_changed(update.alert_id, update.state)
         if update.state != AlertState.RAISED:
             self.escalator.stop(update.alert_id)
-        self.broadcast(update)
         self.publish_event(update)
+        return update
 
     async def _escalate(self) -> None:
         """Raise the level of alerts nobody acknowledged in time (see alerts/escalation.py)."""
@@ -726,13 +781,11 @@ class Relay:
                             operator="relay", console="", at=wall_us(),
                             note=f"escalated to level {level}: not acknowledged within {after:g} s")
                 try:
-                    update = await self.journal.apply(step, level=level)
+                    await self._apply_step(step, level=level)
                 except JournalError as error:
                     self.escalator.stop(alert_id)
                     log.info("not escalating %s: %s", alert_id, error)
                     continue
-                self.broadcast(update)
-                self.publish_event(update)
                 log_event(log, logging.WARNING, f"alert {alert_id} escalated to level {level}: not "
                           f"acknowledged within {after:g} s", alert_id=alert_id, level=level)
 
