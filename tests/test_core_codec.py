@@ -774,3 +774,40 @@ def test_deliver_fans_out_and_reports_blocked_and_broken_peers():
         for w, r in pairs:
             w.close()
             r.close()
+
+
+def test_queue_many_messages_then_write_each_subscriber_once():
+    """deliver(write=False) then flush(): several messages leave in one write per subscriber."""
+    import socket
+
+    from pinkrelay._core import FrameDecoder, SendQueue, deliver, encode_media, flush
+
+    pairs = [socket.socketpair() for _ in range(3)]
+    try:
+        queues = []
+        for writer, _ in pairs:
+            writer.setblocking(False)
+            queues.append(SendQueue(fd=writer.fileno()))
+        messages = [encode_media(5, 3, seq, 1000 + seq, bytes([seq]) * 900, keyframe=seq == 0) for seq in range(4)]
+        for chunks in messages:
+            assert deliver(queues, 3, chunks, 5, False, 0.0, False) == []
+        assert all(q.pending_bytes == sum(len(c[0]) for c in messages) for q in queues)
+        assert flush(queues + queues) == []  # a repeated queue costs nothing
+        for queue, (_, reader) in zip(queues, pairs, strict=True):
+            assert queue.empty and queue.bytes_sent == sum(len(c[0]) for c in messages)
+            frames = FrameDecoder().decode(reader.recv(1 << 16))
+            assert [f.seq for f in frames] == [0, 1, 2, 3]
+    finally:
+        for writer, reader in pairs:
+            writer.close()
+            reader.close()
+
+
+def test_overflow_is_flagged_on_the_queue():
+    from pinkrelay._core import OVERFLOW, SendQueue, deliver, encode_frame
+
+    queue = SendQueue(max_control_bytes=1000)
+    alert = encode_frame(0x10, 0, 0, 1, 0, b"x" * 600)
+    assert queue.push(0, [alert]) != OVERFLOW and not queue.overflowed
+    assert deliver([queue], 0, [alert]) == [queue]
+    assert queue.overflowed

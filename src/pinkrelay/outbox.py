@@ -79,6 +79,11 @@ class Outbox(SendQueue):  # type: ignore[misc,valid-type]
         """Called by the hub for an outbox that ``deliver()`` reported."""
         if self.error is not None:
             self.fail(f"send failed: {self.error.strerror or self.error}")
+        elif self.overflowed:
+            self.fail(
+                f"control queue above {self.max_control_bytes} bytes: the peer reads too slowly "
+                "to be sent alerts; disconnecting it so it can reconnect and resume"
+            )
         elif self.blocked:
             self._wakeup.set()
 

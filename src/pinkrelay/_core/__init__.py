@@ -37,6 +37,7 @@ if os.environ.get("PINKRELAY_PUREPYTHON", "").strip().lower() not in ("", "0", "
         deliver,
         encode_frame,
         encode_media,
+        flush,
     )
 else:
     try:
@@ -50,6 +51,7 @@ else:
             deliver,
             encode_frame,
             encode_media,
+            flush,
         )
     except ImportError:
         from .reference import (
@@ -62,6 +64,7 @@ else:
             deliver,
             encode_frame,
             encode_media,
+            flush,
         )
 
 __all__ = [
@@ -86,4 +89,5 @@ __all__ = [
     "deliver",
     "encode_frame",
     "encode_media",
+    "flush",
 ]

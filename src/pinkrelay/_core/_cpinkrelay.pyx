@@ -695,6 +695,7 @@ cdef class SendQueue:
     cdef public Py_ssize_t max_control_bytes
     cdef public bint blocked
     cdef public object error
+    cdef public bint overflowed
     cdef public Py_ssize_t dropped_video
     cdef public Py_ssize_t dropped_audio
     cdef public Py_ssize_t bytes_sent
@@ -718,6 +719,7 @@ cdef class SendQueue:
         self.max_control_bytes = max_control_bytes
         self.blocked = False
         self.error = None
+        self.overflowed = False
         self.dropped_video = 0
         self.dropped_audio = 0
         self.bytes_sent = 0
@@ -803,6 +805,7 @@ cdef class SendQueue:
         if lane == LANE_AUDIO:
             self._make_audio_room(size)
         elif self._lane_bytes[0] + self._lane_bytes[1] + size > self.max_control_bytes:
+            self.overflowed = True
             return OVERFLOW_
         self._append(lane, entry)
         return QUEUED_
@@ -1049,7 +1052,7 @@ cdef Py_ssize_t _message_size(tuple chunks) except -1:
     return size
 
 
-def deliver(queues, int lane, chunks, int track=0, bint keyframe=False, double now=0.0):
+def deliver(queues, int lane, chunks, int track=0, bint keyframe=False, double now=0.0, bint write=True):
     """Queue one message for every subscriber and try to send it at once (see reference.py)."""
     cdef list attention = []
     cdef SendQueue queue
@@ -1064,16 +1067,32 @@ def deliver(queues, int lane, chunks, int track=0, bint keyframe=False, double n
         if status == OVERFLOW_:
             attention.append(queue)
             continue
-        if queue.blocked or queue.fd < 0 or status != QUEUED_:
-            continue
-        try:
-            queue._write(queue.fd)
-        except OSError as error:
-            queue.error = error
-            queue.blocked = True
-            attention.append(queue)
-            continue
-        if not queue._is_empty():
-            queue.blocked = True
-            attention.append(queue)
+        if write and status == QUEUED_:
+            _write_one(queue, attention)
     return attention
+
+
+def flush(queues):
+    """Write what each queue holds, once per queue (see reference.py)."""
+    cdef list attention = []
+    cdef SendQueue queue
+    for queue in queues:
+        if not queue._is_empty():
+            _write_one(queue, attention)
+    return attention
+
+
+cdef int _write_one(SendQueue queue, list attention) except -1:
+    if queue.blocked or queue.fd < 0:
+        return 0
+    try:
+        queue._write(queue.fd)
+    except OSError as error:
+        queue.error = error
+        queue.blocked = True
+        attention.append(queue)
+        return 0
+    if not queue._is_empty():
+        queue.blocked = True
+        attention.append(queue)
+    return 0

@@ -498,6 +498,8 @@ class SendQueue:
         self.max_control_bytes = max_control_bytes
         self.blocked = False
         self.error: OSError | None = None
+        #: Set when an alert or control frame could not be queued (OVERFLOW).
+        self.overflowed = False
         self.dropped_video = 0
         self.dropped_audio = 0
         self.bytes_sent = 0
@@ -553,6 +555,7 @@ class SendQueue:
         if lane == _AUDIO:
             self._make_audio_room(entry.size)
         elif self._lane_bytes[0] + self._lane_bytes[1] + entry.size > self.max_control_bytes:
+            self.overflowed = True
             return OVERFLOW
         self._append(lane, entry)
         return QUEUED
@@ -709,14 +712,17 @@ def deliver(
     track: int = 0,
     keyframe: bool = False,
     now: float = 0.0,
+    write: bool = True,
 ) -> list[SendQueue]:
     """Queue one message for every subscriber and try to send it at once.
 
     The common case (the subscriber's socket has room) finishes here with one
     scatter-gather write per subscriber. Returns the queues that need their
-    owner's attention: newly blocked (wait until writable), overflowed, or
-    broken (``queue.error`` holds the OSError). A bad lane or an empty
-    message raises ValueError before any queue is touched.
+    owner's attention: newly blocked (wait until writable), overflowed
+    (``queue.overflowed``), or broken (``queue.error`` holds the OSError). A
+    bad lane or an empty message raises ValueError before any queue is
+    touched. With ``write=False`` it only queues: call ``flush`` once after
+    queueing several messages, so each subscriber gets them in one write.
     """
     _check_lane(lane)
     _message_size(chunks)
@@ -726,16 +732,30 @@ def deliver(
         if status == OVERFLOW:
             attention.append(queue)
             continue
-        if queue.blocked or queue.fd < 0 or status != QUEUED:
-            continue
-        try:
-            queue.write_to(queue.fd)
-        except OSError as error:
-            queue.error = error
-            queue.blocked = True
-            attention.append(queue)
-            continue
-        if not queue.empty:
-            queue.blocked = True
-            attention.append(queue)
+        if write and status == QUEUED:
+            _write_one(queue, attention)
     return attention
+
+
+def flush(queues: Sequence[SendQueue]) -> list[SendQueue]:
+    """Write what each queue holds, once per queue (repeats cost nothing); returns those needing attention."""
+    attention: list[SendQueue] = []
+    for queue in queues:
+        if not queue.empty:
+            _write_one(queue, attention)
+    return attention
+
+
+def _write_one(queue: SendQueue, attention: list[SendQueue]) -> None:
+    if queue.blocked or queue.fd < 0:
+        return
+    try:
+        queue.write_to(queue.fd)
+    except OSError as error:
+        queue.error = error
+        queue.blocked = True
+        attention.append(queue)
+        return
+    if not queue.empty:
+        queue.blocked = True
+        attention.append(queue)

@@ -30,7 +30,7 @@ from typing import Any
 
 import trio
 
-from .._core import Lane, encode_frame
+from .._core import Lane, deliver, encode_frame
 from ..config import Address, RelayConfig
 from ..errors import AuthenticationFailed, ConfigError, ProtocolError
 from ..logs import event as log_event
@@ -795,11 +795,15 @@ class Relay:
         lane = frame_lane(event.frame_type)
         frame = encode_frame(event.frame_type, lane, 0, self._broadcast_seq, 0, encode_body(event))
         cursor = getattr(event, "cursor", 0)
+        targets = []
         for console in self.consoles:
             if console.held_broadcasts is not None:
                 console.held_broadcasts.append((lane, frame, cursor))
-            else:
-                console.send_frame(lane, frame)
+            elif console.ready:
+                targets.append(console.outbox)
+        # One compiled loop queues and writes the frame for every console.
+        for outbox in deliver(targets, lane, (frame,), 0, False, trio.current_time()):
+            outbox.attention()
 
     # -- streams --------------------------------------------------------------------------
 
