@@ -21,11 +21,11 @@ then sends ``error_frame(exc)`` if it can and closes the transport.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .._core import Flag, FrameDecoder, FrameType, Lane, Limits, Reassembler, encode_frame, encode_media
+from .._core import Flag, FrameDecoder, FrameType, Lane, Limits, Message, Reassembler, encode_frame, encode_media
 from .._core.wire import TYPE_LANE
 from ..errors import AuthenticationFailed, LimitExceeded, PinkRelayError, ProtocolError, StateError
 from . import auth
@@ -55,6 +55,7 @@ class ProtocolLimits:
 
 
 DEFAULT_LIMITS = ProtocolLimits()
+_MEDIA = int(FrameType.MEDIA)
 DEFAULT_HEARTBEAT_INTERVAL = 10.0
 DEFAULT_SUPERVISION_WINDOW = 20.0
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
@@ -103,6 +104,10 @@ class Connection:
         self._events: deque[ev.Event] = deque()
         #: track -> seq of a message being discarded chunk by chunk.
         self._discarding: dict[int, int] = {}
+        self._media_in = FrameType.MEDIA in READY_TRAFFIC[(role, self.incoming)]
+        #: When set, whole media messages go straight here instead of becoming
+        #: Media events: a relay forwards them without an event per frame.
+        self.media_sink: Callable[[Message], None] | None = None
         self._error: PinkRelayError | None = None
         self._control_seq = 0
         #: track id -> its description, for tracks this side may send or receive.
@@ -161,6 +166,10 @@ class Connection:
         self.state = State.CLOSED
 
     def _handle_frame(self, frame: Any) -> None:
+        if frame.type == _MEDIA and self.state is State.READY and self._media_in:
+            # The per-frame path: media in READY, allowed by the table once for all.
+            self._receive_media(frame)
+            return
         if self.state is State.CLOSED:
             return
         new_state = next_state(self.state, self.role, self.incoming, frame.type)
@@ -207,7 +216,11 @@ class Connection:
                 f"{track.kind} uses lane {track.lane}"
             )
         message = self._reassembler.add(frame)
-        if message is not None:
+        if message is None:
+            return
+        if self.media_sink is not None:
+            self.media_sink(message)
+        else:
             self._events.append(
                 ev.Media(
                     track_id=message.track,

@@ -495,7 +495,9 @@ class Relay:
             if previous.stream_state is not None:
                 self.hub.close_stream(previous.stream_state)
         self.sessions_by_button[button_id] = session
-        session.stream_state = self.hub.open_stream(button_id, track_ids)
+        stream = session.stream_state = self.hub.open_stream(button_id, track_ids)
+        publish = self.hub.publish
+        session.conn.media_sink = lambda message: publish(stream, message)
         log_event(log, logging.INFO, f"button {button_id} authenticated from {session.peer}",
                   role="button", identity=button_id, peer=session.peer)
         self.button_seen(button_id, now)

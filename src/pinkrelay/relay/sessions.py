@@ -33,7 +33,6 @@ from ..protocol import (
     Heartbeat,
     Hello,
     KeyframeRequest,
-    Media,
     PeerSilent,
     RelayConnection,
     State,
@@ -262,10 +261,9 @@ class ButtonSession(Session):
             self.relay.button_seen(self.identity, now)
 
     async def handle_ready(self, event: Any, now: float) -> None:
-        if isinstance(event, Media):
-            if self.stream_state is not None:
-                self.relay.hub.publish(self.stream_state, event.message)
-        elif isinstance(event, Alert):
+        # Media never arrives here: the connection hands it to the hub directly
+        # (conn.media_sink, set when the relay welcomes the button).
+        if isinstance(event, Alert):
             await self.relay.alert_pressed(self, event)
         elif isinstance(event, StreamDescription):
             self.relay.stream_described(self, event)
