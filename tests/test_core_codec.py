@@ -811,3 +811,16 @@ def test_overflow_is_flagged_on_the_queue():
     assert queue.push(0, [alert]) != OVERFLOW and not queue.overflowed
     assert deliver([queue], 0, [alert]) == [queue]
     assert queue.overflowed
+
+
+def test_a_subscriber_told_to_wait_gets_video_from_the_next_keyframe():
+    from pinkrelay._core import DROPPED, QUEUED, SendQueue, encode_media
+
+    queue = SendQueue()
+    queue.wait_for_keyframe(9)
+    assert queue.waiting_for_keyframe(9)
+    assert queue.push(3, encode_media(9, 3, 1, 0, b"p" * 100), 9, False, 0.0) == DROPPED
+    assert queue.push(2, encode_media(10, 2, 1, 0, b"a" * 50), 10, False, 0.0) == QUEUED  # audio flows
+    assert queue.push(3, encode_media(9, 3, 2, 0, b"k" * 100, keyframe=True), 9, True, 0.0) == QUEUED
+    assert queue.push(3, encode_media(9, 3, 3, 0, b"p" * 100), 9, False, 0.0) == QUEUED
+    assert not queue.waiting_for_keyframe(9)

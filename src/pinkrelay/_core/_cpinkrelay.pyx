@@ -774,6 +774,9 @@ cdef class SendQueue:
     def waiting_for_keyframe(self, int track):
         return track in self._need_keyframe
 
+    def wait_for_keyframe(self, int track):
+        self._need_keyframe.add(track)
+
     # -- pushing -------------------------------------------------------------
 
     def push(self, int lane, chunks, int track=0, bint keyframe=False, double now=0.0):

@@ -537,6 +537,11 @@ class SendQueue:
     def waiting_for_keyframe(self, track: int) -> bool:
         return track in self._need_keyframe
 
+    def wait_for_keyframe(self, track: int) -> None:
+        """Drop this video track's frames until its next keyframe (a subscriber joining
+        a stream whose decodable start the relay does not have)."""
+        self._need_keyframe.add(track)
+
     # -- pushing -------------------------------------------------------------
 
     def push(

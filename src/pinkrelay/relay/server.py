@@ -57,6 +57,7 @@ from ..alerts.index import AlertIndex
 from ..alerts.journal import JournalError, SqliteJournal
 from ..alerts.lifecycle import AlertState, LifecycleError, Step, transition
 from . import events as relay_events
+from ..outbox import Outbox
 from .hub import Hub
 from .sequencer import CursorSequencer
 from .sessions import ButtonSession, ConsoleSession, Session, wall_us
@@ -822,6 +823,7 @@ class Relay:
         for console in self.consoles:
             if console.outbox in self.hub.watchers.get(button_id, ()):
                 console.send(description)
+                _start_at_keyframe(console.outbox, description.tracks)
 
     def subscribe(self, session: ConsoleSession, button_id: str, now: float) -> None:
         if button_id not in self.registry:
@@ -831,6 +833,8 @@ class Relay:
         catchup = self.hub.catchup(stream)
         if stream is not None and stream.gop_bytes > session.outbox.max_video_bytes:
             catchup = []  # it would be dropped on arrival; start at the next keyframe instead
+        if not catchup and stream is not None:
+            _start_at_keyframe(session.outbox, stream.tracks.values())
         tracks = tuple(stream.tracks.values()) if stream is not None else ()
         session.send(Subscribed(button=button_id, tracks=tracks, catchup_frames=len(catchup)))
         self.hub.push_gop(session.outbox, catchup, now)
@@ -861,6 +865,13 @@ class Relay:
 
 async def _serve(handler: Any, listeners: list[trio.SocketListener], nursery: trio.Nursery) -> None:
     await trio.serve_listeners(handler, listeners, handler_nursery=nursery)
+
+
+def _start_at_keyframe(outbox: Outbox, tracks: Any) -> None:
+    """A subscriber gets a stream's video from a keyframe on, never a frame it cannot decode."""
+    for track in tracks:
+        if track.kind == "video":
+            outbox.wait_for_keyframe(track.track_id)
 
 
 async def _listen(address: Address, what: str) -> list[trio.SocketListener]:
