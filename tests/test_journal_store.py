@@ -602,3 +602,19 @@ async def test_relay_does_not_acknowledge_what_it_could_not_store(tmp_path):
         assert relay.counters["alerts"] == 1 and relay.counters["duplicate_alerts"] == 0
         nursery.cancel_scope.cancel()
     assert rows(tmp_path / "journal.sqlite3", "SELECT COUNT(*) FROM alerts WHERE alert_id = ?", alert_id) == [(1,)]
+
+
+@trio_test
+async def test_a_new_run_never_reuses_a_cursor_the_last_run_handed_out(tmp_path):
+    """Consoles see a press's cursor before its commit; a crash must not let it be given again."""
+    path = tmp_path / "journal.sqlite3"
+    journal = await opened(path)
+    stored = (await journal.record(make_alert("a1"))).alert
+    shown_but_never_stored = journal.take_cursor()  # the process dies before this commit
+    await journal.close()
+    again = await opened(path)
+    try:
+        fresh = (await again.record(make_alert("a2", "kp-test-002"))).alert
+        assert fresh.cursor > shown_but_never_stored > stored.cursor
+    finally:
+        await again.close()

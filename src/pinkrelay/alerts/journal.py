@@ -215,6 +215,15 @@ def _events_after(conn: sqlite3.Connection, cursor: int, limit: int) -> list[Ale
     return out
 
 
+#: Cursors reserved durably at a time (see SqliteJournal._reserve_cursors_at_start).
+CURSOR_BLOCK = 100_000
+
+
+def _ignore_reply(result: Any, error: BaseException | None) -> None:
+    if error is not None:
+        log.error("could not extend the cursor reservation: %s", error)
+
+
 class SqliteJournal:
     """The durable journal. ``await open()`` before use, ``await close()`` after."""
 
@@ -230,6 +239,7 @@ class SqliteJournal:
         self.commits = 0
         self.requests_done = 0
         self._next_cursor = 1
+        self._reserved = 0
 
     # -- thread --------------------------------------------------------------------
 
@@ -365,11 +375,44 @@ class SqliteJournal:
 
     async def open(self) -> None:
         conn = await trio.to_thread.run_sync(self._connect)
-        last = conn.execute("SELECT COALESCE(MAX(cursor), 0) FROM events").fetchone()[0]
-        self._next_cursor = last + 1
+        self._next_cursor = await trio.to_thread.run_sync(self._reserve_cursors_at_start, conn)
         self._token = trio.lowlevel.current_trio_token()
         self._thread = threading.Thread(target=self._run, args=(conn,), name="pinkrelay-journal", daemon=True)
         self._thread.start()
+
+    def _reserve_cursors_at_start(self, conn: sqlite3.Connection) -> int:
+        """Start above every cursor a previous run may have handed out, stored or not.
+
+        A cursor is shown to consoles before its event is committed. If the
+        process died in between, that cursor is not in the table, and
+        reusing it would make a console that saw it skip the new event. So
+        cursors are handed out from a durably reserved block, and a new run
+        starts after the last reservation.
+        """
+        try:
+            last = conn.execute("SELECT COALESCE(MAX(cursor), 0) FROM events").fetchone()[0]
+            row = conn.execute("SELECT value FROM meta WHERE key = 'cursor_reserved'").fetchone()
+            first = max(last, int(row[0]) if row else 0) + 1
+            self._reserved = first + CURSOR_BLOCK
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('cursor_reserved', ?)", (str(self._reserved),)
+            )
+        except sqlite3.Error as error:
+            conn.close()
+            raise JournalError(_describe_sqlite_error(self.path, error)) from None
+        return first
+
+    def _extend_reservation(self) -> None:
+        """Reserve the next block while half of this one is still unused."""
+        self._reserved += CURSOR_BLOCK
+        reserved = self._reserved
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE meta SET value = MAX(CAST(value AS INTEGER), ?) WHERE key = 'cursor_reserved'", (reserved,)
+            )
+
+        self._requests.put((work, _ignore_reply))
 
     @property
     def next_cursor(self) -> int:
@@ -387,6 +430,8 @@ class SqliteJournal:
         """
         cursor = self._next_cursor
         self._next_cursor += 1
+        if self._thread is not None and self._next_cursor + CURSOR_BLOCK // 2 >= self._reserved:
+            self._extend_reservation()
         return cursor
 
     async def close(self) -> None:
