@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SOURCES := $(shell find src -name '*.py' -o -name '*.pyx' -o -name '*.pxd') setup.py pyproject.toml
 
-.PHONY: run test bench bench-load clean system-deps
+.PHONY: run test bench bench-load bench-compare clean system-deps
 
 run: $(STAMP)
 	$(PY) -m pinkrelay demo --duration 180
@@ -16,6 +16,12 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider benchmarks --benchmark-only --benchmark-columns=min,median,ops --benchmark-sort=name
+
+# pinkrelay beside nginx-rtmp and mosquitto: docs/benchmarks.md (QUICK=1: a short check)
+bench-compare: $(STAMP)
+	@bash scripts/install-bench-deps.sh
+	@$(PY) -c 'import matplotlib, paho.mqtt' 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
+	$(PY) benchmarks/compare/bench_compare.py $(if $(QUICK),--quick) $(BENCH_COMPARE_ARGS)
 
 system-deps:
 	@bash scripts/install-system-deps.sh
