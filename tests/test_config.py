@@ -17,6 +17,7 @@ def test_embedded_defaults_are_the_documented_ones():
     assert str(config.consoles_listen) == "127.0.0.1:7401"
     assert config.data_dir == Path("var")
     assert (config.heartbeat_interval, config.supervision_window) == (10.0, 20.0)
+    assert config.audio_hold == 0.035
 
 
 def test_file_then_environment_then_flags(tmp_path):
@@ -49,6 +50,8 @@ def test_file_then_environment_then_flags(tmp_path):
         ("supervision_window = 100000\n", ["above a day"]),
         ("max_control_bytes = 10\n", ["max_control_bytes 10 must be at least 256"]),
         ("escalation_levels = [60, 15]\n", ["escalation_levels", "increasing"]),
+        ("audio_hold = 0.9\n", ["audio_hold must be 0 to 0.5 seconds", "0.9"]),
+        ("audio_hold = -0.01\n", ["audio_hold must be 0 to 0.5 seconds"]),
         ("this is not toml\n", ["not valid TOML"]),
     ],
 )

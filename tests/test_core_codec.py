@@ -7,6 +7,7 @@ from ``wire.py`` (struct layout, tables), not from either core.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import random
@@ -824,3 +825,157 @@ def test_a_subscriber_told_to_wait_gets_video_from_the_next_keyframe():
     assert queue.push(3, encode_media(9, 3, 2, 0, b"k" * 100, keyframe=True), 9, True, 0.0) == QUEUED
     assert queue.push(3, encode_media(9, 3, 3, 0, b"p" * 100), 9, False, 0.0) == QUEUED
     assert not queue.waiting_for_keyframe(9)
+
+
+# -- Fanout: rounds, bounded slices, audio riding with video ---------------------------------
+
+
+def _message(track, lane, seq, payload, keyframe=False):
+    from pinkrelay._core import Message
+
+    chunks = tuple(encode_media(track, lane, seq, seq, payload, keyframe=keyframe))
+    return Message(track, lane, seq, seq, keyframe, chunks, len(payload))
+
+
+def _fanout_pairs(count, sndbuf=1 << 20):
+    pairs = [_socketpair(sndbuf) for _ in range(count)]
+    return pairs, [SendQueue(w.fileno()) for w, _ in pairs]
+
+
+def _seqs(reader):
+    return [(f.lane, f.seq) for f in FrameDecoder().decode(_read_available(reader))]
+
+
+def test_fanout_writes_each_subscriber_once_per_round():
+    from pinkrelay._core import Fanout
+
+    pairs, queues = _fanout_pairs(3)
+    try:
+        fanout = Fanout()
+        subscribers = tuple(queues)
+        for seq in range(1, 5):
+            fanout.add(subscribers, _message(8, 3, seq, bytes([seq]) * 700, keyframe=seq == 1))
+        assert fanout.busy and fanout.pending == 4
+        assert fanout.run(0.0) == []
+        assert not fanout.busy and fanout.pending == 0
+        assert (fanout.messages, fanout.deliveries, fanout.rounds, fanout.writes) == (4, 12, 1, 3)
+        for _, reader in pairs:
+            assert _seqs(reader) == [(3, 1), (3, 2), (3, 3), (3, 4)]
+    finally:
+        for w, r in pairs:
+            w.close()
+            r.close()
+
+
+def test_fanout_audio_rides_with_the_next_video_frame_or_leaves_when_due():
+    from pinkrelay._core import Fanout
+
+    pairs, queues = _fanout_pairs(2)
+    (_, first), (_, second) = pairs
+    try:
+        fanout = Fanout(audio_hold=0.035)
+        both = tuple(queues)
+        fanout.add(both, _message(9, 2, 1, b"a" * 200))
+        fanout.run(1.000)
+        assert _read_available(first) == b"" and fanout.writes == 0
+        assert fanout.next_due == pytest.approx(1.035)
+        # A video frame 20 ms later takes the waiting audio along: one write per subscriber.
+        fanout.add(both, _message(8, 3, 1, b"v" * 3000, keyframe=True))
+        fanout.run(1.020)
+        assert fanout.writes == 2
+        assert _seqs(first) == _seqs(second) == [(2, 1), (3, 1)]
+        # Audio with no video to ride goes on its own once audio_hold has passed.
+        fanout.add(both, _message(9, 2, 2, b"a" * 200))
+        fanout.run(1.040)
+        assert _read_available(first) == b""
+        fanout.run(1.074)  # the first audio's deadline: nothing of its own left to send
+        assert _read_available(first) == b"" and fanout.writes == 2
+        fanout.run(1.075)
+        assert fanout.writes == 4 and fanout.next_due == float("inf")
+        assert _seqs(first) == _seqs(second) == [(2, 2)]
+        # Only a queue holding nothing but young audio waits; anything else is written.
+        fanout.add(both[:1], _message(9, 2, 3, b"a" * 200))
+        fanout.run(1.100)
+        assert queues[0].audio_waits(1.100, 0.035) and not queues[0].audio_waits(1.135, 0.035)
+        queues[0].push(1, [control(0x07, seq=5)])
+        assert not queues[0].audio_waits(1.100, 0.035)
+        fanout.add(both[:1], _message(8, 3, 2, b"v" * 100))
+        fanout.run(1.101)
+        assert _seqs(first) == [(1, 5), (2, 3), (3, 2)] and _seqs(second) == []
+    finally:
+        for w, r in pairs:
+            w.close()
+            r.close()
+
+
+def test_fanout_without_audio_hold_sends_audio_at_once():
+    from pinkrelay._core import Fanout
+
+    pairs, queues = _fanout_pairs(1)
+    try:
+        fanout = Fanout(audio_hold=0.0)
+        fanout.add(tuple(queues), _message(9, 2, 1, b"a" * 200))
+        fanout.run(0.0)
+        assert _seqs(pairs[0][1]) == [(2, 1)] and fanout.next_due == float("inf")
+    finally:
+        pairs[0][0].close()
+        pairs[0][1].close()
+
+
+def test_fanout_slices_stop_at_the_socket_and_byte_bounds():
+    from pinkrelay._core import Fanout
+
+    pairs, queues = _fanout_pairs(5)
+    try:
+        fanout = Fanout(slice_sockets=2, slice_bytes=10**9)
+        fanout.add(tuple(queues), _message(8, 3, 1, b"v" * 1000, keyframe=True))
+        written = []
+        while fanout.busy:
+            fanout.run(0.0)
+            written.append(sum(1 for _, r in pairs if _read_available(r)))
+        assert written == [2, 2, 1]
+        fanout = Fanout(slice_sockets=100, slice_bytes=1500)
+        fanout.add(tuple(queues), _message(8, 3, 2, b"v" * 1000))
+        fanout.run(0.0)
+        assert sum(1 for _, r in pairs if _read_available(r)) == 2  # 1024 + 1024 bytes >= 1500
+        assert fanout.busy
+    finally:
+        for w, r in pairs:
+            w.close()
+            r.close()
+
+
+def test_fanout_reports_blocked_broken_and_overflowed_subscribers():
+    from pinkrelay._core import Fanout
+
+    pairs, queues = _fanout_pairs(3, sndbuf=4096)
+    try:
+        pairs[2][1].close()  # gone
+        overflowing = SendQueue(max_control_bytes=300)
+        overflowing.push(1, [control(0x07, payload=b"x" * 250)])
+        fanout = Fanout()
+        from pinkrelay._core import Message
+
+        control_message = Message(0, 1, 1, 0, False, (control(0x07, payload=b"y" * 100),), 100)
+        fanout.add((overflowing,), control_message)
+        assert fanout.run(0.0) == [overflowing] and overflowing.overflowed
+        for seq in range(1, 40):
+            fanout.add(tuple(queues), _message(8, 3, seq, b"v" * 3000, keyframe=True))
+        attention = fanout.run(0.0)
+        assert queues[2] in attention and isinstance(queues[2].error, OSError)
+        assert queues[1] in attention and queues[1].blocked and queues[1].error is None
+        assert queues[0].blocked  # nobody reads either: both fill up, both reported
+    finally:
+        for w, r in pairs:
+            w.close()
+            with contextlib.suppress(OSError):
+                r.close()
+
+
+def test_fanout_refuses_bad_settings():
+    from pinkrelay._core import Fanout
+
+    for kwargs in ({"audio_hold": -0.001}, {"audio_hold": float("nan")}, {"slice_sockets": 0},
+                   {"slice_bytes": 0}, {"round_pushes": 0}):
+        with pytest.raises(ValueError):
+            Fanout(**kwargs)

@@ -1315,3 +1315,76 @@ def test_deliver_identically_to_readers_blocked_and_closed_peers():
                 w.close()
                 r.close()
     assert results[0] == results[1]
+
+
+fanout_ops = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("add"),
+            st.sampled_from(["audio", "video", "key", "control"]),
+            st.integers(1, 15),  # which of the four subscribers (bit mask)
+            st.integers(1, 9000),
+        ),
+        st.tuples(st.just("run"), st.integers(0, 30)),  # milliseconds later
+        st.tuples(st.just("read"), st.integers(0, 3)),
+    ),
+    max_size=60,
+)
+
+
+@settings(SETTINGS, max_examples=150)
+@given(
+    ops=fanout_ops,
+    hold=st.sampled_from([0.0, 0.01, 0.035]),
+    slice_sockets=st.integers(1, 5),
+    slice_bytes=st.sampled_from([1, 5000, 1 << 20]),
+    round_pushes=st.integers(1, 9),
+)
+def test_fanout_identically(ops, hold, slice_sockets, slice_bytes, round_pushes):
+    """Both Fanouts write the same bytes to the same sockets, report the same queues, count the same."""
+    results = []
+    for mod in CORES:
+        pairs = [socketpair(8192) for _ in range(4)]
+        try:
+            queues = [mod.SendQueue(w.fileno(), max_video_bytes=10**8) for w, _ in pairs]
+            fanout = mod.Fanout(hold, slice_sockets, slice_bytes, round_pushes)
+            received = [bytearray() for _ in pairs]
+            log = []
+            now = 10.0
+            for seq, op in enumerate(ops, 1):
+                if op[0] == "add":
+                    _, kind, mask, size = op
+                    lane = {"audio": 2, "video": 3, "key": 3, "control": 1}[kind]
+                    if lane == 1:
+                        chunks = (R.encode_frame(0x07, 1, 0, seq, 0, bytes(size % 600)),)
+                    else:
+                        chunks = tuple(
+                            R.encode_media(lane, lane, seq, seq, bytes([seq % 256]) * size,
+                                           keyframe=kind == "key", chunk_size=4096)
+                        )
+                    message = mod.Message(lane, lane, seq, seq, kind == "key", chunks, size)
+                    fanout.add(tuple(q for i, q in enumerate(queues) if mask >> i & 1), message)
+                elif op[0] == "run":
+                    now += op[1] / 1000
+                    attention = fanout.run(now)
+                    log.append([queues.index(q) for q in attention])
+                    for queue in attention:  # the owner drains a blocked queue later
+                        queue.blocked = False
+                else:
+                    received[op[1]] += read_available(pairs[op[1]][1])
+                log.append((fanout.busy, fanout.pending, fanout.next_due))
+            for i, (_, reader) in enumerate(pairs):
+                received[i] += read_available(reader)
+            results.append(
+                (
+                    log,
+                    [bytes(r) for r in received],
+                    [q.pending_bytes for q in queues],
+                    (fanout.messages, fanout.deliveries, fanout.rounds, fanout.writes),
+                )
+            )
+        finally:
+            for w, r in pairs:
+                w.close()
+                r.close()
+    assert results[0] == results[1]

@@ -83,6 +83,9 @@ class RelayConfig:
     stall_timeout: float = 10.0
     #: Bytes of video kept per stream since its last keyframe, for fast join.
     gop_cache_bytes: int = 16 * 1024 * 1024
+    #: Audio waits up to this long for the next video frame to a console and leaves
+    #: in the same write (one write per video frame instead of one per frame); 0: at once.
+    audio_hold: float = 0.035
     #: Ask the button for a fresh keyframe when a console joins and the cached GOP is older.
     join_keyframe_age: float = 0.5
     #: Seconds after which an unacknowledged alert is escalated, one per level.
@@ -139,6 +142,11 @@ class RelayConfig:
                 "order, e.g. [15, 60]"
             )
         object.__setattr__(self, "escalation_levels", tuple(float(v) for v in levels))
+        if not isinstance(self.audio_hold, (int, float)) or not 0 <= self.audio_hold <= 0.5:
+            raise ConfigError(
+                f"audio_hold must be 0 to 0.5 seconds (0 sends every audio frame at once), "
+                f"not {self.audio_hold!r}"
+            )
         if not isinstance(self.merge_window, (int, float)) or self.merge_window < 0:
             raise ConfigError(f"merge_window must be zero or more seconds, not {self.merge_window!r}")
         if self.log_format not in ("text", "json"):

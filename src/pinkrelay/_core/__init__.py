@@ -29,6 +29,7 @@ from .wire import (
 if os.environ.get("PINKRELAY_PUREPYTHON", "").strip().lower() not in ("", "0", "false", "no"):
     from .reference import (
         COMPILED,
+        Fanout,
         Frame,
         FrameDecoder,
         Message,
@@ -43,6 +44,7 @@ else:
     try:
         from ._cpinkrelay import (  # type: ignore[no-redef]
             COMPILED,
+            Fanout,
             Frame,
             FrameDecoder,
             Message,
@@ -56,6 +58,7 @@ else:
     except ImportError:
         from .reference import (
             COMPILED,
+            Fanout,
             Frame,
             FrameDecoder,
             Message,
@@ -76,6 +79,7 @@ __all__ = [
     "OVERFLOW",
     "QUEUED",
     "VERSION",
+    "Fanout",
     "Flag",
     "Frame",
     "FrameDecoder",

@@ -25,6 +25,7 @@ from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 import os
+from collections import deque as _deque
 
 from ..errors import FrameError, LimitExceeded, ProtocolError
 from . import checks, reference as _reference
@@ -658,6 +659,7 @@ cdef class Reassembler:
         return None
 
 
+@cython.no_gc
 cdef class _Entry:
     cdef tuple chunks
     cdef Py_ssize_t next
@@ -706,6 +708,7 @@ cdef class SendQueue:
     cdef int _current_lane
     cdef Py_ssize_t _offset
     cdef set _need_keyframe
+    cdef unsigned long _mark         # the Fanout round that last touched this queue
 
     def __init__(self, int fd=-1, Py_ssize_t max_video_bytes=QueueDefaults.MAX_VIDEO_BYTES,
                  double max_video_age=QueueDefaults.MAX_VIDEO_AGE,
@@ -770,6 +773,16 @@ cdef class SendQueue:
         if not found:
             return 0.0
         return max(0.0, now - oldest)
+
+    def audio_waits(self, double now, double hold):
+        return self._audio_waits(now, hold)
+
+    cdef inline bint _audio_waits(self, double now, double hold):
+        if self._count(LANE_ALERT) or self._count(LANE_CONTROL) or self._count(LANE_VIDEO):
+            return False
+        if not self._count(LANE_AUDIO):
+            return False
+        return self._at(LANE_AUDIO, 0).queued_at + hold > now
 
     def waiting_for_keyframe(self, int track):
         return track in self._need_keyframe
@@ -1085,11 +1098,13 @@ def flush(queues):
     return attention
 
 
-cdef int _write_one(SendQueue queue, list attention) except -1:
+cdef Py_ssize_t _write_one(SendQueue queue, list attention) except -1:
+    """Write what ``queue`` holds now; returns the bytes written."""
+    cdef Py_ssize_t written
     if queue.blocked or queue.fd < 0:
         return 0
     try:
-        queue._write(queue.fd)
+        written = queue._write(queue.fd)
     except OSError as error:
         queue.error = error
         queue.blocked = True
@@ -1098,4 +1113,127 @@ cdef int _write_one(SendQueue queue, list attention) except -1:
     if not queue._is_empty():
         queue.blocked = True
         attention.append(queue)
-    return 0
+    return written
+
+
+# Marks which queues a fan-out round has touched (SendQueue._mark), for every Fanout.
+cdef unsigned long _round_mark = 0
+
+
+cdef class Fanout:
+    """The relay's fan-out work in rounds and bounded slices (see reference.py).
+
+    Fast because a round pushes and writes every subscriber in C loops, marks
+    touched queues with a round number instead of a set, and returns to
+    Python only once per slice and for queues that need attention.
+    """
+
+    cdef public double audio_hold
+    cdef public Py_ssize_t slice_sockets
+    cdef public Py_ssize_t slice_bytes
+    cdef public Py_ssize_t round_pushes
+    cdef readonly Py_ssize_t messages
+    cdef readonly Py_ssize_t deliveries
+    cdef readonly Py_ssize_t rounds
+    cdef readonly Py_ssize_t writes
+    cdef object _pending
+    cdef object _held
+    cdef list _touched
+    cdef Py_ssize_t _cursor
+
+    def __init__(self, double audio_hold=0.0, Py_ssize_t slice_sockets=64,
+                 Py_ssize_t slice_bytes=1024 * 1024, Py_ssize_t round_pushes=8192):
+        if not audio_hold >= 0.0:
+            raise ValueError(f"audio_hold {audio_hold!r} must be zero or more seconds")
+        if slice_sockets < 1 or slice_bytes < 1 or round_pushes < 1:
+            raise ValueError("slice_sockets, slice_bytes and round_pushes must be at least 1")
+        self.audio_hold = audio_hold
+        self.slice_sockets = slice_sockets
+        self.slice_bytes = slice_bytes
+        self.round_pushes = round_pushes
+        self._pending = _deque()
+        self._held = _deque()
+        self._touched = []
+        self._cursor = 0
+
+    @property
+    def pending(self):
+        return len(self._pending)
+
+    @property
+    def busy(self):
+        return bool(self._pending) or self._cursor < len(self._touched)
+
+    @property
+    def next_due(self):
+        return (<tuple>self._held[0])[0] if self._held else float("inf")
+
+    def add(self, subscribers, message):
+        self._pending.append((subscribers, message))
+
+    def run(self, double now):
+        cdef list attention = []
+        cdef list touched
+        cdef SendQueue queue
+        cdef Py_ssize_t sockets = 0, written = 0
+        cdef double hold = self.audio_hold
+        if self._cursor >= len(self._touched):
+            self._start_round(now, attention)
+        touched = self._touched
+        while self._cursor < len(touched) and sockets < self.slice_sockets and written < self.slice_bytes:
+            queue = <SendQueue>touched[self._cursor]
+            self._cursor += 1
+            if queue._is_empty() or queue.blocked or queue.fd < 0:
+                continue
+            if hold > 0.0 and queue._audio_waits(now, hold):
+                continue
+            written += _write_one(queue, attention)
+            sockets += 1
+            self.writes += 1
+        return attention
+
+    cdef int _start_round(self, double now, list attention) except -1:
+        global _round_mark
+        cdef list touched = []
+        cdef SendQueue queue
+        cdef tuple item, wire
+        cdef object subscribers, held = self._held, pending = self._pending
+        cdef int lane, status
+        cdef bint riding
+        cdef Py_ssize_t pushes = 0, size
+        cdef double hold = self.audio_hold
+        cdef unsigned long mark
+        _round_mark += 1
+        mark = _round_mark
+        while held and (<tuple>held[0])[0] <= now:
+            item = <tuple>held.popleft()
+            for queue in item[1]:
+                if queue._mark != mark:
+                    queue._mark = mark
+                    touched.append(queue)
+        while pending and pushes < self.round_pushes:
+            item = <tuple>pending.popleft()
+            subscribers = item[0]
+            message = item[1]
+            lane = message.lane
+            _check_lane(lane)
+            wire = _as_chunks(message.chunks)
+            size = _message_size(wire)
+            riding = hold > 0.0 and lane == LANE_AUDIO
+            for queue in subscribers:
+                status = queue._push(lane, wire, size, message.track, message.keyframe, now)
+                if status == OVERFLOW_:
+                    attention.append(queue)
+                elif status == QUEUED_ and not riding and queue._mark != mark:
+                    queue._mark = mark
+                    touched.append(queue)
+            if riding and len(subscribers):
+                held.append((now + hold, subscribers))
+            pushes += len(subscribers)
+            self.messages += 1
+        self.deliveries += pushes
+        if touched:
+            self.rounds += 1
+        self._touched = touched
+        self._cursor = 0
+        return 0

@@ -16,6 +16,8 @@ What lives here:
 * ``SendQueue``: one outbound connection's lanes, the priority scheduler,
   the drop-to-keyframe policy, and the non-blocking scatter-gather write.
 * ``deliver``: one media message to many subscribers in one call.
+* ``Fanout``: the relay's fan-out work, in rounds and bounded slices, with
+  audio riding along with video.
 
 Nothing here imports trio or touches a socket other than through a file
 descriptor it is given.
@@ -534,6 +536,17 @@ class SendQueue:
                 oldest = queue[0].queued_at
         return 0.0 if oldest is None else max(0.0, now - oldest)
 
+    def audio_waits(self, now: float, hold: float) -> bool:
+        """Whether this queue holds only audio, all of it queued less than ``hold`` seconds ago.
+
+        Such a queue is left unwritten by ``Fanout`` so that its audio leaves
+        with the next video frame, in one write (see ``Fanout``).
+        """
+        lanes = self._lanes
+        if lanes[0] or lanes[1] or lanes[_VIDEO] or not lanes[_AUDIO]:
+            return False
+        return lanes[_AUDIO][0].queued_at + hold > now
+
     def waiting_for_keyframe(self, track: int) -> bool:
         return track in self._need_keyframe
 
@@ -751,16 +764,144 @@ def flush(queues: Sequence[SendQueue]) -> list[SendQueue]:
     return attention
 
 
-def _write_one(queue: SendQueue, attention: list[SendQueue]) -> None:
+def _write_one(queue: SendQueue, attention: list[SendQueue]) -> int:
+    """Write what ``queue`` holds now; returns the bytes written."""
     if queue.blocked or queue.fd < 0:
-        return
+        return 0
     try:
-        queue.write_to(queue.fd)
+        written = queue.write_to(queue.fd)
     except OSError as error:
         queue.error = error
         queue.blocked = True
         attention.append(queue)
-        return
+        return 0
     if not queue.empty:
         queue.blocked = True
         attention.append(queue)
+    return written
+
+
+class Fanout:
+    """Media messages on their way to many subscribers, worked off in bounded slices.
+
+    ``add()`` queues one message for a tuple of subscriber queues; each call
+    of ``run()`` does one slice of the work and returns the queues that need
+    their owner's attention (blocked, overflowed or broken, as ``deliver``).
+    The owner calls ``run()`` while ``busy`` and lets its event loop turn
+    between calls, so one call never takes longer than writing
+    ``slice_sockets`` sockets or ``slice_bytes`` bytes, whichever comes first.
+
+    Work goes in rounds. A round starts by pushing every waiting message (up
+    to ``round_pushes`` subscriber pushes) into its subscribers' queues
+    without writing, then writes each queue it touched once: under load
+    several messages leave in one scatter-gather write; when quiet a round
+    is one message and adds no delay.
+
+    Audio rides with video: with ``audio_hold`` > 0, a queue that holds only
+    audio queued less than ``audio_hold`` seconds ago is not written; its
+    audio leaves with the next video frame or control frame written to that
+    subscriber, or on its own once ``audio_hold`` has passed (``next_due``
+    says when). A 30 fps stream then costs one write per video frame instead
+    of one per audio and video frame, about 30 instead of 77 a second per
+    subscriber, and its audio reaches the subscriber at most ``audio_hold``
+    later. Video, alerts and control frames are never held.
+    """
+
+    def __init__(
+        self,
+        audio_hold: float = 0.0,
+        slice_sockets: int = 64,
+        slice_bytes: int = 1024 * 1024,
+        round_pushes: int = 8192,
+    ) -> None:
+        if not audio_hold >= 0.0:
+            raise ValueError(f"audio_hold {audio_hold!r} must be zero or more seconds")
+        if slice_sockets < 1 or slice_bytes < 1 or round_pushes < 1:
+            raise ValueError("slice_sockets, slice_bytes and round_pushes must be at least 1")
+        self.audio_hold = float(audio_hold)
+        self.slice_sockets = slice_sockets
+        self.slice_bytes = slice_bytes
+        self.round_pushes = round_pushes
+        self.messages = 0
+        self.deliveries = 0
+        self.rounds = 0
+        self.writes = 0
+        self._pending: deque[tuple[Sequence[SendQueue], Message]] = deque()
+        self._held: deque[tuple[float, Sequence[SendQueue]]] = deque()
+        self._touched: list[SendQueue] = []
+        self._cursor = 0
+
+    @property
+    def pending(self) -> int:
+        """Messages added and not yet pushed into their subscribers' queues."""
+        return len(self._pending)
+
+    @property
+    def busy(self) -> bool:
+        """Whether ``run()`` has work now (waiting messages or a round half written)."""
+        return bool(self._pending) or self._cursor < len(self._touched)
+
+    @property
+    def next_due(self) -> float:
+        """When the oldest held audio must be written (``inf`` when none is held)."""
+        return self._held[0][0] if self._held else float("inf")
+
+    def add(self, subscribers: Sequence[SendQueue], message: Message) -> None:
+        """Queue ``message`` for every queue in ``subscribers`` (kept as given)."""
+        self._pending.append((subscribers, message))
+
+    def run(self, now: float) -> list[SendQueue]:
+        """One slice: start a round if none is under way, then write up to the slice bounds."""
+        attention: list[SendQueue] = []
+        if self._cursor >= len(self._touched):
+            self._start_round(now, attention)
+        touched = self._touched
+        hold = self.audio_hold
+        sockets = written = 0
+        while self._cursor < len(touched) and sockets < self.slice_sockets and written < self.slice_bytes:
+            queue = touched[self._cursor]
+            self._cursor += 1
+            if queue.empty or queue.blocked or queue.fd < 0:
+                continue
+            if hold and queue.audio_waits(now, hold):
+                continue
+            written += _write_one(queue, attention)
+            sockets += 1
+            self.writes += 1
+        return attention
+
+    def _start_round(self, now: float, attention: list[SendQueue]) -> None:
+        touched: list[SendQueue] = []
+        seen: set[int] = set()
+
+        def touch(queue: SendQueue) -> None:
+            if id(queue) not in seen:
+                seen.add(id(queue))
+                touched.append(queue)
+
+        held = self._held
+        while held and held[0][0] <= now:
+            for queue in held.popleft()[1]:
+                touch(queue)
+        hold = self.audio_hold
+        pushes = 0
+        pending = self._pending
+        while pending and pushes < self.round_pushes:
+            subscribers, message = pending.popleft()
+            _check_lane(message.lane)
+            riding = hold > 0.0 and message.lane == _AUDIO
+            for queue in subscribers:
+                status = queue.push(message.lane, message.chunks, message.track, message.keyframe, now)
+                if status == OVERFLOW:
+                    attention.append(queue)
+                elif status == QUEUED and not riding:
+                    touch(queue)
+            if riding and subscribers:
+                held.append((now + hold, subscribers))
+            pushes += len(subscribers)
+            self.messages += 1
+        self.deliveries += pushes
+        if touched:
+            self.rounds += 1
+        self._touched = touched
+        self._cursor = 0

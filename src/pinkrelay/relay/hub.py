@@ -1,12 +1,21 @@
 """The hub: live streams, who watches them, and the task that fans media out.
 
 Media work is kept off the turn that handles alerts. A button's reader only
-decodes and hands each complete message to ``publish()``, which appends it to
-the pending list; one fan-out task delivers pending messages to subscribers
-in slices of at most ``FANOUT_SLICE`` sockets and yields to the event loop
-between slices. So a turn of media work is bounded, and an alert that
-arrives while hundreds of streams are being fanned out is read and pushed to
-every console within about one slice, not after the whole backlog.
+decodes and hands each complete message to ``publish()``, which adds it to
+the core's ``Fanout``; one fan-out task works it off in slices of at most
+``FANOUT_SLICE`` sockets and yields to the event loop between slices. So a
+turn of media work is bounded, and an alert that arrives while hundreds of
+streams are being fanned out is read and pushed to every console within
+about one slice, not after the whole backlog. Every per-subscriber step
+(push, write, the choice of which queues to write) runs in the core's C
+loops; Python runs once per slice.
+
+Audio rides with video (``audio_hold``, see ``Fanout``): a subscriber's
+audio waits up to ``audio_hold`` for the next video frame of the streams it
+watches and leaves in the same write. That is one write per video frame
+instead of one per audio and video frame, for audio that arrives at most
+``audio_hold`` later (35 ms by default: below what viewers notice of audio
+behind video, and inside the 60 ms jitter buffer of the web control room).
 
 Fast join: each stream keeps its video since the last keyframe (the GOP
 cache, bounded by ``gop_cache_bytes``). A console that subscribes gets
@@ -23,15 +32,13 @@ gets that message from the GOP cache instead, never twice.
 from __future__ import annotations
 
 import logging
-from collections import deque
-from itertools import chain
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
-from .._core import Lane, Message, deliver, flush
+from .._core import Fanout, Lane, Message
 from ..protocol import TrackDescription
 from ..outbox import Outbox
 
@@ -39,6 +46,8 @@ log = logging.getLogger("pinkrelay.relay")
 
 #: Subscriber sockets written per event-loop turn of the fan-out task.
 FANOUT_SLICE = 64
+#: ... and bytes, whichever bound comes first (a keyframe to many consoles).
+FANOUT_SLICE_BYTES = 1024 * 1024
 #: Subscriber pushes queued per fan-out round before its writes begin.
 MAX_PUSHES_PER_ROUND = 8192
 
@@ -84,17 +93,20 @@ class Stream:
 class Hub:
     """Streams by button id, subscriptions by button id, and the fan-out task."""
 
-    def __init__(self, *, gop_cache_bytes: int, clock: Callable[[], float] = trio.current_time) -> None:
+    def __init__(
+        self,
+        *,
+        gop_cache_bytes: int,
+        audio_hold: float = 0.0,
+        clock: Callable[[], float] = trio.current_time,
+    ) -> None:
         self.gop_cache_bytes = gop_cache_bytes
         self.streams: dict[str, Stream] = {}
         #: Outboxes that asked for a button, streaming or not (they get it when it comes).
         self.watchers: dict[str, tuple[Outbox, ...]] = {}
-        self._pending: deque[tuple[tuple[Outbox, ...], Message]] = deque()
+        self._fanout = Fanout(audio_hold, FANOUT_SLICE, FANOUT_SLICE_BYTES, MAX_PUSHES_PER_ROUND)
         self._work = trio.Event()
         self._clock = clock
-        self.messages_fanned_out = 0
-        self.deliveries = 0
-        self.rounds = 0
 
     # -- streams ---------------------------------------------------------------
 
@@ -120,7 +132,7 @@ class Hub:
         stream.bytes_in += message.wire_size
         stream.remember(message, now, self.gop_cache_bytes)
         if stream.subscribers:
-            self._pending.append((stream.subscribers, message))
+            self._fanout.add(stream.subscribers, message)
             self._work.set()
 
     # -- subscriptions ---------------------------------------------------------
@@ -167,45 +179,24 @@ class Hub:
     # -- fan-out ---------------------------------------------------------------
 
     async def run_fanout(self) -> None:
-        """Deliver pending media in rounds (see module doc).
-
-        A round first queues every pending message (up to MAX_PUSHES_PER_ROUND
-        subscriber pushes) without writing, then writes each touched
-        subscriber once, FANOUT_SLICE sockets per event-loop turn. Under load
-        rounds grow and several messages leave in one scatter-gather write;
-        when idle a round is one message and adds no delay.
-        """
-        pending = self._pending
+        """Work off published media, one ``Fanout`` slice per event-loop turn (see module doc)."""
+        fanout = self._fanout
         while True:
-            await self._work.wait()
-            self._work = trio.Event()
-            while pending:
-                now = self._clock()
-                touched: list[tuple[Outbox, ...]] = []
-                pushes = 0
-                while pending and pushes < MAX_PUSHES_PER_ROUND:
-                    subscribers, message = pending.popleft()
-                    for outbox in deliver(
-                        subscribers, message.lane, message.chunks, message.track, message.keyframe, now, False
-                    ):
-                        outbox.attention()
-                    touched.append(subscribers)
-                    pushes += len(subscribers)
-                    self.messages_fanned_out += 1
-                outboxes = list(dict.fromkeys(chain.from_iterable(touched))) if len(touched) > 1 else list(touched[0])
-                self.deliveries += pushes
-                self.rounds += 1
-                for start in range(0, len(outboxes), FANOUT_SLICE):
-                    for outbox in flush(outboxes[start : start + FANOUT_SLICE]):
-                        outbox.attention()
-                    await trio.lowlevel.checkpoint()
+            if not fanout.busy:
+                with trio.move_on_at(fanout.next_due):
+                    await self._work.wait()
+                self._work = trio.Event()
+            for outbox in fanout.run(self._clock()):
+                outbox.attention()
+            await trio.lowlevel.checkpoint()
 
     def stats(self) -> dict[str, Any]:
         return {
             "streams": len(self.streams),
             "watched_buttons": len(self.watchers),
-            "pending_messages": len(self._pending),
-            "messages_fanned_out": self.messages_fanned_out,
-            "deliveries": self.deliveries,
-            "fanout_rounds": self.rounds,
+            "pending_messages": self._fanout.pending,
+            "messages_fanned_out": self._fanout.messages,
+            "deliveries": self._fanout.deliveries,
+            "fanout_rounds": self._fanout.rounds,
+            "fanout_writes": self._fanout.writes,
         }

@@ -101,7 +101,7 @@ class Relay:
         self.console_tokens[self.service_operator] = secrets.token_urlsafe(32).encode()
         self.journal = journal if journal is not None else SqliteJournal(self.config.data_dir / "journal.sqlite3")
         self.escalator = Escalator(self.config.escalation_levels)
-        self.hub = Hub(gop_cache_bytes=self.config.gop_cache_bytes)
+        self.hub = Hub(gop_cache_bytes=self.config.gop_cache_bytes, audio_hold=self.config.audio_hold)
         self.supervisor = Supervisor(self.config.supervision_window)
         self.sessions_by_button: dict[str, ButtonSession] = {}
         self.consoles: set[ConsoleSession] = set()
