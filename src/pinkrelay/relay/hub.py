@@ -6,7 +6,12 @@ the core's ``Fanout``; one fan-out task works it off in slices of at most
 ``FANOUT_SLICE`` sockets and yields to the event loop between slices. So a
 turn of media work is bounded, and an alert that arrives while hundreds of
 streams are being fanned out is read and pushed to every console within
-about one slice, not after the whole backlog. Every per-subscriber step
+about one slice, not after the whole backlog. A turn is a handful of slices
+when nothing else waits: between slices the task asks the kernel (one
+``epoll_wait`` with no timeout on every peer's socket) whether a button or
+console has sent anything, and yields at once if so, or after
+``FANOUT_TURN`` seconds in any case (timers, journal completions). So the
+event loop turns for input, not once per 64 sockets. Every per-subscriber step
 (push, write, the choice of which queues to write) runs in the core's C
 loops; Python runs once per slice.
 
@@ -32,6 +37,7 @@ gets that message from the GOP cache instead, never twice.
 from __future__ import annotations
 
 import logging
+import select
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +56,8 @@ FANOUT_SLICE = 64
 FANOUT_SLICE_BYTES = 1024 * 1024
 #: Subscriber pushes queued per fan-out round before its writes begin.
 MAX_PUSHES_PER_ROUND = 8192
+#: Longest turn of the fan-out task while no peer has sent anything, in seconds.
+FANOUT_TURN = 0.002
 
 
 @dataclass(eq=False)
@@ -105,6 +113,8 @@ class Hub:
         #: Outboxes that asked for a button, streaming or not (they get it when it comes).
         self.watchers: dict[str, tuple[Outbox, ...]] = {}
         self._fanout = Fanout(audio_hold, FANOUT_SLICE, FANOUT_SLICE_BYTES, MAX_PUSHES_PER_ROUND)
+        #: Every peer's socket, level-triggered for input: "has anyone sent anything?"
+        self._input = select.epoll()
         self._work = trio.Event()
         self._clock = clock
 
@@ -134,6 +144,17 @@ class Hub:
         if stream.subscribers:
             self._fanout.add(stream.subscribers, message)
             self._work.set()
+
+    def watch_input(self, fd: int) -> None:
+        """Make the fan-out task yield as soon as ``fd`` (a peer's socket) has input."""
+        self._input.register(fd, select.EPOLLIN)
+
+    def unwatch_input(self, fd: int) -> None:
+        """Forget ``fd``; call before the socket is closed (its number is reused)."""
+        try:
+            self._input.unregister(fd)
+        except (OSError, ValueError):
+            pass
 
     # -- subscriptions ---------------------------------------------------------
 
@@ -181,13 +202,22 @@ class Hub:
     async def run_fanout(self) -> None:
         """Work off published media, one ``Fanout`` slice per event-loop turn (see module doc)."""
         fanout = self._fanout
+        input_waiting = self._input.poll
+        clock = self._clock
         while True:
             if not fanout.busy:
                 with trio.move_on_at(fanout.next_due):
                     await self._work.wait()
                 self._work = trio.Event()
-            for outbox in fanout.run(self._clock()):
-                outbox.attention()
+            now = turn_started = clock()
+            while True:
+                for outbox in fanout.run(now):
+                    outbox.attention()
+                if not fanout.busy or input_waiting(0, 1):
+                    break
+                now = clock()
+                if now - turn_started >= FANOUT_TURN:
+                    break
             await trio.lowlevel.checkpoint()
 
     def stats(self) -> dict[str, Any]:

@@ -108,6 +108,8 @@ class Session:
     # -- lifecycle -------------------------------------------------------------
 
     async def run(self) -> None:
+        fd = self.stream.socket.fileno()
+        self.relay.hub.watch_input(fd)
         try:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
@@ -116,6 +118,7 @@ class Session:
                 await self._read_loop()
                 nursery.cancel_scope.cancel()
         finally:
+            self.relay.hub.unwatch_input(fd)
             self.outbox.detach()
             self.ended()
             with trio.CancelScope(shield=True):
