@@ -7,6 +7,9 @@ how it is made fast:
 * headers are parsed and built with C arithmetic on raw pointers;
 * a frame's wire bytes are copied once, from the receive buffer into one
   ``bytes`` object, and then shared by every subscriber that forwards it;
+* a send queue's lanes are rings of C structs, so queueing a message for a
+  subscriber allocates nothing: the entry holds one reference to the
+  message's tuple of chunks, shared by every subscriber;
 * a send queue writes with one ``sendmsg`` (scatter-gather, MSG_DONTWAIT)
   straight from those ``bytes`` objects, with no Python call per buffer;
 * ``deliver`` pushes a message to every subscriber and tries each socket in
@@ -23,6 +26,10 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from libc.errno cimport EAGAIN, EINTR, ENOTSOCK, errno
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.tuple cimport PyTuple_GET_ITEM
 
 import os
 from collections import deque as _deque
@@ -51,6 +58,11 @@ cdef extern from "<sys/socket.h>":
     ssize_t sendmsg(int fd, const msghdr *msg, int flags) nogil
     int MSG_NOSIGNAL
     int MSG_DONTWAIT
+
+cdef extern from "Python.h":
+    # The bytes macros on a borrowed PyObject*, without reference counting.
+    char *_bytes_data "PyBytes_AS_STRING" (PyObject *o) nogil
+    Py_ssize_t _bytes_size "PyBytes_GET_SIZE" (PyObject *o) nogil
 
 cdef extern from "<string.h>":
     void *memset(void *s, int c, size_t n) nogil
@@ -659,15 +671,96 @@ cdef class Reassembler:
         return None
 
 
-@cython.no_gc
-cdef class _Entry:
-    cdef tuple chunks
-    cdef Py_ssize_t next
-    cdef Py_ssize_t nchunks
-    cdef int track
-    cdef bint keyframe
-    cdef double queued_at
-    cdef Py_ssize_t size
+# -- send queues: four lanes of C rings ---------------------------------------------------
+#
+# Each lane is a ring of ``_Entry`` structs (no Python object per queued
+# message): the entry owns one reference to the message's tuple of wire
+# chunks, which every subscriber of that message shares.
+
+ctypedef struct _Entry:
+    PyObject *chunks        # tuple of bytes; owned reference
+    Py_ssize_t next         # index of the next chunk to write
+    Py_ssize_t nchunks
+    Py_ssize_t size
+    double queued_at
+    int track
+    bint keyframe
+
+
+ctypedef struct _Ring:
+    _Entry *items
+    Py_ssize_t head         # physical index of the oldest entry
+    Py_ssize_t count
+    Py_ssize_t capacity     # 0 or a power of two
+
+
+cdef inline _Entry *_ring_at(_Ring *ring, Py_ssize_t index) noexcept nogil:
+    return &ring.items[(ring.head + index) & (ring.capacity - 1)]
+
+
+cdef int _ring_grow(_Ring *ring) except -1:
+    cdef Py_ssize_t capacity = ring.capacity * 2 if ring.capacity else 8
+    cdef _Entry *items = <_Entry *>PyMem_Malloc(capacity * sizeof(_Entry))
+    cdef Py_ssize_t index
+    if items == NULL:
+        raise MemoryError()
+    for index in range(ring.count):
+        items[index] = _ring_at(ring, index)[0]
+    PyMem_Free(ring.items)
+    ring.items = items
+    ring.head = 0
+    ring.capacity = capacity
+    return 0
+
+
+cdef inline int _ring_append(_Ring *ring, tuple chunks, Py_ssize_t size, int track, bint keyframe,
+                             double now) except -1:
+    cdef _Entry *entry
+    if ring.count == ring.capacity:
+        _ring_grow(ring)
+    entry = &ring.items[(ring.head + ring.count) & (ring.capacity - 1)]
+    Py_INCREF(chunks)
+    entry.chunks = <PyObject *>chunks
+    entry.next = 0
+    entry.nchunks = len(chunks)
+    entry.size = size
+    entry.queued_at = now
+    entry.track = track
+    entry.keyframe = keyframe
+    ring.count += 1
+    return 0
+
+
+cdef inline void _ring_pop_front(_Ring *ring) noexcept:
+    cdef _Entry *entry = &ring.items[ring.head]
+    Py_XDECREF(entry.chunks)
+    entry.chunks = NULL
+    ring.head = (ring.head + 1) & (ring.capacity - 1)
+    ring.count -= 1
+
+
+cdef void _ring_remove(_Ring *ring, Py_ssize_t index) noexcept:
+    """Remove the entry at ``index``; later entries move up one place (rare: queue bounds)."""
+    cdef Py_ssize_t i
+    Py_XDECREF(_ring_at(ring, index).chunks)
+    for i in range(index, ring.count - 1):
+        _ring_at(ring, i)[0] = _ring_at(ring, i + 1)[0]
+    _ring_at(ring, ring.count - 1).chunks = NULL
+    ring.count -= 1
+
+
+cdef void _ring_free(_Ring *ring) noexcept:
+    while ring.count:
+        _ring_pop_front(ring)
+    PyMem_Free(ring.items)
+    ring.items = NULL
+    ring.capacity = 0
+    ring.head = 0
+
+
+cdef inline PyObject *_chunk(_Entry *entry, Py_ssize_t index) noexcept:
+    """Borrowed reference to chunk ``index`` of ``entry`` (a bytes object)."""
+    return PyTuple_GET_ITEM(<object>entry.chunks, index)
 
 
 cdef inline int _pick_lane(int *credits, bint *has_work) noexcept:
@@ -701,14 +794,21 @@ cdef class SendQueue:
     cdef public Py_ssize_t dropped_video
     cdef public Py_ssize_t dropped_audio
     cdef public Py_ssize_t bytes_sent
-    cdef list _lanes                 # four lists of _Entry, each read from _head[lane]
-    cdef Py_ssize_t _head[4]
+    cdef _Ring _rings[4]
     cdef Py_ssize_t _lane_bytes[4]
     cdef int _credits[4]
     cdef int _current_lane
     cdef Py_ssize_t _offset
     cdef set _need_keyframe
     cdef unsigned long _mark         # the Fanout round that last touched this queue
+
+    def __cinit__(self):
+        memset(self._rings, 0, sizeof(self._rings))
+
+    def __dealloc__(self):
+        cdef int lane
+        for lane in range(LANE_COUNT):
+            _ring_free(&self._rings[lane])
 
     def __init__(self, int fd=-1, Py_ssize_t max_video_bytes=QueueDefaults.MAX_VIDEO_BYTES,
                  double max_video_age=QueueDefaults.MAX_VIDEO_AGE,
@@ -726,9 +826,8 @@ cdef class SendQueue:
         self.dropped_video = 0
         self.dropped_audio = 0
         self.bytes_sent = 0
-        self._lanes = [[], [], [], []]
         for lane in range(LANE_COUNT):
-            self._head[lane] = 0
+            _ring_free(&self._rings[lane])
             self._lane_bytes[lane] = 0
             self._credits[lane] = LANE_WEIGHT[lane]
         self._current_lane = -1
@@ -736,12 +835,6 @@ cdef class SendQueue:
         self._need_keyframe = set()
 
     # -- state ---------------------------------------------------------------
-
-    cdef inline Py_ssize_t _count(self, int lane) noexcept:
-        return len(<list>self._lanes[lane]) - self._head[lane]
-
-    cdef inline _Entry _at(self, int lane, Py_ssize_t index):
-        return <_Entry>(<list>self._lanes[lane])[self._head[lane] + index]
 
     @property
     def pending_bytes(self):
@@ -751,9 +844,10 @@ cdef class SendQueue:
     def empty(self):
         return self._is_empty()
 
+    @cython.final
     cdef inline bint _is_empty(self) noexcept:
-        return (self._count(0) == 0 and self._count(1) == 0
-                and self._count(2) == 0 and self._count(3) == 0)
+        return (self._rings[0].count == 0 and self._rings[1].count == 0
+                and self._rings[2].count == 0 and self._rings[3].count == 0)
 
     def lane_bytes(self, int lane):
         _check_lane(lane)
@@ -763,12 +857,10 @@ cdef class SendQueue:
         cdef double oldest = 0
         cdef bint found = False
         cdef int lane
-        cdef _Entry entry
         for lane in (LANE_AUDIO, LANE_VIDEO):
-            if self._count(lane):
-                entry = self._at(lane, 0)
-                if not found or entry.queued_at < oldest:
-                    oldest = entry.queued_at
+            if self._rings[lane].count:
+                if not found or _ring_at(&self._rings[lane], 0).queued_at < oldest:
+                    oldest = _ring_at(&self._rings[lane], 0).queued_at
                     found = True
         if not found:
             return 0.0
@@ -777,12 +869,13 @@ cdef class SendQueue:
     def audio_waits(self, double now, double hold):
         return self._audio_waits(now, hold)
 
-    cdef inline bint _audio_waits(self, double now, double hold):
-        if self._count(LANE_ALERT) or self._count(LANE_CONTROL) or self._count(LANE_VIDEO):
+    @cython.final
+    cdef inline bint _audio_waits(self, double now, double hold) noexcept:
+        if self._rings[LANE_ALERT].count or self._rings[LANE_CONTROL].count or self._rings[LANE_VIDEO].count:
             return False
-        if not self._count(LANE_AUDIO):
+        if not self._rings[LANE_AUDIO].count:
             return False
-        return self._at(LANE_AUDIO, 0).queued_at + hold > now
+        return _ring_at(&self._rings[LANE_AUDIO], 0).queued_at + hold > now
 
     def waiting_for_keyframe(self, int track):
         return track in self._need_keyframe
@@ -805,88 +898,83 @@ cdef class SendQueue:
         wire = _as_chunks(message.chunks)
         return self._push(message.lane, wire, _message_size(wire), message.track, message.keyframe, now)
 
+    @cython.final
     cdef int _push(self, int lane, tuple chunks, Py_ssize_t size, int track, bint keyframe,
                    double now) except -1:
         """Queue ``chunks`` (bytes, checked by ``_message_size``, which gave ``size``)."""
-        cdef _Entry entry = _Entry.__new__(_Entry)
-        entry.chunks = chunks
-        entry.next = 0
-        entry.nchunks = len(chunks)
-        entry.track = track
-        entry.keyframe = keyframe
-        entry.queued_at = now
-        entry.size = size
         if lane == LANE_VIDEO:
-            return self._push_video(entry, now)
+            return self._push_video(chunks, size, track, keyframe, now)
         if lane == LANE_AUDIO:
-            self._make_audio_room(size)
+            if self._lane_bytes[LANE_AUDIO] + size > self.max_audio_bytes:
+                self._make_audio_room(size)
         elif self._lane_bytes[0] + self._lane_bytes[1] + size > self.max_control_bytes:
             self.overflowed = True
             return OVERFLOW_
-        self._append(lane, entry)
+        _ring_append(&self._rings[lane], chunks, size, track, keyframe, now)
+        self._lane_bytes[lane] += size
         return QUEUED_
 
-    cdef inline void _append(self, int lane, _Entry entry):
-        (<list>self._lanes[lane]).append(entry)
-        self._lane_bytes[lane] += entry.size
-
-    cdef int _push_video(self, _Entry entry, double now) except -1:
-        cdef int track = entry.track
+    @cython.final
+    cdef int _push_video(self, tuple chunks, Py_ssize_t size, int track, bint keyframe,
+                         double now) except -1:
+        cdef _Ring *ring = &self._rings[LANE_VIDEO]
         cdef bint behind
-        if self._need_keyframe and not entry.keyframe and track in self._need_keyframe:
+        if self._need_keyframe and not keyframe and track in self._need_keyframe:
             self.dropped_video += 1
             return DROPPED_
-        behind = self._lane_bytes[LANE_VIDEO] + entry.size > self.max_video_bytes or (
-            self._count(LANE_VIDEO) > 0 and now - self._at(LANE_VIDEO, 0).queued_at > self.max_video_age
+        behind = self._lane_bytes[LANE_VIDEO] + size > self.max_video_bytes or (
+            ring.count > 0 and now - _ring_at(ring, 0).queued_at > self.max_video_age
         )
         if behind:
             self._drop_unstarted(LANE_VIDEO)
-            if not entry.keyframe:
+            if not keyframe:
                 self._need_keyframe.add(track)
                 self.dropped_video += 1
                 return DROPPED_
-        if entry.keyframe and self._need_keyframe:
+        if keyframe and self._need_keyframe:
             self._need_keyframe.discard(track)
-        self._append(LANE_VIDEO, entry)
+        _ring_append(ring, chunks, size, track, keyframe, now)
+        self._lane_bytes[LANE_VIDEO] += size
         return QUEUED_
 
-    cdef inline bint _started(self, int lane, Py_ssize_t index, _Entry entry) noexcept:
-        return entry.next > 0 or (index == 0 and self._current_lane == lane)
+    @cython.final
+    cdef inline bint _started(self, int lane, Py_ssize_t index) noexcept:
+        return _ring_at(&self._rings[lane], index).next > 0 or (index == 0 and self._current_lane == lane)
 
-    cdef void _drop_unstarted(self, int lane):
-        cdef list kept = []
-        cdef Py_ssize_t index, count = self._count(lane)
-        cdef _Entry entry
-        for index in range(count):
-            entry = self._at(lane, index)
-            if self._started(lane, index, entry):
-                kept.append(entry)
+    @cython.final
+    cdef int _drop_unstarted(self, int lane) except -1:
+        cdef _Ring *ring = &self._rings[lane]
+        cdef Py_ssize_t index = 0
+        cdef _Entry *entry
+        while index < ring.count:
+            if self._started(lane, index):
+                index += 1
                 continue
+            entry = _ring_at(ring, index)
             self._lane_bytes[lane] -= entry.size
             if lane == LANE_VIDEO:
                 self.dropped_video += 1
                 self._need_keyframe.add(entry.track)
             else:
                 self.dropped_audio += 1
-        self._lanes[lane] = kept
-        self._head[lane] = 0
+            _ring_remove(ring, index)
+        return 0
 
-    cdef void _make_audio_room(self, Py_ssize_t size):
-        cdef list queue = <list>self._lanes[LANE_AUDIO]
+    @cython.final
+    cdef void _make_audio_room(self, Py_ssize_t size) noexcept:
+        cdef _Ring *ring = &self._rings[LANE_AUDIO]
         cdef Py_ssize_t index = 0
-        cdef _Entry entry
-        while (self._lane_bytes[LANE_AUDIO] + size > self.max_audio_bytes
-               and index < self._count(LANE_AUDIO)):
-            entry = self._at(LANE_AUDIO, index)
-            if self._started(LANE_AUDIO, index, entry):
+        while self._lane_bytes[LANE_AUDIO] + size > self.max_audio_bytes and index < ring.count:
+            if self._started(LANE_AUDIO, index):
                 index += 1
                 continue
-            del queue[self._head[LANE_AUDIO] + index]
-            self._lane_bytes[LANE_AUDIO] -= entry.size
+            self._lane_bytes[LANE_AUDIO] -= _ring_at(ring, index).size
             self.dropped_audio += 1
+            _ring_remove(ring, index)
 
     # -- sending -------------------------------------------------------------
 
+    @cython.final
     cdef int _walk(self, iovec *iov, int max_buffers, Py_ssize_t max_bytes, list out) except -1:
         """Fill ``iov`` (when not NULL, with room for ``max_buffers``) and ``out``
         (when not None) with the next buffers in scheduled order.
@@ -899,23 +987,23 @@ cdef class SendQueue:
         cdef Py_ssize_t chunk_index[4]
         cdef int count = 0, lane
         cdef Py_ssize_t total = 0, length
-        cdef _Entry entry
-        cdef bytes chunk
+        cdef _Entry *entry
+        cdef PyObject *chunk
         for lane in range(LANE_COUNT):
             credits[lane] = self._credits[lane]
             entry_index[lane] = 0
-            chunk_index[lane] = self._at(lane, 0).next if self._count(lane) else 0
-            has_work[lane] = self._count(lane) > 0
+            has_work[lane] = self._rings[lane].count > 0
+            chunk_index[lane] = _ring_at(&self._rings[lane], 0).next if has_work[lane] else 0
         if self._current_lane >= 0:
             lane = self._current_lane
-            entry = self._at(lane, 0)
-            chunk = <bytes>entry.chunks[entry.next]
-            length = PyBytes_GET_SIZE(chunk) - self._offset
+            entry = _ring_at(&self._rings[lane], 0)
+            chunk = _chunk(entry, entry.next)
+            length = _bytes_size(chunk) - self._offset
             if iov != NULL:
-                iov[0].iov_base = PyBytes_AS_STRING(chunk) + self._offset
+                iov[0].iov_base = _bytes_data(chunk) + self._offset
                 iov[0].iov_len = length
             if out is not None:
-                out.append(memoryview(chunk)[self._offset:])
+                out.append(memoryview(<object>chunk)[self._offset:])
             count = 1
             total = length
             self._walk_advance(lane, entry_index, chunk_index, has_work)
@@ -923,27 +1011,28 @@ cdef class SendQueue:
             lane = _pick_lane(credits, has_work)
             if lane < 0:
                 break
-            entry = self._at(lane, entry_index[lane])
-            chunk = <bytes>entry.chunks[chunk_index[lane]]
-            length = PyBytes_GET_SIZE(chunk)
+            entry = _ring_at(&self._rings[lane], entry_index[lane])
+            chunk = _chunk(entry, chunk_index[lane])
+            length = _bytes_size(chunk)
             if iov != NULL:
-                iov[count].iov_base = PyBytes_AS_STRING(chunk)
+                iov[count].iov_base = _bytes_data(chunk)
                 iov[count].iov_len = length
             if out is not None:
-                out.append(chunk)
+                out.append(<object>chunk)
             count += 1
             total += length
             self._walk_advance(lane, entry_index, chunk_index, has_work)
         return count
 
+    @cython.final
     cdef inline void _walk_advance(self, int lane, Py_ssize_t *entry_index, Py_ssize_t *chunk_index,
-                                   bint *has_work):
-        cdef _Entry entry = self._at(lane, entry_index[lane])
+                                   bint *has_work) noexcept:
+        cdef _Ring *ring = &self._rings[lane]
         chunk_index[lane] += 1
-        if chunk_index[lane] >= entry.nchunks:
+        if chunk_index[lane] >= _ring_at(ring, entry_index[lane]).nchunks:
             entry_index[lane] += 1
-            if entry_index[lane] < self._count(lane):
-                chunk_index[lane] = self._at(lane, entry_index[lane]).next
+            if entry_index[lane] < ring.count:
+                chunk_index[lane] = _ring_at(ring, entry_index[lane]).next
             else:
                 chunk_index[lane] = 0
                 has_work[lane] = False
@@ -958,24 +1047,26 @@ cdef class SendQueue:
         """Commit ``nbytes`` written from the front of what ``peek`` showed."""
         self._consume(nbytes)
 
+    @cython.final
     cdef int _consume(self, Py_ssize_t nbytes) except -1:
         cdef int lane
         cdef bint has_work[4]
-        cdef _Entry entry
+        cdef _Entry *entry
+        cdef _Ring *ring
         cdef Py_ssize_t chunk_length, remaining
-        cdef list queue
         self.bytes_sent += nbytes
         while nbytes > 0:
             lane = self._current_lane
             if lane < 0:
                 for lane in range(LANE_COUNT):
-                    has_work[lane] = self._count(lane) > 0
+                    has_work[lane] = self._rings[lane].count > 0
                 lane = _pick_lane(self._credits, has_work)
                 if lane < 0:
                     raise ValueError("consume() of more bytes than were queued")
                 self._offset = 0
-            entry = self._at(lane, 0)
-            chunk_length = PyBytes_GET_SIZE(<bytes>entry.chunks[entry.next])
+            ring = &self._rings[lane]
+            entry = _ring_at(ring, 0)
+            chunk_length = _bytes_size(_chunk(entry, entry.next))
             remaining = chunk_length - self._offset
             if nbytes < remaining:
                 self._offset += nbytes
@@ -987,15 +1078,7 @@ cdef class SendQueue:
             self._lane_bytes[lane] -= chunk_length
             entry.next += 1
             if entry.next == entry.nchunks:
-                queue = <list>self._lanes[lane]
-                queue[self._head[lane]] = None
-                self._head[lane] += 1
-                if self._head[lane] == len(queue):
-                    del queue[:]
-                    self._head[lane] = 0
-                elif self._head[lane] >= 32 and self._head[lane] * 2 >= len(queue):
-                    del queue[:self._head[lane]]
-                    self._head[lane] = 0
+                _ring_pop_front(ring)
         return 0
 
     def write_to(self, int fd=-1):
@@ -1004,6 +1087,7 @@ cdef class SendQueue:
             fd = self.fd
         return self._write(fd)
 
+    @cython.final
     cdef Py_ssize_t _write(self, int fd) except -1:
         cdef iovec iov[MAX_IOV]
         cdef msghdr msg
