@@ -884,11 +884,12 @@ def test_fanout_audio_rides_with_the_next_video_frame_or_leaves_when_due():
         fanout.run(1.020)
         assert fanout.writes == 2
         assert _seqs(first) == _seqs(second) == [(2, 1), (3, 1)]
+        assert fanout.next_due == float("inf")  # it left: nothing to wake up for
         # Audio with no video to ride goes on its own once audio_hold has passed.
         fanout.add(both, _message(9, 2, 2, b"a" * 200))
         fanout.run(1.040)
-        assert _read_available(first) == b""
-        fanout.run(1.074)  # the first audio's deadline: nothing of its own left to send
+        assert _read_available(first) == b"" and fanout.next_due == pytest.approx(1.075)
+        fanout.run(1.074)
         assert _read_available(first) == b"" and fanout.writes == 2
         fanout.run(1.075)
         assert fanout.writes == 4 and fanout.next_due == float("inf")
@@ -979,3 +980,28 @@ def test_fanout_refuses_bad_settings():
                    {"slice_bytes": 0}, {"round_pushes": 0}):
         with pytest.raises(ValueError):
             Fanout(**kwargs)
+
+
+def test_recv_some_reads_what_waits_says_none_when_nothing_and_empty_at_eof():
+    from pinkrelay._core import recv_some
+
+    writer, reader = socket.socketpair()
+    try:
+        reader.setblocking(False)
+        assert recv_some(reader.fileno(), 4096) is None
+        writer.sendall(b"x" * 100_000)
+        first = recv_some(reader.fileno(), 1 << 20)
+        assert first is not None and 0 < len(first) <= 64 * 1024  # capped at 64 KiB a call
+        assert recv_some(reader.fileno(), 10) == b"x" * 10
+        rest = bytearray()
+        while (piece := recv_some(reader.fileno(), 4096)) is not None:
+            rest += piece
+        assert len(first) + 10 + len(rest) == 100_000
+        writer.close()
+        assert recv_some(reader.fileno(), 4096) == b""
+        with pytest.raises(ValueError):
+            recv_some(reader.fileno(), 0)
+    finally:
+        reader.close()
+    with pytest.raises(OSError):
+        recv_some(reader.fileno(), 4096)  # closed: fileno() is -1

@@ -39,6 +39,7 @@ if os.environ.get("PINKRELAY_PUREPYTHON", "").strip().lower() not in ("", "0", "
         encode_frame,
         encode_media,
         flush,
+        recv_some,
     )
 else:
     try:
@@ -54,6 +55,8 @@ else:
             encode_frame,
             encode_media,
             flush,
+            recv_some,
+        recv_some,
         )
     except ImportError:
         from .reference import (
@@ -68,6 +71,8 @@ else:
             encode_frame,
             encode_media,
             flush,
+            recv_some,
+        recv_some,
         )
 
 __all__ = [
@@ -94,4 +99,5 @@ __all__ = [
     "encode_frame",
     "encode_media",
     "flush",
+    "recv_some",
 ]

@@ -46,6 +46,9 @@ cdef extern from "<sys/uio.h>":
         size_t iov_len
     ssize_t writev(int fd, const iovec *iov, int iovcnt) nogil
 
+cdef extern from "<unistd.h>":
+    ssize_t read(int fd, void *buf, size_t n) nogil
+
 cdef extern from "<sys/socket.h>":
     struct msghdr:
         void *msg_name
@@ -56,6 +59,7 @@ cdef extern from "<sys/socket.h>":
         size_t msg_controllen
         int msg_flags
     ssize_t sendmsg(int fd, const msghdr *msg, int flags) nogil
+    ssize_t recv(int fd, void *buf, size_t n, int flags) nogil
     int MSG_NOSIGNAL
     int MSG_DONTWAIT
 
@@ -877,6 +881,13 @@ cdef class SendQueue:
             return False
         return _ring_at(&self._rings[LANE_AUDIO], 0).queued_at + hold > now
 
+    def holds_audio_from(self, double queued_at):
+        return self._holds_audio_from(queued_at)
+
+    @cython.final
+    cdef inline bint _holds_audio_from(self, double queued_at) noexcept:
+        return self._rings[LANE_AUDIO].count > 0 and _ring_at(&self._rings[LANE_AUDIO], 0).queued_at <= queued_at
+
     def waiting_for_keyframe(self, int track):
         return track in self._need_keyframe
 
@@ -1152,6 +1163,29 @@ cdef Py_ssize_t _message_size(tuple chunks) except -1:
     return size
 
 
+# recv_some reads into this and copies out what came: no allocation of max_bytes per call.
+cdef char _recv_buffer[65536]
+
+
+def recv_some(int fd, Py_ssize_t max_bytes):
+    """Read what ``fd`` holds now without blocking; ``None`` when nothing waits (see reference.py)."""
+    cdef Py_ssize_t got
+    cdef int err
+    if max_bytes < 1:
+        raise ValueError(f"max_bytes {max_bytes} must be at least 1")
+    if max_bytes > <Py_ssize_t>sizeof(_recv_buffer):
+        max_bytes = sizeof(_recv_buffer)
+    got = recv(fd, _recv_buffer, max_bytes, MSG_DONTWAIT)
+    if got < 0 and errno == ENOTSOCK:
+        got = read(fd, _recv_buffer, max_bytes)
+    if got < 0:
+        err = errno
+        if err == EAGAIN or err == EINTR:
+            return None
+        raise OSError(err, os.strerror(err))
+    return PyBytes_FromStringAndSize(_recv_buffer, got)
+
+
 def deliver(queues, int lane, chunks, int track=0, bint keyframe=False, double now=0.0, bint write=True):
     """Queue one message for every subscriber and try to send it at once (see reference.py)."""
     cdef list attention = []
@@ -1250,7 +1284,7 @@ cdef class Fanout:
 
     @property
     def next_due(self):
-        return (<tuple>self._held[0])[0] if self._held else float("inf")
+        return (<tuple>self._held[0])[0] + self.audio_hold if self._held else float("inf")
 
     def add(self, subscribers, message):
         self._pending.append((subscribers, message))
@@ -1274,7 +1308,23 @@ cdef class Fanout:
             written += _write_one(queue, attention)
             sockets += 1
             self.writes += 1
+        if self._cursor >= len(touched):
+            self._forget_audio_gone()
         return attention
+
+    cdef int _forget_audio_gone(self) except -1:
+        cdef object held = self._held
+        cdef tuple item
+        cdef SendQueue queue
+        cdef double queued_at
+        while held:
+            item = <tuple>held[0]
+            queued_at = item[0]
+            for queue in item[1]:
+                if queue._holds_audio_from(queued_at):
+                    return 0
+            held.popleft()
+        return 0
 
     cdef int _start_round(self, double now, list attention) except -1:
         global _round_mark
@@ -1289,7 +1339,7 @@ cdef class Fanout:
         cdef unsigned long mark
         _round_mark += 1
         mark = _round_mark
-        while held and (<tuple>held[0])[0] <= now:
+        while held and <double>(<tuple>held[0])[0] + hold <= now:
             item = <tuple>held.popleft()
             for queue in item[1]:
                 if queue._mark != mark:
@@ -1312,7 +1362,7 @@ cdef class Fanout:
                     queue._mark = mark
                     touched.append(queue)
             if riding and len(subscribers):
-                held.append((now + hold, subscribers))
+                held.append((now, subscribers))
             pushes += len(subscribers)
             self.messages += 1
         self.deliveries += pushes

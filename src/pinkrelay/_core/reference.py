@@ -15,6 +15,7 @@ What lives here:
 * ``Message``, ``Reassembler``: media chunks back into whole messages.
 * ``SendQueue``: one outbound connection's lanes, the priority scheduler,
   the drop-to-keyframe policy, and the non-blocking scatter-gather write.
+* ``recv_some``: a non-blocking read that says "nothing yet" without raising.
 * ``deliver``: one media message to many subscribers in one call.
 * ``Fanout``: the relay's fan-out work, in rounds and bounded slices, with
   audio riding along with video.
@@ -62,6 +63,7 @@ _TIMESTAMP_MIN = -(2**63)
 _TIMESTAMP_MAX = 2**63 - 1
 _IOV_MAX_BUFFERS = 64
 _WRITE_MAX_BYTES = 256 * 1024
+_RECV_MAX_BYTES = 64 * 1024
 
 
 class Frame:
@@ -547,6 +549,11 @@ class SendQueue:
             return False
         return lanes[_AUDIO][0].queued_at + hold > now
 
+    def holds_audio_from(self, queued_at: float) -> bool:
+        """Whether audio queued at or before ``queued_at`` is still waiting here."""
+        queue = self._lanes[_AUDIO]
+        return bool(queue) and queue[0].queued_at <= queued_at
+
     def waiting_for_keyframe(self, track: int) -> bool:
         return track in self._need_keyframe
 
@@ -723,6 +730,22 @@ class SendQueue:
                 return written
 
 
+def recv_some(fd: int, max_bytes: int) -> bytes | None:
+    """Read what the socket ``fd`` holds now, up to ``max_bytes``, without blocking.
+
+    At most 64 KiB per call. Returns the bytes, ``b""`` when the peer has closed, or ``None`` when
+    nothing is waiting (no exception on the common path: the caller waits
+    until the socket is readable, then calls again). Other errors raise
+    OSError.
+    """
+    if max_bytes < 1:
+        raise ValueError(f"max_bytes {max_bytes} must be at least 1")
+    try:
+        return os.read(fd, min(max_bytes, _RECV_MAX_BYTES))
+    except (BlockingIOError, InterruptedError):
+        return None
+
+
 def deliver(
     queues: Sequence[SendQueue],
     lane: int,
@@ -827,6 +850,7 @@ class Fanout:
         self.rounds = 0
         self.writes = 0
         self._pending: deque[tuple[Sequence[SendQueue], Message]] = deque()
+        #: (when pushed, subscribers) of audio pushed without writing, oldest first.
         self._held: deque[tuple[float, Sequence[SendQueue]]] = deque()
         self._touched: list[SendQueue] = []
         self._cursor = 0
@@ -844,7 +868,7 @@ class Fanout:
     @property
     def next_due(self) -> float:
         """When the oldest held audio must be written (``inf`` when none is held)."""
-        return self._held[0][0] if self._held else float("inf")
+        return self._held[0][0] + self.audio_hold if self._held else float("inf")
 
     def add(self, subscribers: Sequence[SendQueue], message: Message) -> None:
         """Queue ``message`` for every queue in ``subscribers`` (kept as given)."""
@@ -868,11 +892,23 @@ class Fanout:
             written += _write_one(queue, attention)
             sockets += 1
             self.writes += 1
+        if self._cursor >= len(touched):
+            self._forget_audio_gone()
         return attention
+
+    def _forget_audio_gone(self) -> None:
+        """Drop held entries whose audio has left with a video frame: no wakeup for them."""
+        held = self._held
+        while held:
+            queued_at, subscribers = held[0]
+            if any(queue.holds_audio_from(queued_at) for queue in subscribers):
+                return
+            held.popleft()
 
     def _start_round(self, now: float, attention: list[SendQueue]) -> None:
         touched: list[SendQueue] = []
         seen: set[int] = set()
+        hold = self.audio_hold
 
         def touch(queue: SendQueue) -> None:
             if id(queue) not in seen:
@@ -880,10 +916,9 @@ class Fanout:
                 touched.append(queue)
 
         held = self._held
-        while held and held[0][0] <= now:
+        while held and held[0][0] + hold <= now:
             for queue in held.popleft()[1]:
                 touch(queue)
-        hold = self.audio_hold
         pushes = 0
         pending = self._pending
         while pending and pushes < self.round_pushes:
@@ -897,7 +932,7 @@ class Fanout:
                 elif status == QUEUED and not riding:
                     touch(queue)
             if riding and subscribers:
-                held.append((now + hold, subscribers))
+                held.append((now, subscribers))
             pushes += len(subscribers)
             self.messages += 1
         self.deliveries += pushes
