@@ -1332,8 +1332,9 @@ cdef class Fanout:
         cdef SendQueue queue
         cdef tuple item, wire
         cdef object subscribers, held = self._held, pending = self._pending
-        cdef int lane, status
-        cdef bint riding
+        cdef Message message
+        cdef int lane, status, track
+        cdef bint riding, keyframe
         cdef Py_ssize_t pushes = 0, size
         cdef double hold = self.audio_hold
         cdef unsigned long mark
@@ -1348,14 +1349,16 @@ cdef class Fanout:
         while pending and pushes < self.round_pushes:
             item = <tuple>pending.popleft()
             subscribers = item[0]
-            message = item[1]
+            message = <Message?>item[1]
             lane = message.lane
             _check_lane(lane)
+            track = message.track
+            keyframe = message.keyframe
             wire = _as_chunks(message.chunks)
             size = _message_size(wire)
             riding = hold > 0.0 and lane == LANE_AUDIO
             for queue in subscribers:
-                status = queue._push(lane, wire, size, message.track, message.keyframe, now)
+                status = queue._push(lane, wire, size, track, keyframe, now)
                 if status == OVERFLOW_:
                     attention.append(queue)
                 elif status == QUEUED_ and not riding and queue._mark != mark:
