@@ -20,7 +20,7 @@ bench: $(STAMP)
 # pinkrelay beside nginx-rtmp and mosquitto: docs/benchmarks.md (QUICK=1: a short check)
 bench-compare: $(STAMP)
 	@bash scripts/install-bench-deps.sh
-	@$(PY) -c 'import matplotlib, paho.mqtt' 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
+	@$(PY) -c 'import matplotlib, paho.mqtt' 2>/dev/null && test -x $(VENV)/bin/py-spy || $(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/compare/bench_compare.py $(if $(QUICK),--quick) $(BENCH_COMPARE_ARGS)
 
 system-deps:

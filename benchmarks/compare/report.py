@@ -158,8 +158,13 @@ def headline(report: dict[str, Any]) -> list[str]:
     rows = report["fanout"].get("summary") or []
     ratios = [(r["n"], r["ratio_vs_nginx"]) for r in rows if r.get("ratio_vs_nginx")]
     if ratios:
-        out.append("- **Fan-out CPU per delivered Gbit, pinkrelay ÷ nginx-rtmp** (medians; below 1 = pinkrelay "
-                   "cheaper): " + ", ".join(f"N={n}: **{x:.2f}×**" for n, x in ratios) + ".")
+        out.append("- **Fan-out: relay CPU per delivered Gbit, pinkrelay ÷ nginx-rtmp** (medians; below 1 = "
+                   "pinkrelay cheaper): " + ", ".join(f"N={n}: **{x:.2f}×**" for n, x in ratios) + ".")
+    totals = [(r["n"], r["total_ratio_vs_nginx"]) for r in rows if r.get("total_ratio_vs_nginx")]
+    if totals:
+        out.append("- **Relay + subscribers CPU per delivered Gbit, pinkrelay ÷ nginx-rtmp** (the machine's whole "
+                   "cost of the fan-out; see the honest notes on how loopback TCP bills nginx-rtmp's sends to its "
+                   "subscribers): " + ", ".join(f"N={n}: **{x:.2f}×**" for n, x in totals) + ".")
     runs = [r for r in report["alerts"].get("runs", []) if "phases" in r]
 
     def med(system: str, phase: str) -> float | None:
@@ -195,21 +200,27 @@ def fanout_section(report: dict[str, Any]) -> list[str]:
         "Medians, with the min–max of the runs in brackets.",
         "",
         "| N | system | delivered Gbit/s | relay CPU (% of a core) | **CPU-s per Gbit** | pinkrelay ÷ nginx | "
-        "all kept up (min %) | peak RSS MB | latency p50 / p99 ms | load processes (max) | clean? |",
-        "|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---|",
+        "relay + subscribers CPU-s per Gbit | ÷ nginx | all kept up (min %) | peak RSS MB | "
+        "video latency p50 / p99 ms | audio p50 / p99 ms | load processes (max) | clean? |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         runs = [p for p in fan["points"] if p["system"] == r["system"] and p["n"] == r["n"] and "error" not in p]
         notes = sorted({note for p in runs for note in run_notes(p)})
-        lat = "–"
-        if r.get("latency_p50_ms") is not None:
-            lat = f"{r['latency_p50_ms']:.2f} / {r['latency_p99_ms']:.2f}"
+        lat = {}
+        for kind in ("video", "audio"):
+            lat[kind] = "–"
+            if r.get(f"{kind}_latency_p50_ms") is not None:
+                lat[kind] = f"{r[f'{kind}_latency_p50_ms']:.2f} / {r[f'{kind}_latency_p99_ms']:.2f}"
         frac = f"{100 * r['relay_cpu_fraction']:.1f} ({100 * r['relay_cpu_fraction_min']:.1f}–" \
                f"{100 * r['relay_cpu_fraction_max']:.1f})"
         out.append(
             f"| {r['n']} | {r['system']} | {spread(r, 'delivered_gbps')} | {frac} | {spread(r, 'cpu_s_per_gbit')} | "
             f"{f(r.get('ratio_vs_nginx'), 2) + '×' if r.get('ratio_vs_nginx') else ''} | "
-            f"{f(r['all_kept_up'])} ({100 * r.get('min_keep_up_min', 0):.1f}) | {f(r.get('peak_rss_mb'), 1)} | {lat} | "
+            f"{spread(r, 'relay_and_subscribers_cpu_s_per_gbit')} | "
+            f"{f(r.get('total_ratio_vs_nginx'), 2) + '×' if r.get('total_ratio_vs_nginx') else ''} | "
+            f"{f(r['all_kept_up'])} ({100 * r.get('min_keep_up_min', 0):.1f}) | {f(r.get('peak_rss_mb'), 1)} | "
+            f"{lat['video']} | {lat['audio']} | "
             f"{pct(r.get('load_cpu_fraction_max'))} | {'; '.join(notes) if notes else 'yes'} |"
         )
     failed = [p for p in fan["points"] if "error" in p]
@@ -364,7 +375,7 @@ def write_report(path: Path) -> list[Path]:
         "",
         "- **Command**: `make bench-compare` (full) or `make bench-compare QUICK=1`; it installs what it needs "
         "(`scripts/install-bench-deps.sh`: Debian's nginx, libnginx-mod-rtmp, mosquitto, iperf3, ffmpeg, only when "
-        "missing; `pip install -e '.[bench]'`: matplotlib, paho-mqtt) and runs "
+        "missing; `pip install -e '.[bench]'`: matplotlib, paho-mqtt, py-spy) and runs "
         f"`{' '.join(report.get('argv', []))}`. Bounded by `--budget` ({s.get('budget', 600):g} s); every server "
         "and load process is started by the script and stopped by its PID, also on ^C or SIGTERM.",
         f"- **Clip**: `{clip.get('command', '')}` - {clip.get('seconds', 0):g} s looped, "
@@ -417,6 +428,20 @@ def write_report(path: Path) -> list[Path]:
     return written
 
 
+def nagle_note(report: dict[str, Any]) -> str:
+    """The same effect in isolation, from the limits section's loopback_nagle.py run."""
+    limits = report.get("limits") or {}
+    ways = {r["way"]: r for r in limits.get("loopback_nagle") or []}
+    if not {"chunked", "one-write"} <= set(ways):
+        return ""
+    c, o = ways["chunked"], ways["one-write"]
+    return (f" The same effect in isolation (`{limits.get('loopback_nagle_command', 'loopback_nagle.py')}`: one "
+            f"Python sender to {c['n']} loopback sockets, a 9.2 KB frame 30 times a second each): five send()s "
+            f"per frame under Nagle cost the sender {pct(c['sender_cpu_fraction'])} of a core and the reader "
+            f"{pct(c['reader_cpu_fraction'])}; one send() of the same bytes with TCP_NODELAY cost "
+            f"{pct(o['sender_cpu_fraction'])} and {pct(o['reader_cpu_fraction'])}.")
+
+
 def notes(report: dict[str, Any]) -> list[str]:
     out = []
     points = [p for p in report["fanout"].get("points", []) if "error" not in p]
@@ -449,8 +474,25 @@ def notes(report: dict[str, Any]) -> list[str]:
     elif summary:
         out.append("- Run-to-run spread of CPU per Gbit stayed within 15 % at every point.")
     if summary:
-        out.append("- Relay CPU includes the kernel's share of loopback TCP (for loopback the receive path "
-                   "mostly runs in the sender's context), which is the same work for both relays.")
+        out.append("- Relay CPU includes the kernel's share of loopback TCP: for loopback the receive path runs in "
+                   "the context of whoever transmits the segment. That is not the same for both relays. nginx-rtmp "
+                   "never sets TCP_NODELAY (strace of a play session: no setsockopt after accept4) and writes "
+                   "each 4096-byte RTMP chunk with its own send(), so Nagle holds the later chunks of a frame "
+                   "until the subscriber's ACK arrives, and the kernel then transmits them, and runs the "
+                   "receiver's side of loopback, in the subscriber process's context. Part of nginx-rtmp's TCP "
+                   "work is billed to the load generator: with the same subscriber code, its subscribers' "
+                   "process uses more CPU per Gbit than pinkrelay's. pinkrelay sets TCP_NODELAY (latency first) "
+                   "and writes each subscriber's frames in one sendmsg, so it pays for all of its own sending. "
+                   "The 'relay + subscribers' columns add the subscribers' process to the relay and show the "
+                   "machine's whole cost." + nagle_note(report))
+    pr = [r for r in summary if r["system"] == "pinkrelay" and r.get("audio_latency_p50_ms") is not None]
+    if pr:
+        out.append("- pinkrelay's audio waits up to `audio_hold` (35 ms by default) for the next video frame to the "
+                   "same subscriber and leaves in the same write, so a 30 fps stream costs 30 writes a second per "
+                   "subscriber instead of 77 (docs/operations.md). That is why its audio latency is about 10-35 "
+                   "ms higher than its video latency; video, alerts and control frames are never held. Latency is "
+                   "measured by one probe console among the N subscribers; at large N it includes the time the "
+                   "relay takes to write the N others before or after it.")
     runs = [r for r in report["alerts"].get("runs", []) if "phases" in r]
     for r in runs:
         ph = r["phases"]["loaded"]
