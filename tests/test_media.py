@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from pinkrelay.media import (
     AudioEncoder,
+    CameraSource,
     CodecUnavailable,
     Decoder,
     EncodedPacket,
@@ -452,6 +453,13 @@ def test_open_source_reports_file_without_video(tmp_path: Path, stream: Encoded)
             recorder.write(0, packet)
     with pytest.raises(SourceUnavailable, match="voice.mkv has no video stream"):
         open_source(path)
+
+
+def test_a_device_that_is_no_camera_reaches_v4l2_and_is_named() -> None:
+    """The V4L2 input is found (PyAV lists it as 'video4linux2,v4l2') and asked to open the device."""
+    with pytest.raises(SourceUnavailable, match=r"camera /dev/null cannot be opened \(") as caught:
+        CameraSource("/dev/null")
+    assert "no V4L2 input" not in str(caught.value)
 
 
 def test_open_source_reports_missing_camera() -> None:

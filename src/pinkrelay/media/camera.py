@@ -12,7 +12,15 @@ from .errors import MediaError, SourceUnavailable
 
 __all__ = ["CameraSource", "Microphone"]
 
-_V4L2_FORMATS = ("v4l2", "video4linux2")
+
+
+def _has_input(name: str) -> bool:
+    """Whether this PyAV build has the input format ``name``.
+
+    ``av.formats_available`` names a format with all its aliases in one
+    entry, e.g. ``'video4linux2,v4l2'``.
+    """
+    return any(name in entry.split(",") for entry in av.formats_available)
 
 
 class Microphone:
@@ -22,7 +30,7 @@ class Microphone:
         self.device = device
         self.sample_rate = sample_rate
         self.channels = channels
-        if "alsa" not in av.formats_available:
+        if not _has_input("alsa"):
             raise SourceUnavailable(
                 f"microphone {device!r} cannot be opened: this PyAV build has no ALSA input; "
                 "install PyAV built against a system FFmpeg with libavdevice, or run without audio"
@@ -85,7 +93,7 @@ class CameraSource:
                 f"camera {device} not found; connect a USB (UVC) camera and check `ls /dev/video*`, "
                 "or use the synthetic source 'test'"
             )
-        if not any(name in av.formats_available for name in _V4L2_FORMATS):
+        if not _has_input("v4l2"):
             raise SourceUnavailable(
                 f"camera {device} cannot be opened: this PyAV build has no V4L2 input; install PyAV built "
                 "against a system FFmpeg with libavdevice (pip install av --no-binary av), or use 'test'"
