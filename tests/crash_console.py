@@ -33,13 +33,12 @@ async def main(args: argparse.Namespace) -> None:
                             backoff_max=0.3, connect_timeout=2.0, buffer=100_000)
 
     async def keep_running() -> None:
-        # As in crash_presser.py: a relay killed mid-handshake is not a refusal here.
-        while True:
-            try:
-                await console.run()
-            except ConnectionRefused as error:
-                say(refused=str(error))
-                await trio.sleep(0.05)
+        # As in crash_presser.py: the client must ride out a relay killed mid-handshake.
+        try:
+            await console.run()
+        except ConnectionRefused as error:
+            say(refused=str(error))
+            raise
 
     async def watch() -> None:
         async for event in console.events():

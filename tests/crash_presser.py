@@ -45,15 +45,13 @@ async def main(args: argparse.Namespace) -> None:
     created = 0
 
     async def keep_running() -> None:
-        # ButtonClient treats a relay that dies during the handshake as a final
-        # refusal; here a dying relay is the point, so run it again (its
-        # pending presses survive in the object) and say so.
-        while True:
-            try:
-                await client.run()
-            except ConnectionRefused as error:
-                say(refused=str(error))
-                await trio.sleep(0.05)
+        # The client itself must ride out a relay killed at any moment, the
+        # handshake included: a refusal here ends the process and fails the test.
+        try:
+            await client.run()
+        except ConnectionRefused as error:
+            say(refused=str(error))
+            raise
 
     async def wait_for_ack(alert_id: str, pending: object) -> None:
         await pending.done.wait()  # type: ignore[attr-defined]

@@ -3,8 +3,10 @@
 Both client libraries use it: it opens the TCP stream, walks the handshake
 (hello, challenge, proof, welcome) with the sans-IO client connection, and
 then runs the reader, the timers and an Outbox, handing every received event
-to the owner's callback. A refusal raises ConnectionRefused with the relay's
-reason; an unreachable relay raises OSError naming the address.
+to the owner's callback. A refusal of this client's identity raises
+ConnectionRefused with the relay's reason; an unreachable relay, or one that
+fails mid-handshake, raises OSError (LinkClosed) naming what happened, which
+the clients retry with backoff.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from ..protocol import Challenge, ConnectionClosed, Error, Goodbye, PeerSilent, 
 from ..protocol.connection import _ClientConnection
 
 RECEIVE_BYTES = 64 * 1024
+#: Error codes that end a client for good: retrying with the same identity cannot help.
+FINAL_REFUSALS = frozenset({"auth", "wrong-listener", "unknown-button"})
 
 
 def wall_us() -> int:
@@ -96,8 +100,10 @@ class Link:
 
     @staticmethod
     async def _handshake(stream: trio.SocketStream, conn: _ClientConnection, what: str) -> None:
-        # A relay that goes away mid-handshake (restarting, say) is worth
-        # retrying (LinkClosed); only an error frame is a refusal.
+        # A relay that goes away mid-handshake (restarting, say), sends bytes
+        # that do not parse, or reports a passing failure (timeout, internal
+        # error) is worth retrying (LinkClosed); only a refusal that names
+        # this client's identity or role (FINAL_REFUSALS) is final.
         try:
             await stream.send_all(conn.hello(trio.current_time()))
         except trio.BrokenResourceError as error:
@@ -119,11 +125,14 @@ class Link:
                     elif isinstance(event, Welcome):
                         return
                     elif isinstance(event, Error):
-                        raise ConnectionRefused(f"{what} refused by the relay: {event.message}", code=event.code)
+                        if event.code in FINAL_REFUSALS:
+                            raise ConnectionRefused(f"{what} refused by the relay: {event.message}",
+                                                    code=event.code)
+                        raise LinkClosed(f"{what}: relay ended the handshake ({event.code}: {event.message})")
                     elif isinstance(event, ConnectionClosed):
                         raise LinkClosed(f"{what}: relay closed the connection during the handshake")
             except ProtocolError as error:
-                raise ConnectionRefused(f"{what}: relay broke the protocol during the handshake: {error}") from None
+                raise LinkClosed(f"{what}: relay broke the protocol during the handshake: {error}") from None
 
     def close(self, reason: str) -> None:
         if not self.closed_reason:
