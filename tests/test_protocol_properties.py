@@ -310,6 +310,23 @@ def test_any_msgpack_value_decodes_or_raises_only_protocol_errors(frame_type, va
     decode_or_refuse(frame_type, msgpack.packb(value))
 
 
+def test_a_map_that_repeats_a_key_is_refused_at_any_depth():
+    """{button: a, button: b} must not quietly mean b (protocol.md §5.0)."""
+
+    def pair(key, value):
+        return msgpack.packb(key) + msgpack.packb(value)
+
+    top = b"\x82" + pair("button", "kp-a") + pair("button", "kp-b")
+    with pytest.raises(MessageError, match="the key 'button' more than once") as caught:
+        decode_body(FrameType.SUBSCRIBE, top)
+    assert caught.value.code == "bad-message"
+    site = b"\x82" + pair("name", "A") + pair("name", "B")
+    nested = b"\x83" + pair("alert_id", "a1") + pair("pressed_at", 1) + msgpack.packb("site") + site
+    with pytest.raises(MessageError, match="the key 'name' more than once"):
+        decode_body(FrameType.ALERT, nested)
+    assert decode_body(FrameType.SUBSCRIBE, b"\x81" + pair("button", "kp-a")).button == "kp-a"
+
+
 def test_body_errors_name_the_field():
     body = msgpack.unpackb(encode_body(Heartbeat()))
     body["battery"] = "full"

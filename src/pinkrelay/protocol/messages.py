@@ -108,6 +108,16 @@ def _from_map(cls: type, body: dict[str, Any]) -> Any:
         raise MessageError(f"{cls.__name__}: {error}") from None
 
 
+def _map_without_repeats(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    """msgpack maps must not repeat a key (§5.0): {button: a, button: b} is refused, not b."""
+    body = dict(pairs)
+    if len(body) != len(pairs):
+        seen: set[Any] = set()
+        repeated = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise ValueError(f"a map has the key {repeated!r} more than once")
+    return body
+
+
 def decode_body(
     frame_type: int,
     payload: Any,
@@ -131,6 +141,7 @@ def decode_body(
             max_array_len=1024,
             max_map_len=64,
             max_ext_len=0,
+            object_pairs_hook=_map_without_repeats,
         )
     except msgpack.StackError:
         # msgpack's own nesting limit (about 1024 levels), far beyond max_depth:
