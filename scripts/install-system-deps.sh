@@ -5,8 +5,9 @@ set -euo pipefail
 
 needed=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-# chromium and a font: the web control room's tests drive a real headless browser.
-for package in gcc python3-dev python3-venv chromium fonts-dejavu-core; do
+# chromium and a font: the web control room's tests drive a real headless browser;
+# openssl makes the certificate of the HTTPS test.
+for package in gcc python3-dev python3-venv chromium fonts-dejavu-core openssl; do
     have "$package" || needed+=("$package")
 done
 # Python.h for the Cython build: satisfied by any python3.11 with headers.

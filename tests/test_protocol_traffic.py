@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
@@ -44,6 +45,7 @@ try:
         frame_payloads,
         media_fields,
         media_frame,
+        TRACK_IDS,
     )
 except ImportError:  # tests/ turned into a package
     from .protocol_pair import (  # type: ignore[no-redef]
@@ -58,6 +60,7 @@ except ImportError:  # tests/ turned into a package
         frame_payloads,
         media_fields,
         media_frame,
+        TRACK_IDS,
     )
 
 SITE = Site(
@@ -696,3 +699,41 @@ def test_tail_of_a_message_discarded_before_its_description_is_never_delivered()
     relay.receive_data(b"".join(button.send_media(7, 2, 20, b"n" * 300)), 2.0)
     media = list(relay.events())
     assert len(media) == 1 and media[0].seq == 2 and media[0].data == b"n" * 300
+
+
+def test_a_real_h264_and_opus_stream_passes_the_codec_split_anywhere_and_decodes_back():
+    """Two seconds of H.264 + Opus made with PyAV: button → bytes cut at random → relay → decoder."""
+    from pinkrelay.media import Decoder, EncodedPacket, encode_clip
+
+    clip = encode_clip(2.0, 320, 240, 15, 300_000, audio="opus", label="codec test")
+    pair = button_pair()  # chunk size 256: every video frame goes out in several chunks
+    video = TrackDescription(track_id=TRACK_IDS[0], kind="video", codec="h264", width=320, height=240, fps=15.0,
+                             bitrate=300_000, extradata=clip.video.extradata)
+    audio = TrackDescription(track_id=TRACK_IDS[1], kind="audio", codec="opus", sample_rate=48000, channels=1,
+                             bitrate=32_000, extradata=clip.audio.extradata)
+    described(pair, video, audio)
+    track_of = {"video": video.track_id, "audio": audio.track_id}
+    seqs = {"video": 0, "audio": 0}
+    sent, wire = [], bytearray()
+    for packet in clip.packets:
+        track = track_of[packet.kind]
+        for frame in pair.client.send_media(track, seqs[packet.kind], packet.pts_us, packet.data, packet.keyframe):
+            wire += frame
+        sent.append((track, seqs[packet.kind], packet.pts_us, packet.keyframe, bytes(packet.data)))
+        seqs[packet.kind] += 1
+    assert max(len(p.data) for p in clip.packets if p.kind == "video") > 5 * 256  # chunked for real
+    rng = random.Random(7)
+    cuts = sorted(rng.sample(range(1, len(wire)), 400))
+    received = []
+    for start, stop in itertools.pairwise([0, *cuts, len(wire)]):
+        received += [media_fields(e) for e in pair.to_relay(bytes(wire[start:stop])) if isinstance(e, Media)]
+    assert received == sent
+
+    decoders = {video.track_id: Decoder(clip.video), audio.track_id: Decoder(clip.audio)}
+    frames = {video.track_id: [], audio.track_id: []}
+    for track, _, pts, keyframe, data in received:
+        packet = EncodedPacket(kind="", data=data, pts_us=pts, duration_us=0, keyframe=keyframe)
+        frames[track] += decoders[track].decode(packet)
+    assert len(frames[video.track_id]) == seqs["video"] == 30
+    assert {(f.width, f.height) for f in frames[video.track_id]} == {(320, 240)}
+    assert len(frames[audio.track_id]) == seqs["audio"] >= 100  # 20 ms Opus frames over 2 s

@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS_SCREENSHOT = ROOT / "docs" / "control-room.png"
 EXAMPLE_REGISTRY = ROOT / "examples" / "peshawar-buttons.csv"
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]' installs playwright")
+from playwright import sync_api  # noqa: E402 - pip install -e '.[test]' installs it; never skipped
 
 
 class RoomThread:

@@ -429,7 +429,7 @@ async def test_a_failing_web_task_is_logged_and_restarted_while_the_relay_keeps_
 def certificate(tmp_path):
     """A self-signed certificate for 127.0.0.1 (PEM files)."""
     if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command to make a test certificate")
+        pytest.fail("the openssl command makes the test certificate: run scripts/install-system-deps.sh as root")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
