@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ._core import Limits, QueueDefaults
+from .alerts.routing import check_groups
 from .errors import ConfigError
 
 
@@ -90,6 +91,9 @@ class RelayConfig:
     join_keyframe_age: float = 0.5
     #: Seconds after which an unacknowledged alert is escalated, one per level.
     escalation_levels: tuple[float, ...] = (15.0, 60.0)
+    #: Who else sees an alert from each level on: 'supervisors', 'all' or 'room:NAME'
+    #: (pinkrelay/alerts/routing.py). With one control room everyone sees every alert anyway.
+    escalation_groups: tuple[str, ...] = ("supervisors", "all")
     #: A second press from the same button within this many seconds of an open
     #: alert is recorded as a duplicate linked to it.
     merge_window: float = 120.0
@@ -142,6 +146,12 @@ class RelayConfig:
                 "order, e.g. [15, 60]"
             )
         object.__setattr__(self, "escalation_levels", tuple(float(v) for v in levels))
+        if isinstance(self.escalation_groups, str) or not 0 <= len(self.escalation_groups) <= 16:
+            raise ConfigError(
+                f"escalation_groups {self.escalation_groups!r} must be a list of up to 16 groups, "
+                "e.g. [\"supervisors\", \"room:vwps-peshawar\"]"
+            )
+        object.__setattr__(self, "escalation_groups", check_groups(self.escalation_groups))
         if not isinstance(self.audio_hold, (int, float)) or not 0 <= self.audio_hold <= 0.5:
             raise ConfigError(
                 f"audio_hold must be 0 to 0.5 seconds (0 sends every audio frame at once), "
@@ -185,6 +195,11 @@ def _convert(name: str, value: Any, source: str) -> Any:
         ):
             raise ConfigError(f"{source}: console_tokens must be a table of operator = \"token\"")
         return dict(value)
+    if name == "escalation_groups":
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ConfigError(f"{source}: escalation_groups must be a list of groups, not {value!r}")
+        return tuple(item.strip() if isinstance(item, str) else item for item in items)
     if name == "escalation_levels":
         items = value.split(",") if isinstance(value, str) else value
         try:

@@ -29,6 +29,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from .alerts.routing import DEFAULT_ROOM, check_room
 from .errors import ConfigError
 from .protocol.auth import scram_keys
 
@@ -48,6 +49,8 @@ class Operator:
     p: int
     stored_key: str
     created_at: int
+    #: The control room this operator works in (alert routing: pinkrelay/alerts/routing.py).
+    room: str = DEFAULT_ROOM
 
     @property
     def kdf(self) -> str:
@@ -103,8 +106,9 @@ class OperatorStore:
         os.replace(handle.name, self.path)
         self.load()
 
-    def add(self, name: str, role: str = "operator", *, secret: str | None = None) -> str:
+    def add(self, name: str, role: str = "operator", *, secret: str | None = None, room: str = DEFAULT_ROOM) -> str:
         """Create an account; returns its secret (shown once, never stored)."""
+        check_room(room)
         if not _NAME.match(name):
             raise ConfigError(
                 f"operator name {name!r}: use 1-64 lower-case letters, digits, '.', '_' or '-'"
@@ -127,6 +131,7 @@ class OperatorStore:
             p=SCRYPT_P,
             stored_key=stored_key.hex(),
             created_at=int(time.time()),
+            room=room,
         )
         self._save(operators)
         return secret

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .alerts.routing import ROOM_NAME
 from .errors import RegistryError
 from .protocol.events import MAX_ID_LENGTH, Site
 
@@ -154,6 +155,10 @@ def _parse_row(where: str, row: dict[str, Any], base: Path, problems: list[str])
     rooms = row.get("control_rooms", "main")
     if isinstance(rooms, str):
         rooms = [room.strip() for room in rooms.replace(";", ",").split(",") if room.strip()]
+    if not isinstance(rooms, (list, tuple)) or not all(isinstance(r, str) and ROOM_NAME.match(r) for r in rooms):
+        problems.append(f"{where}: field control_rooms {row.get('control_rooms')!r}: list room names "
+                        "(1-64 lower-case letters, digits, '.', '_' or '-') separated by ';', e.g. main;vwps")
+        return None
     if len(problems) > before or secret is None or len(coordinates) != 2:
         return None
     try:

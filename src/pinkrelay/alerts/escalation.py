@@ -31,6 +31,13 @@ class Escalator:
         if level < len(self.levels):
             heapq.heappush(self._heap, (raised_at + self.levels[level], alert_id, level + 1))
 
+    def retry(self, alert_id: str, level: int, at: float) -> None:
+        """``level`` was reached but could not be recorded: report it again at ``at``."""
+        if alert_id not in self._raised_at:
+            return
+        self._level[alert_id] = level - 1
+        heapq.heappush(self._heap, (at, alert_id, level))
+
     def stop(self, alert_id: str) -> None:
         self._raised_at.pop(alert_id, None)
         self._level.pop(alert_id, None)

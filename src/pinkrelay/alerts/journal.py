@@ -94,6 +94,13 @@ class JournalError(PinkRelayError, OSError):
     """The journal cannot store or read alerts; the message says why and what to do."""
 
 
+class StaleStep(JournalError):
+    """A lifecycle step that no longer applies (the alert is unknown or changed meanwhile).
+
+    Not a storage failure: retrying the same step cannot succeed.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class Recorded:
     """The outcome of recording a press."""
@@ -532,9 +539,9 @@ class SqliteJournal:
         def work(conn: sqlite3.Connection) -> AlertUpdate:
             row = conn.execute("SELECT state, level FROM alerts WHERE alert_id = ?", (step.alert_id,)).fetchone()
             if row is None:
-                raise JournalError(f"no alert {step.alert_id} in the journal")
+                raise StaleStep(f"no alert {step.alert_id} in the journal")
             if row[0] != step.previous:
-                raise JournalError(
+                raise StaleStep(
                     f"alert {step.alert_id} changed to {row[0]} meanwhile; refresh and try again"
                 )
             new_level = row[1] if level is None else level

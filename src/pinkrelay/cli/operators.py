@@ -13,6 +13,7 @@ import os
 import time
 from typing import Any
 
+from ..alerts.routing import DEFAULT_ROOM
 from ..operators import ROLES, OperatorStore
 
 
@@ -28,6 +29,9 @@ def add_parser(subparsers: Any) -> None:
     add = actions.add_parser("add", help="create an account and print its secret once")
     add.add_argument("name")
     add.add_argument("--role", choices=ROLES, default="operator")
+    add.add_argument("--room", default=DEFAULT_ROOM,
+                     help="the control room this operator works in (default main): the consoles of a room "
+                          "see the alerts of the buttons it answers (registry column control_rooms)")
     listing = actions.add_parser("list", help="list accounts")
     listing.add_argument("--json", action="store_true")
     for action in ("disable", "enable"):
@@ -39,8 +43,8 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     store = OperatorStore.in_data_dir(args.data_dir)
     if args.action == "add":
-        secret = store.add(args.name, args.role)
-        print(f"operator {args.name} ({args.role}) created in {store.path}")
+        secret = store.add(args.name, args.role, room=args.room)
+        print(f"operator {args.name} ({args.role}, room {args.room}) created in {store.path}")
         print(f"secret (shown once, store it safely): {secret}")
         return 0
     if args.action in ("disable", "enable"):
@@ -50,13 +54,13 @@ def run(args: argparse.Namespace) -> int:
     operators = store.load()
     if args.json:
         for operator in operators.values():
-            print(json.dumps({"name": operator.name, "role": operator.role, "disabled": operator.disabled,
-                              "created_at": operator.created_at}))
+            print(json.dumps({"name": operator.name, "role": operator.role, "room": operator.room,
+                              "disabled": operator.disabled, "created_at": operator.created_at}))
         return 0
     if not operators:
         print(f"no operators in {store.path}")
     for operator in operators.values():
         created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(operator.created_at))
         state = "DISABLED" if operator.disabled else "active"
-        print(f"{operator.name:24} {operator.role:11} {state:9} created {created} UTC")
+        print(f"{operator.name:24} {operator.role:11} {operator.room:16} {state:9} created {created} UTC")
     return 0

@@ -54,8 +54,9 @@ from ..ids import uuid7
 from ..registry import Registry, load_registry
 from ..alerts.escalation import Escalator
 from ..alerts.index import AlertIndex
-from ..alerts.journal import JournalError, SqliteJournal
+from ..alerts.journal import JournalError, SqliteJournal, StaleStep
 from ..alerts.lifecycle import AlertState, LifecycleError, Step, transition
+from ..alerts.routing import DEFAULT_ROOM, Recipient, Routing
 from . import events as relay_events
 from ..outbox import Outbox
 from .hub import Hub
@@ -67,6 +68,8 @@ log = logging.getLogger("pinkrelay.relay")
 
 DEFAULT_OPERATOR = "duty-officer"
 KEYFRAME_REQUEST_INTERVAL = 0.5
+#: Seconds before an escalation or offline alert that could not be recorded is tried again.
+ESCALATION_RETRY = 1.0
 EVENT_BUFFER = 1000
 #: How many recently broadcast alert ids the relay remembers; a retry of an older one is broadcast again.
 ANNOUNCED_MEMORY = 10_000
@@ -101,6 +104,7 @@ class Relay:
         self.console_tokens[self.service_operator] = secrets.token_urlsafe(32).encode()
         self.journal = journal if journal is not None else SqliteJournal(self.config.data_dir / "journal.sqlite3")
         self.escalator = Escalator(self.config.escalation_levels)
+        self.routing = Routing(self.config.escalation_groups)
         self.hub = Hub(gop_cache_bytes=self.config.gop_cache_bytes, audio_hold=self.config.audio_hold)
         self.supervisor = Supervisor(self.config.supervision_window)
         self.sessions_by_button: dict[str, ButtonSession] = {}
@@ -358,6 +362,7 @@ class Relay:
                     raise AuthenticationFailed(f"operator {identity!r} is disabled")
                 conn.verify(b"", last, stored_key=bytes.fromhex(operator.stored_key))
                 session.operator_role = operator.role
+                session.recipient = Recipient(role=operator.role, room=operator.room)
             elif identity in self.console_tokens:
                 conn.verify(self.console_tokens[identity], last)
             else:
@@ -526,10 +531,9 @@ class Relay:
         for button_id, button in self.registry.items():
             state = "online" if button_id in online else "offline"
             session.send(ButtonState(button=button_id, state=state, at=wall_us(), site=button.site))
-        for alert in open_alerts:
-            session.send(alert)
-        for event in missed:
-            session.send(event)
+        for event in [*open_alerts, *missed]:
+            if self.visible_to(session.recipient, event):
+                session.send(event)
         for lane, frame, cursor in held:
             if cursor == 0 or cursor > snapshot_cursor:
                 session.send_frame(lane, frame)
@@ -592,17 +596,42 @@ class Relay:
         self._sequencer.release(alert.cursor, alert, trio.current_time())
         self.publish_event(alert)
         self.counters["alerts"] += 1
+        log_event(log, logging.WARNING, f"button {button_id} offline: silent for "
+                  f"{self.config.supervision_window:g} s", button=button_id, alert_id=alert.alert_id,
+                  kind="offline")
         try:
             await self.journal.record(alert)
         except JournalError as error:
-            log.error("offline alert for %s not stored: %s", button_id, error)
+            # Consoles have it already; it must not be lost: keep trying in the background.
+            log_event(log, logging.ERROR, f"offline alert {alert.alert_id} for {button_id} not stored "
+                      f"({error}); retrying every {ESCALATION_RETRY:g} s", button=button_id,
+                      alert_id=alert.alert_id, reason=str(error))
+            if self._nursery is not None:
+                self._nursery.start_soon(self._store_offline_later, button_id, alert)
+            return
+        self._offline_recorded(button_id, alert)
+
+    def _offline_recorded(self, button_id: str, alert: Alert) -> None:
+        """An offline alert is in the journal: escalate it, or resolve it if the button is back."""
+        if self.supervisor.is_online(button_id):
+            if self._nursery is not None:
+                self._nursery.start_soon(self._resolve_offline, alert.alert_id)
             return
         self._offline_alerts[button_id] = alert.alert_id
         self.escalator.watch(alert.alert_id, trio.current_time())
         self._escalation_wakeup.set()
-        log_event(log, logging.WARNING, f"button {button_id} offline: silent for "
-                  f"{self.config.supervision_window:g} s", button=button_id, alert_id=alert.alert_id,
-                  kind="offline")
+
+    async def _store_offline_later(self, button_id: str, alert: Alert) -> None:
+        while True:
+            await trio.sleep(ESCALATION_RETRY)
+            try:
+                await self.journal.record(alert)
+            except JournalError:
+                continue
+            log_event(log, logging.WARNING, f"offline alert {alert.alert_id} for {button_id} stored after "
+                      "all", button=button_id, alert_id=alert.alert_id)
+            self._offline_recorded(button_id, alert)
+            return
 
     def _button_state(self, button_id: str, state: str) -> None:
         button = self.registry.get(button_id)
@@ -715,6 +744,7 @@ class Relay:
                 console=f"console {session.peer}",
                 unit=update.unit,
                 note=update.note,
+                room=session.recipient.room,
             )
         except (LifecycleError, JournalError) as error:
             code = error.code if isinstance(getattr(error, "code", None), str) else "journal"
@@ -730,11 +760,13 @@ class Relay:
         console: str,
         unit: str = "",
         note: str = "",
+        room: str = DEFAULT_ROOM,
     ) -> AlertUpdate:
-        """An operator acts on an alert: check role and lifecycle, record it, tell every console.
+        """An operator acts on an alert: check role, room and lifecycle, record it, tell the consoles.
 
         The one door for every client (protocol consoles, the web control
         room); raises LifecycleError or JournalError naming what was wrong.
+        An operator may act on the alerts their room sees (alerts/routing.py).
         """
         try:
             if state in SUPERVISOR_ONLY and role != "supervisor":
@@ -744,6 +776,11 @@ class Relay:
             alert = await self.journal.get(alert_id)
             if alert is None:
                 raise LifecycleError(f"no alert {alert_id}")
+            if not self.visible_to(Recipient(role=role, room=room), alert):
+                raise LifecycleError(
+                    f"alert {alert_id} is answered by {', '.join(self._rooms(alert.button))}, not by room "
+                    f"{room!r}; it reaches room {room!r} only if it is escalated to it"
+                )
             step = transition(
                 alert_id, alert.state, state, operator=operator, console=console, at=wall_us(), unit=unit, note=note
             )
@@ -785,21 +822,71 @@ class Relay:
                             note=f"escalated to level {level}: not acknowledged within {after:g} s")
                 try:
                     await self._apply_step(step, level=level)
-                except JournalError as error:
+                except StaleStep as error:
                     self.escalator.stop(alert_id)
                     log.info("not escalating %s: %s", alert_id, error)
+                    continue
+                except JournalError as error:
+                    # A storage failure must not silence an alert nobody answered: try again.
+                    self.escalator.retry(alert_id, level, trio.current_time() + ESCALATION_RETRY)
+                    log_event(log, logging.ERROR, f"alert {alert_id} reached escalation level {level} but it "
+                              f"could not be recorded ({error}); retrying in {ESCALATION_RETRY:g} s",
+                              alert_id=alert_id, level=level, reason=str(error))
                     continue
                 log_event(log, logging.WARNING, f"alert {alert_id} escalated to level {level}: not "
                           f"acknowledged within {after:g} s", alert_id=alert_id, level=level)
 
+    def _rooms(self, button_id: str) -> tuple[str, ...]:
+        button = self.registry.get(button_id)
+        return button.control_rooms if button is not None else (DEFAULT_ROOM,)
+
+    def audience(self, event: Any) -> tuple[tuple[str, ...], int] | None:
+        """(rooms that answer it, escalation level) of an alert event; None: every console sees it."""
+        if isinstance(event, Alert):
+            return self._rooms(event.button), event.level
+        if isinstance(event, AlertUpdate):
+            alert = self.alert_index.get(event.alert_id)
+            if alert is not None:
+                return self._rooms(alert.button), event.level
+        return None
+
+    def visible_to(self, recipient: Recipient, event: Any) -> bool:
+        audience = self.audience(event)
+        return audience is None or self.routing.sees(recipient, *audience)
+
+    def escalated_alert(self, update: AlertUpdate, recipient: Recipient) -> Alert | None:
+        """The alert itself, for a console that this escalation brings it to (it had not seen it)."""
+        if not update.level:
+            return None
+        alert = self.alert_index.get(update.alert_id)
+        if alert is None or not self.routing.newly_sees(recipient, self._rooms(alert.button), update.level):
+            return None
+        return replace(alert, state=update.state, level=update.level)
+
     def broadcast(self, event: Event) -> None:
-        """Send one event to every signed-in console; its bytes are built once."""
+        """Send one event to every signed-in console that sees it (alerts/routing.py); bytes built once.
+
+        A console that an escalation brings an alert to gets the alert itself
+        first, then the escalation step.
+        """
         self._broadcast_seq = (self._broadcast_seq + 1) & 0xFFFFFFFF
         lane = frame_lane(event.frame_type)
         frame = encode_frame(event.frame_type, lane, 0, self._broadcast_seq, 0, encode_body(event))
         cursor = getattr(event, "cursor", 0)
+        audience = self.audience(event)
         targets = []
         for console in self.consoles:
+            if audience is not None and not self.routing.sees(console.recipient, *audience):
+                continue
+            if isinstance(event, AlertUpdate) and event.level:
+                alert = self.escalated_alert(event, console.recipient)
+                if alert is not None:
+                    alert_frame = encode_frame(alert.frame_type, frame_lane(alert.frame_type), 0,
+                                               self._broadcast_seq, 0, encode_body(alert))
+                    if console.held_broadcasts is not None:
+                        console.held_broadcasts.append((frame_lane(alert.frame_type), alert_frame, 0))
+                    else:
+                        console.send_frame(frame_lane(alert.frame_type), alert_frame)
             if console.held_broadcasts is not None:
                 console.held_broadcasts.append((lane, frame, cursor))
             elif console.ready:

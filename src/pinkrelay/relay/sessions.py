@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .._core import Lane, recv_some
+from ..alerts.routing import Recipient
 from ..errors import AuthenticationFailed, PinkRelayError, ProtocolError
 from ..logs import event as log_event
 from ..protocol import (
@@ -296,6 +297,8 @@ class ConsoleSession(Session):
     role = "console"
     #: "operator" or "supervisor" for an account; "" for a console token (an operator).
     operator_role = ""
+    #: Role and control room of the operator signed in here: which alerts this console sees.
+    recipient = Recipient()
     #: While the sign-in snapshot is read: broadcasts held back, (lane, frame, cursor).
     held_broadcasts: list[tuple[int, bytes, int]] | None = None
 

@@ -292,8 +292,23 @@ class ControlRoom:
                 if message is None:
                     continue
                 text = dumps(message)
-                for viewer in list(self.viewers):
+                audience = self.relay.audience(item)
+                for viewer, session in list(self.viewers.items()):
+                    if audience is not None:
+                        if not self.relay.routing.sees(session.recipient, *audience):
+                            continue
+                        escalated = (self.relay.escalated_alert(item, session.recipient)
+                                     if isinstance(item, AlertUpdate) else None)
+                        if escalated is not None:  # this escalation brings the alert to this room
+                            viewer.send_json_text(dumps({"type": "alert", "alert": alert_json(escalated)}))
                     viewer.send_json_text(text)
+
+    async def _open_alerts_for(self, session: WebSession) -> list[Alert]:
+        """The open alerts this operator's room sees, newest first."""
+        alerts = [a for a in await self.relay.journal.open_alerts()
+                  if self.relay.visible_to(session.recipient, a)]
+        alerts.sort(key=lambda a: a.received_at, reverse=True)
+        return alerts
 
     @staticmethod
     def _event_message(item: Any) -> dict[str, Any] | None:
@@ -346,6 +361,7 @@ class ControlRoom:
         if operator is None or operator.disabled:
             return None  # refused at once; the sweep ends and audits it within a second
         session.role = operator.role
+        session.room = operator.room
         return session
 
     # -- ASGI -----------------------------------------------------------------------------
@@ -454,8 +470,7 @@ class ControlRoom:
             return await self._json(request, 200, {"operator": session.operator, "role": session.role,
                                                    "csrf": session.csrf})
         if path == "/api/alerts":
-            alerts = await self.relay.journal.open_alerts()
-            alerts.sort(key=lambda a: a.received_at, reverse=True)
+            alerts = await self._open_alerts_for(session)
             return await self._json(request, 200, {"alerts": [alert_json(a) for a in alerts]})
         if path == "/api/sites":
             return await self._json(request, 200, {"sites": self._sites()})
@@ -529,7 +544,7 @@ class ControlRoom:
         previous = self.sessions.get(request.cookie, touch=False)
         if previous is not None:  # a new sign-in in this browser replaces its old session
             self.sessions.end(previous, "signed in again")
-        session = self.sessions.create(name, operator.role, request.remote)
+        session = self.sessions.create(name, operator.role, request.remote, operator.room)
         await self._audit(name, "sign-in", "web", f"{request.remote} ({operator.role})")
         log_event(log, logging.INFO, f"operator {name} ({operator.role}) signed in to the web control room "
                   f"from {request.remote}", operator=name, peer=request.remote)
@@ -566,7 +581,7 @@ class ControlRoom:
                 return await self._json(request, 404, {"error": f"no alert {alert_id}"})
             update = await self.relay.act_on_alert(
                 alert_id=alert_id, state=state, operator=session.operator, role=session.role,
-                console=f"web {request.remote}", unit=unit.strip(), note=note.strip(),
+                console=f"web {request.remote}", unit=unit.strip(), note=note.strip(), room=session.room,
             )
         except LifecycleError as error:
             return await self._json(request, 409, {"error": str(error)})
@@ -602,8 +617,7 @@ class ControlRoom:
         self.viewers[viewer] = session
         watching: set[str] = set()
         try:
-            alerts = await self.relay.journal.open_alerts()
-            alerts.sort(key=lambda a: a.received_at, reverse=True)
+            alerts = await self._open_alerts_for(session)
             viewer.control.appendleft(dumps({
                 "type": "snapshot", "operator": session.operator, "role": session.role, "csrf": session.csrf,
                 "now": wall_us(), "alerts": [alert_json(a) for a in alerts], "sites": self._sites(),

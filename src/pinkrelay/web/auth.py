@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from ..alerts.routing import Recipient
 from ..operators import SCRYPT_N, SCRYPT_P, SCRYPT_R, Operator
 from ..protocol.auth import scram_keys
 
@@ -77,6 +78,12 @@ class WebSession:
     end_reason: str = ""
     #: Open WebSockets; while one is open the board counts as in use.
     sockets: int = 0
+    #: The operator's control room (which alerts the board shows: alerts/routing.py).
+    room: str = "main"
+
+    @property
+    def recipient(self) -> Recipient:
+        return Recipient(role=self.role, room=self.room)
 
 
 class SessionStore:
@@ -100,12 +107,13 @@ class SessionStore:
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(list(self._sessions.values()))
 
-    def create(self, operator: str, role: str, remote: str) -> WebSession:
+    def create(self, operator: str, role: str, remote: str, room: str = "main") -> WebSession:
         now = self.clock()
         session = WebSession(
             token=secrets.token_urlsafe(32),
             operator=operator,
             role=role,
+            room=room,
             csrf=secrets.token_urlsafe(32),
             remote=remote,
             created=now,
