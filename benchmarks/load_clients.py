@@ -604,15 +604,21 @@ async def run_consoles(settings: dict[str, Any]) -> None:
                 console.all_subscribed.set()
 
     async def heartbeats() -> None:
+        # One non-blocking write per console, all in one turn: awaiting send_all per
+        # console let the busy reader run between sends, so a round over ~1,000
+        # consoles took longer than the relay's supervision window, which then
+        # (rightly) dropped consoles that had stopped proving they were alive.
         while True:
             await trio.sleep(HEARTBEAT_EVERY)
             for console in consoles:
                 if console.closed is None:
                     frame = console.conn.send(Heartbeat(sent_at=wall_us()), trio.current_time())
                     try:
-                        await console.stream.send_all(frame)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        pass
+                        os.write(console.stream.socket.fileno(), frame)
+                    except BlockingIOError:
+                        pass  # the socket is full: the next round tries again
+                    except OSError:
+                        pass  # the reader reports the closed connection
 
     with trio.CancelScope() as everything:
         async with trio.open_nursery() as nursery:
