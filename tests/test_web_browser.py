@@ -3,16 +3,20 @@
 The relay, its web control room and the simulated buttons run on one trio
 loop in a background thread, exactly as ``pinkrelay serve`` runs them; the
 test drives the browser from the main thread and reaches into the loop with
-``trio.from_thread``. Screenshots of the board and of a live stream are
-saved under pytest's tmp dir; with PINKRELAY_UPDATE_SCREENSHOT=1 the full
-page is also copied to docs/control-room.png (the README's picture).
+``trio.from_thread``. Screenshots of the board and of a live stream, and
+the median end-to-end latency the page measured (``live-latency-*.json``),
+are saved in var/test-artefacts/web/ (git-ignored, kept after the run, the
+path is printed at the end); with PINKRELAY_UPDATE_SCREENSHOT=1 the full page
+is also copied to docs/control-room.png (the README's picture).
 
 ``scripts/install-system-deps.sh`` (run by ``make test``) installs chromium.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import platform
 import shutil
 import sqlite3
 import threading
@@ -24,6 +28,7 @@ import pytest
 import trio
 
 import pinkrelay
+from pinkrelay._core import COMPILED
 from pinkrelay.media import encode_clip
 from pinkrelay.operators import OperatorStore
 from pinkrelay.web import serve_web
@@ -44,6 +49,8 @@ CHROMIUM_ARGS = [
 OPERATOR, OPERATOR_SECRET = "asma", "asma-secret-for-tests-1"
 ROOT = Path(__file__).resolve().parent.parent
 DOCS_SCREENSHOT = ROOT / "docs" / "control-room.png"
+#: Fixed, git-ignored (.gitignore has var/) and outside pytest's tmp dirs, so a run's pictures stay.
+ARTEFACTS = ROOT / "var" / "test-artefacts" / "web"
 EXAMPLE_REGISTRY = ROOT / "examples" / "peshawar-buttons.csv"
 
 from playwright import sync_api  # noqa: E402 - pip install -e '.[test]' installs it; never skipped
@@ -52,10 +59,11 @@ from playwright import sync_api  # noqa: E402 - pip install -e '.[test]' install
 class RoomThread:
     """A relay with its web control room and buttons, on a trio loop in a thread."""
 
-    def __init__(self, data_dir: Path, registry_size: int = 6, registry: Any = None) -> None:
+    def __init__(self, data_dir: Path, registry_size: int = 6, registry: Any = None, **config: Any) -> None:
         self.data_dir = data_dir
         self.registry_size = registry_size
         self.registry = registry
+        self.config = config
         self.ready = threading.Event()
         self.error: BaseException | None = None
         self.relay: Any = None
@@ -78,9 +86,10 @@ class RoomThread:
         self._stop = trio.Event()
         web = pinkrelay.Address("127.0.0.1", 0)
         if self.registry is not None:
-            relay_cm = pinkrelay.open_relay(relay_config(self.data_dir, web_listen=web), registry=self.registry)
+            relay_cm = pinkrelay.open_relay(relay_config(self.data_dir, web_listen=web, **self.config),
+                                            registry=self.registry)
         else:
-            relay_cm = running_relay(self.data_dir, self.registry_size, web_listen=web)
+            relay_cm = running_relay(self.data_dir, self.registry_size, web_listen=web, **self.config)
         async with relay_cm as relay, trio.open_nursery() as nursery:
             self.relay, self._nursery = relay, nursery
             self.room = await nursery.start(serve_web, relay)
@@ -142,6 +151,15 @@ def wait_until(page, predicate: str, arg: Any = None, timeout: float = 10.0) -> 
         time.sleep(0.05)
 
 
+def sign_in(page, url: str) -> None:
+    """Sign in through the form, as an operator would, and wait for the board's live link."""
+    page.goto(url + "/signin")
+    page.fill("#name", OPERATOR)
+    page.fill("#secret", OPERATOR_SECRET)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#link.up")
+
+
 def audit_rows(data_dir: Path, action: str) -> list[tuple[str, str, str, str]]:
     with sqlite3.connect(data_dir / "journal.sqlite3") as conn:
         return conn.execute(
@@ -164,8 +182,20 @@ def room(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def artefacts(tmp_path_factory):
-    return tmp_path_factory.mktemp("web-screenshots")
+def artefacts(request):
+    """var/test-artefacts/web/: the screenshots and latency figures of the last run, kept for people."""
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    yield ARTEFACTS
+    saved = ", ".join(sorted(path.name for path in ARTEFACTS.iterdir())) or "nothing"
+    line = f"web control room test artefacts in {ARTEFACTS}: {saved}"
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        print(line)
+        return
+    with capture.global_and_fixture_disabled():  # what capsys.disabled() does, for a module fixture
+        reporter.write("\n")
+        reporter.write_line(line)
 
 
 @pytest.fixture(scope="module")
@@ -244,6 +274,10 @@ def test_acknowledge_then_resolve_from_the_board(page, room):
     error.wait_for()
     assert "only a supervisor" in (error.text_content() or "")
     assert room.call(room.relay.journal.get, other).state == "raised"
+    # The operator does what they may instead; the refusal no longer shows.
+    other_card.locator('button[data-action="acknowledged"]').click()
+    page.wait_for_selector(f'li.alert[data-alert-id="{other}"][data-state="acknowledged"]')
+    assert error.is_hidden(), "a refusal is cleared by the next action that succeeds"
 
 
 def canvas_fingerprint(page, button: str) -> dict[str, int]:
@@ -281,6 +315,7 @@ def test_live_stream_opens_by_click_and_decodes(page, room, clip, artefacts):
     latency = float(tile.get_attribute("data-latency-median-ms") or "nan")
     assert 0 < latency < 1000, f"median capture-to-decoded latency {latency} ms"
     print(f"\nlive stream: {decoded_after} frames decoded, median capture->decoded latency {latency:.1f} ms")
+    record_latency(artefacts, page, "kp-test-002", latency, decoded_after)
     assert "frames decoded" in page.text_content('.stream[data-button="kp-test-002"] .frames')
     assert "latency" in page.text_content('.stream[data-button="kp-test-002"] .latency')
     watches = audit_rows(room.data_dir, "watch")
@@ -302,6 +337,9 @@ def test_an_alert_opens_its_stream_at_once_and_full_screenshot(page, room, clip,
         page.click(f'.stream[data-button="{button}"] button.close')
     assert page.locator(".stream canvas:visible").count() == 2
     page.wait_for_timeout(1200)  # let the ages tick and the latency settle for the picture
+    # The README's picture shows the room at work, not a refusal left on a card.
+    shown_errors = page.locator("li.alert .error:visible").all_inner_texts()
+    assert shown_errors == [], f"error text on the board: {shown_errors}"
     shot = artefacts / "control-room.png"
     page.screenshot(path=str(shot), full_page=True)
     if os.environ.get("PINKRELAY_UPDATE_SCREENSHOT") == "1":
@@ -311,6 +349,97 @@ def test_an_alert_opens_its_stream_at_once_and_full_screenshot(page, room, clip,
     print(f"\nalert -> stream opened; median latency {latency:.1f} ms; screenshots in {artefacts}")
 
 
+def record_latency(artefacts: Path, page, button: str, median_ms: float, decoded: int) -> Path:
+    """Write what the page measured to live-latency-CORE.json (docs/operations.md quotes it)."""
+    core = "compiled" if COMPILED else "purepython"
+    path = artefacts / f"live-latency-{core}.json"
+    figure = {
+        "what": "median capture-to-decoded latency of the drawn frames (up to the last 90), as shown "
+                "under the picture: button's capture timestamp to WebCodecs VideoDecoder output",
+        "median_ms": median_ms,
+        "frames_decoded": decoded,
+        "button": button,
+        "clip": "H.264 640x360 25 fps 700 kbit/s + Opus, replayed in real time by a ButtonClient",
+        "path": "ButtonClient -> relay (loopback TCP) -> web live bridge -> WebSocket -> WebCodecs",
+        "core": core,
+        "browser": f"Chromium {page.context.browser.version} headless",
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "reproduce": ".venv/bin/python -m pytest -q -p no:cacheprovider tests/test_web_browser.py "
+                     "-k live_stream_opens_by_click",
+    }
+    path.write_text(json.dumps(figure, indent=2) + "\n")
+    return path
+
+
+def test_an_unanswered_alert_shows_its_level_then_is_dispatched_on_scene_and_resolved(browser, tmp_path,
+                                                                                        artefacts):
+    """The whole path through the board's buttons, on a relay that escalates after half a second.
+
+    The dispatch form's unit and note must reach the journal exactly as typed,
+    and every step must be recorded under the operator who clicked it.
+    """
+    OperatorStore.in_data_dir(tmp_path).add(OPERATOR, "operator", secret=OPERATOR_SECRET)
+    fast = RoomThread(tmp_path, escalation_levels=(0.5,)).start()
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    errors: list[str] = []
+    try:
+        page = context.new_page()
+        page.set_default_timeout(5_000)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        sign_in(page, fast.room.url)
+        fast.button("kp-test-005")
+        alert_id = fast.press("kp-test-005")
+        card = page.locator(f'li.alert[data-alert-id="{alert_id}"]')
+        card.wait_for(timeout=1000)
+        level = card.locator(".tag.level")
+        level.wait_for(state="visible", timeout=3000)  # escalated 0.5 s after the press
+        assert level.text_content() == "level 1"
+        assert fast.call(fast.relay.journal.get, alert_id).level == 1
+
+        def state_is(state: str) -> None:
+            page.wait_for_selector(f'li.alert[data-alert-id="{alert_id}"][data-state="{state}"]', timeout=3000)
+
+        card.locator('button[data-action="acknowledged"]').click()
+        state_is("acknowledged")
+        dispatch = card.locator('button[data-action="dispatched"]')
+        form = card.locator("form")
+        dispatch.click()
+        form.wait_for(state="visible")
+        form.locator('button', has_text="Cancel").click()
+        assert form.is_hidden(), "Cancel closes the dispatch form"
+        dispatch.click()
+        form.locator('input[name="unit"]').fill("PES-12 Rescue 1122")
+        form.locator('input[name="note"]').fill("two officers, ETA 6 min")
+        form.locator('button[type="submit"]').click()
+        state_is("dispatched")
+        assert form.is_hidden(), "the dispatch form closes once the relay has recorded it"
+        history = card.locator(".alert-history").text_content() or ""
+        assert f"dispatched by {OPERATOR}, unit PES-12 Rescue 1122: “two officers, ETA 6 min”" in history
+        card.locator('button[data-action="on_scene"]').click()
+        state_is("on_scene")
+        card.locator('button[data-action="resolved"]').click()
+        state_is("resolved")
+        assert card.locator(".error:visible").count() == 0
+        page.screenshot(path=str(artefacts / "board-dispatched-and-resolved.png"))
+
+        stored = fast.call(fast.relay.journal.get, alert_id)
+        assert stored.state == "resolved"
+        events = fast.call(fast.relay.journal.events_since, 0)
+        steps = [e for e in events if isinstance(e, pinkrelay.AlertUpdate) and e.alert_id == alert_id]
+        assert [(s.state, s.operator) for s in steps] == [
+            ("raised", "relay"), ("acknowledged", OPERATOR), ("dispatched", OPERATOR),
+            ("on_scene", OPERATOR), ("resolved", OPERATOR)]
+        assert steps[0].level == 1 and steps[0].note.startswith("escalated to level 1")
+        dispatched = steps[2]
+        assert (dispatched.unit, dispatched.note) == ("PES-12 Rescue 1122", "two officers, ETA 6 min")
+    finally:
+        context.close()
+        fast.stop()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
 def test_every_site_of_a_city_registry_can_be_clicked_on_the_map(browser, tmp_path):
     """68 example sites around Peshawar, many a few hundred metres apart: none hides another."""
     OperatorStore.in_data_dir(tmp_path).add(OPERATOR, "operator", secret=OPERATOR_SECRET)
@@ -318,11 +447,7 @@ def test_every_site_of_a_city_registry_can_be_clicked_on_the_map(browser, tmp_pa
     context = browser.new_context(viewport={"width": 1600, "height": 1000})
     try:
         page = context.new_page()
-        page.goto(city.room.url + "/signin")
-        page.fill("#name", OPERATOR)
-        page.fill("#secret", OPERATOR_SECRET)
-        page.click("button[type=submit]")
-        page.wait_for_selector("#link.up")
+        sign_in(page, city.room.url)
         wait_until(page, "() => document.querySelectorAll('#map .site').length === 68")
         hidden = page.evaluate(
             """() => [...document.querySelectorAll('#map .site')].filter((site) => {

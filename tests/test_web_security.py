@@ -7,6 +7,7 @@ a trio socket.
 
 from __future__ import annotations
 
+import re
 import shutil
 import sqlite3
 import ssl
@@ -36,24 +37,36 @@ from wsproto.events import (
 )
 
 import pinkrelay
+import pinkrelay.web
 from pinkrelay.media import encode_clip
 from pinkrelay.operators import OperatorStore
-from pinkrelay.web import SessionStore, SignInThrottle, serve_web
+from pinkrelay.protocol import Site
+from pinkrelay.web import ControlRoom, SessionStore, SignInThrottle, serve_web
+from pinkrelay.web import app as web_app
 from pinkrelay.web.live import FLAG_AUDIO, FLAG_CATCHUP, FLAG_KEYFRAME, HEADER
 
-from relay_helpers import button_client, running_relay, stream_clip
+from relay_helpers import button_client, make_registry, relay_config, running_relay, secret_for, stream_clip
 
 OPERATOR, OPERATOR_SECRET = "asma", "asma-secret-for-tests-1"
 SUPERVISOR, SUPERVISOR_SECRET = "saima", "saima-secret-for-tests-2"
+WEB_STATIC = Path(pinkrelay.web.__file__).parent / "static"
+#: What the sign-in page needs before anyone has signed in; nothing else may be public.
+SIGN_IN_PAGE_NEEDS = {"style.css", "favicon.svg"}
 
 
 @asynccontextmanager
-async def web_room(data_dir: Path) -> AsyncIterator[tuple[Any, Any]]:
+async def web_room(
+    data_dir: Path, *, sessions: SessionStore | None = None, registry: pinkrelay.Registry | None = None
+) -> AsyncIterator[tuple[Any, Any]]:
+    """A real relay (6 test buttons, or ``registry``) and its control room; ``sessions`` sets its clock."""
     store = OperatorStore.in_data_dir(data_dir)
     store.add(OPERATOR, "operator", secret=OPERATOR_SECRET)
     store.add(SUPERVISOR, "supervisor", secret=SUPERVISOR_SECRET)
-    async with running_relay(data_dir, 6) as relay, trio.open_nursery() as nursery:
-        room = await nursery.start(serve_web, relay, pinkrelay.Address("127.0.0.1", 0))
+    relay_cm = (pinkrelay.open_relay(relay_config(data_dir), registry=registry) if registry is not None
+                else running_relay(data_dir, 6))
+    async with relay_cm as relay, trio.open_nursery() as nursery:
+        control_room = ControlRoom(relay, sessions=sessions) if sessions is not None else None
+        room = await nursery.start(partial(serve_web, relay, pinkrelay.Address("127.0.0.1", 0), room=control_room))
         try:
             yield relay, room
         finally:
@@ -145,30 +158,137 @@ def cookie_of(http: httpx.AsyncClient) -> str:
     return http.cookies["pinkrelay_session"]
 
 
+def documented_api_paths(alert_id: str) -> list[str]:
+    """Every /api/ route in the route table of pinkrelay/web/app.py's docstring, {id} filled in."""
+    paths = re.findall(r"^ {4}(?:GET|POST) +(/api/\S+)", web_app.__doc__ or "", re.MULTILINE)
+    assert len(paths) >= 4, f"the route table in pinkrelay/web/app.py's docstring lost its API routes: {paths}"
+    return [path.replace("{id}", alert_id) for path in paths]
+
+
 @trio_test
 async def test_without_a_session_every_page_api_and_websocket_is_refused(tmp_path):
-    async with web_room(tmp_path) as (_relay, room), client(room) as http:
+    async with web_room(tmp_path) as (relay, room), client(room) as http, trio.open_nursery() as nursery:
+        button = button_client(relay, "kp-test-001")
+        await nursery.start(button.run)
+        alert_id = (await button.press()).alert_id  # a real alert: "refused" must not be "no such alert"
         response = await http.get("/")
         assert response.status_code == 303 and response.headers["location"] == "/signin"
-        for path in ("/static/index.html", "/static/app.js", "/static/live.js", "/static/board.js"):
-            assert (await http.get(path)).status_code == 401, path
-        for path in ("/api/session", "/api/alerts", "/api/sites", "/api/nothing"):
-            response = await http.get(path)
-            assert response.status_code == 401, path
-            assert response.json() == {"error": "sign in first"}
-        assert (await http.post("/api/alerts/some-id/actions", json={"state": "acknowledged"})).status_code == 401
+        assert (await http.head("/")).status_code == 303
+        assert (await http.post("/")).status_code == 401
+        static = sorted(path.name for path in WEB_STATIC.iterdir() if path.is_file())
+        assert {"index.html", "app.js", "board.js", "live.js", "map.js"} <= set(static), static
+        public = set()
+        for name in static:
+            response = await http.get(f"/static/{name}")
+            if response.status_code == 200:
+                public.add(name)
+                continue
+            assert (response.status_code, response.text) == (401, "sign in first\n"), name
+        assert public == SIGN_IN_PAGE_NEEDS, "only what the sign-in page itself needs is public"
+        api = [*documented_api_paths(alert_id), "/api/nothing"]
+        for token in (None, "a-made-up-session-token"):
+            if token is not None:
+                http.cookies.set("pinkrelay_session", token)
+            for path in api:
+                for method in ("GET", "POST"):
+                    body = {"json": {"state": "acknowledged"}} if method == "POST" else {}
+                    response = await http.request(method, path, **body)
+                    assert response.status_code == 401, (token, method, path)
+                    assert response.json() == {"error": "sign in first"}
+            status, socket = await WebSocket.open(room.url, token)
+            assert status == 401, token
+            await socket.aclose()
+        assert (await relay.journal.get(alert_id)).state == "raised", "no refused action reached the alert"
+        http.cookies.clear()
         assert (await http.post("/signout")).status_code == 401
-        status, socket = await WebSocket.open(room.url, None)
-        assert status == 401
-        await socket.aclose()
-        status, socket = await WebSocket.open(room.url, "a-made-up-session-token")
-        assert status == 401
-        await socket.aclose()
-        http.cookies.set("pinkrelay_session", "a-made-up-session-token")
-        assert (await http.get("/api/alerts")).status_code == 401
-        # What the sign-in page needs is public; nothing else is.
+        for path in ("/ws", "/nothing", "/static/", "/static/no-such-file.js"):
+            assert (await http.get(path)).status_code == 401, path
         assert (await http.get("/signin")).status_code == 200
-        assert (await http.get("/static/style.css")).status_code == 200
+        nursery.cancel_scope.cancel()
+
+
+async def wait_for_audit(data_dir: Path, action: str, detail: str, timeout: float = 3.0) -> None:
+    with trio.fail_after(timeout):
+        while not any(detail in row[3] for row in audit_rows(data_dir, action)):
+            await trio.sleep(0.05)
+
+
+@trio_test
+async def test_an_expired_session_is_refused_everywhere_and_its_open_board_closed(tmp_path):
+    """Idle expiry and the end of a shift, end to end, on the control room's own session clock."""
+    now = [50_000.0]
+    sessions = SessionStore(clock=lambda: now[0])  # the defaults: 8 h lifetime, 30 min idle
+    async with web_room(tmp_path, sessions=sessions) as (_relay, room), client(room) as board, \
+            client(room) as idle:
+        await sign_in(board)
+        await sign_in(idle)
+        status, socket = await WebSocket.open(room.url, cookie_of(board))
+        assert status == 101 and '"type":"snapshot"' in await socket.next()
+        now[0] += 31 * 60
+        # 31 minutes without a request and without an open board: the idle session is over...
+        assert (await idle.get("/api/alerts")).status_code == 401
+        response = await idle.get("/")
+        assert response.status_code == 303 and response.headers["location"] == "/signin"
+        status, refused = await WebSocket.open(room.url, cookie_of(idle))
+        assert status == 401
+        await refused.aclose()
+        await wait_for_audit(tmp_path, "sign-out", "session expired (idle for 30 min)")
+        # ...while an open board counts as use.
+        assert (await board.get("/api/alerts")).status_code == 200
+        now[0] += 8 * 3600
+        closed = await socket.next(timeout=3.0)  # the sweep runs every second
+        assert isinstance(closed, CloseConnection), closed
+        assert closed.code == 4401 and closed.reason == "session ended: session older than 8 h"
+        await socket.aclose()
+        assert (await board.get("/api/alerts")).status_code == 401
+        assert (await board.get("/")).headers["location"] == "/signin"
+        await wait_for_audit(tmp_path, "sign-out", "session expired (session older than 8 h)")
+        assert len(sessions) == 0
+
+
+@trio_test
+async def test_an_operator_of_another_room_neither_sees_nor_acts_on_a_main_alert(tmp_path):
+    """Routing (alerts/routing.py): the board and the actions follow the room of the signed-in account."""
+    east_button = pinkrelay.Button(button_id="kp-east-001", secret=secret_for("kp-east-001"),
+                                   site=Site(name="Hayatabad Phase 3", kind="market", latitude=33.99,
+                                             longitude=71.45),
+                                   control_rooms=("east",))
+    registry = pinkrelay.Registry([*make_registry(6).values(), east_button])
+    OperatorStore.in_data_dir(tmp_path).add("dina", "operator", secret="dina-secret-for-tests-3", room="east")
+    async with web_room(tmp_path, registry=registry) as (relay, room), client(room) as east, \
+            client(room) as main, trio.open_nursery() as nursery:
+        east_csrf = await sign_in(east, "dina", "dina-secret-for-tests-3")
+        await sign_in(main)
+        status, socket = await WebSocket.open(room.url, cookie_of(east))
+        assert status == 101 and '"type":"snapshot"' in await socket.next()
+        main_button = button_client(relay, "kp-test-001")
+        east_press = button_client(relay, "kp-east-001")
+        await nursery.start(main_button.run)
+        await nursery.start(east_press.run)
+        main_alert = (await main_button.press()).alert_id
+        east_alert = (await east_press.press()).alert_id
+        # Board events arrive in order: once the east alert is here, the main one was held back.
+        seen: list[str] = []
+        while not any(east_alert in message for message in seen):
+            message = await socket.next(timeout=3.0)
+            if isinstance(message, str):
+                seen.append(message)
+        assert not any(main_alert in message for message in seen), seen
+        assert [a["alert_id"] for a in (await east.get("/api/alerts")).json()["alerts"]] == [east_alert]
+        assert [a["alert_id"] for a in (await main.get("/api/alerts")).json()["alerts"]] == [main_alert]
+
+        def act(alert_id: str) -> Any:
+            return east.post(f"/api/alerts/{alert_id}/actions", json={"state": "acknowledged"},
+                             headers={"x-csrf-token": east_csrf})
+
+        refused = await act(main_alert)
+        assert refused.status_code == 409
+        assert "not by room 'east'" in refused.json()["error"]
+        assert (await relay.journal.get(main_alert)).state == "raised"
+        assert (await act(east_alert)).status_code == 200
+        assert (await relay.journal.get(east_alert)).state == "acknowledged"
+        await socket.aclose()
+        nursery.cancel_scope.cancel()
 
 
 @trio_test
@@ -365,6 +485,8 @@ def test_sessions_expire_after_idle_time_and_after_a_shift():
     now[0] += 31 * 60
     assert store.get(session.token) is None and session.ended.is_set()
     assert "idle" in session.end_reason
+    assert store.sweep() == [session], "an expiry found by a request is reported by the next sweep (audit)"
+    assert store.sweep() == []
 
     busy = store.create(OPERATOR, "operator", "127.0.0.1:5001")
     busy.sockets = 1  # an open board counts as use...

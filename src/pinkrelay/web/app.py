@@ -6,8 +6,9 @@ needs a CSRF token, what a refusal says). Hypercorn's trio worker serves it,
 so HTTP, the WebSocket and the relay share one event loop and the board
 reads the relay's events directly (``relay.open_event_stream()``).
 
-Routes (everything but the sign-in page and its stylesheet needs a session;
-pages redirect to /signin, the API and the WebSocket answer 401)::
+Routes (everything but the sign-in page, its stylesheet and the icon needs a
+session; the board redirects to /signin, everything else answers 401;
+tests/test_web_security.py walks the /api/ routes of this table)::
 
     GET  /                         the board (alerts, map, live streams)
     GET  /signin, POST /signin     sign-in form (operator name + secret)
@@ -246,8 +247,9 @@ class ControlRoom:
         throttle: SignInThrottle | None = None,
     ) -> None:
         self.relay = relay
-        self.sessions = sessions or SessionStore()
-        self.throttle = throttle or SignInThrottle()
+        # "is None", not "or": an empty SessionStore is falsy (it has a length).
+        self.sessions = sessions if sessions is not None else SessionStore()
+        self.throttle = throttle if throttle is not None else SignInThrottle()
         self.static = _static_files()
         self.viewers: dict[Viewer, WebSession] = {}
         self.bridge = LiveBridge(relay, dumps)

@@ -100,6 +100,8 @@ class SessionStore:
         self.idle = idle
         self.clock = clock
         self._sessions: dict[str, WebSession] = {}
+        #: Sessions a request found expired; the next sweep reports them, so every expiry is audited.
+        self._expired: list[WebSession] = []
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -140,6 +142,7 @@ class SessionStore:
         reason = self.expired_reason(session, now)
         if reason:
             self.end(session, reason)
+            self._expired.append(session)
             return None
         if touch:
             session.last_seen = now
@@ -153,9 +156,9 @@ class SessionStore:
             session.ended.set()
 
     def sweep(self) -> list[WebSession]:
-        """End every expired session; returns them (for the audit log)."""
+        """End every expired session; returns them and those requests found expired (for the audit log)."""
         now = self.clock()
-        ended = []
+        ended, self._expired = self._expired, []
         for session in list(self._sessions.values()):
             reason = self.expired_reason(session, now)
             if reason:

@@ -179,7 +179,11 @@ class LiveStream {
 
   openVideo(track) {
     if (typeof VideoDecoder === "undefined") {
-      this.setStatus("This browser cannot decode video (WebCodecs is missing; use a current Chromium or Chrome).");
+      // Browsers offer WebCodecs only to secure pages: https://, or http:// on 127.0.0.1 or localhost.
+      this.setStatus(window.isSecureContext
+        ? "This browser cannot decode video (WebCodecs is missing; use a current Chromium or Chrome)."
+        : "Video needs a secure page: open the control room over https:// (the relay's --web-cert and --web-key), "
+          + "or at http://127.0.0.1 on the relay's own machine.");
       return;
     }
     if (track.width && track.height && (this.canvas.width !== track.width || this.canvas.height !== track.height)) {
