@@ -231,6 +231,10 @@ class StreamView:
     window_started: float = 0.0
     frames_decoded: int = 0
     frames_presented: int = 0
+    #: Size of the last decoded picture, and the capture times of the first and last live frame.
+    frame_size: tuple[int, int] | None = None
+    first_live_us: int | None = None
+    last_live_us: int | None = None
     catchup_decoded: int = 0
     media_received: int = 0
     dropped: int = 0
@@ -492,9 +496,15 @@ class ConsoleView:
                 view.decoder = self._decoder(video)
                 self.client.request_keyframe(view.button)
         view.frames_decoded += len(frames)
+        if frames:
+            view.frame_size = (frames[-1].width, frames[-1].height)
         if not live:
             view.catchup_decoded += len(frames)
             return
+        if frames:
+            if view.first_live_us is None:
+                view.first_live_us = media.timestamp
+            view.last_live_us = media.timestamp
         view.frames_presented += len(frames)
         view.window_frames += len(frames)
         latency = (arrival - media.timestamp) / 1000
@@ -582,9 +592,17 @@ class ConsoleView:
         streams = {}
         for view in self.streams.values():
             latency = statistics.median(view.latencies) if view.latencies else None
+            size = view.frame_size
+            span = (
+                (view.last_live_us - view.first_live_us) / 1e6
+                if view.first_live_us is not None and view.last_live_us is not None
+                else 0.0
+            )
             streams[view.button] = {
                 "frames_decoded": view.frames_decoded,
                 "frames_presented": view.frames_presented,
+                "video_size": f"{size[0]}x{size[1]}" if size else None,
+                "live_seconds": round(span, 3),
                 "dropped": view.dropped,
                 "decode_errors": view.decode_errors,
                 "latency_ms": rounded(latency, 1),
@@ -594,8 +612,10 @@ class ConsoleView:
         self.out.say(f"console stopped ({reason}): {len(self.alerts)} alert(s) seen")
         for button, stats in streams.items():
             latency = "n/a" if stats["latency_ms"] is None else f"{stats['latency_ms']:.1f} ms"
+            size = f" ({stats['video_size']})" if stats["video_size"] else ""
             self.out.say(
-                f"  {self._name(button)}: {stats['frames_decoded']} frames decoded, {stats['dropped']} dropped, "
+                f"  {self._name(button)}: {stats['frames_decoded']} frames decoded{size}, "
+                f"{stats['live_seconds']:.1f} s live, {stats['dropped']} dropped, "
                 f"{stats['decode_errors']} decode errors, median latency {latency}"
             )
             for path in stats["recordings"]:

@@ -322,10 +322,11 @@ class Fleet:
                     sim.ever_connected = True
                     sim.reported_error = ""
                 elif sim.link is not None:
-                    self._reconnected(
-                        sim, sim.link.closed_reason or client.last_error or "connection lost"
-                    )
+                    reason = sim.link.closed_reason or client.last_error or "connection lost"
+                    self._reconnected(sim, reason)
                     sim.link = None
+                    # The drop was just reported; a reconnect that fails is the next error.
+                    sim.reported_error = reason
                 elif (
                     client.last_error
                     and client.last_error != sim.reported_error

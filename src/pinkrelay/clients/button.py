@@ -7,7 +7,10 @@ has acknowledged it: the same alert id is sent again every
 acknowledgement never loses the press and the relay records it once.
 Media goes through the uplink's priority queue: a press overtakes every
 queued video byte, and when the uplink is congested video is dropped back to
-the next keyframe (``needs_keyframe`` tells the encoder to make one).
+the next keyframe (``needs_keyframe`` tells the encoder to make one). Every
+connection's video starts with a keyframe too: after a reconnect the relay
+has nothing to decode a delta frame against, so until the first keyframe
+``send_media`` drops video and ``needs_keyframe`` stays true.
 """
 
 from __future__ import annotations
@@ -88,7 +91,11 @@ class ButtonClient:
         self.link: Link | None = None
         self.connected = trio.Event()
         self.keyframe_requested = False
+        #: KeyframeRequest messages received from the relay (a console asked, or one joined).
+        self.keyframe_requests = 0
         self.track_ids: dict[str, int] = {}
+        #: The link whose video has begun with a keyframe; any other link must start with one.
+        self._video_started_on: Link | None = None
         self.reconnects = 0
         self.last_error: str = ""
         self._pending: dict[str, _Pending] = {}
@@ -170,6 +177,7 @@ class ButtonClient:
                 )
                 pending.done.set()
         elif isinstance(event, KeyframeRequest):
+            self.keyframe_requests += 1
             self.keyframe_requested = True
 
     # -- tracks and media -------------------------------------------------------------
@@ -195,22 +203,35 @@ class ButtonClient:
 
     @property
     def needs_keyframe(self) -> bool:
-        """True when the relay asked for a keyframe or the uplink dropped video."""
+        """True when the relay asked for a keyframe, the connection is new, or the uplink dropped video."""
         if self.keyframe_requested:
             return True
         link = self.link
         video = self.track_ids.get("video")
-        return bool(link is not None and video is not None and link.outbox.waiting_for_keyframe(video))
+        if link is None or video is None:
+            return False
+        return link is not self._video_started_on or link.outbox.waiting_for_keyframe(video)
 
     def send_media(self, kind: str, data: bytes, timestamp_us: int, keyframe: bool = False) -> bool:
-        """Queue one encoded packet; False when it was not sent (offline or dropped)."""
+        """Queue one encoded packet; False when it was not sent.
+
+        Not sent: offline, no such track described, dropped by a congested
+        uplink, or a video delta frame on a connection whose video has not
+        yet started with a keyframe (the relay could not decode it).
+        """
         link = self.link
         track_id = self.track_ids.get(kind)
         if link is None or track_id is None or not self.connected.is_set():
             self.dropped_messages += 1
             return False
-        if keyframe and kind == "video":
-            self.keyframe_requested = False
+        if kind == "video":
+            if self._video_started_on is not link:
+                if not keyframe:
+                    self.dropped_messages += 1
+                    return False
+                self._video_started_on = link
+            if keyframe:
+                self.keyframe_requested = False
         seq = self._seq.get(kind, 0)
         self._seq[kind] = seq + 1
         if link.send_media(track_id, seq, timestamp_us, data, keyframe) == DROPPED:
