@@ -19,9 +19,11 @@ from trio.testing import trio_test
 from pinkrelay.alerts.journal import SqliteJournal
 from pinkrelay.alerts.lifecycle import transition
 from pinkrelay.cli import main
-from pinkrelay.protocol import Alert, Site
+from pinkrelay.protocol import Alert, AlertUpdate, Site
 
-SITE = Site(name="Qissa Khwani Bazaar, east gate", kind="market", address="Qissa Khwani Bazaar",
+from relay_helpers import OPERATOR, button_client, button_ids, console_client, next_of, running_relay
+
+SITE = Site(name="Zarsang Bazaar, east gate", kind="market", address="Zarsang Bazaar, Gali 1",
             district="Andar Shehr", latitude=34.0081, longitude=71.5708)
 T0 = int(datetime(2025, 10, 9, 9, 0, tzinfo=timezone.utc).timestamp()) * 1_000_000
 SECOND = 1_000_000
@@ -101,7 +103,7 @@ def test_list_shows_every_alert_oldest_first(data_dir, capsys, karachi_time):
     assert "RECEIVED (local time, UTC+05:00)" in lines[0]
     assert [line.split()[2] for line in lines[1:5]] == [A, B, C, D]
     assert lines[1].startswith("2025-10-09 14:00:00.000")  # 09:00 UTC in Karachi
-    assert "Qissa Khwani Bazaar, east gate (market)" in lines[1] and lines[1].rstrip().endswith("resolved")
+    assert "Zarsang Bazaar, east gate (market)" in lines[1] and lines[1].rstrip().endswith("resolved")
     assert lines[2].rstrip().endswith(f"duplicate of {A}")
     assert "(no site: button not in the registry)" in lines[3] and lines[3].rstrip().endswith("raised")
     assert "offline" in lines[4]
@@ -170,8 +172,8 @@ def test_show_gives_the_site_and_the_full_history(data_dir, capsys, karachi_time
     code, out, err = run(capsys, "show", A, "--data-dir", str(data_dir))
     assert code == 0 and err == ""
     assert out.startswith(f"alert {A}: panic, RESOLVED\n")
-    assert "Qissa Khwani Bazaar, east gate (market)" in out
-    assert "Qissa Khwani Bazaar, Andar Shehr; 34.0081, 71.5708" in out
+    assert "Zarsang Bazaar, east gate (market)" in out
+    assert "Zarsang Bazaar, Gali 1, Andar Shehr; 34.0081, 71.5708" in out
     assert f"repeats    1: {B}" in out
     history = out.split("\nhistory\n")[1].splitlines()
     assert history[0].split() == ["CURSOR", "WHEN", "WHAT", "STATE", "LEVEL", "WHO", "UNIT", "NOTE"]
@@ -237,7 +239,7 @@ def test_export_csv_to_a_file(data_dir, capsys, tmp_path):
     assert [r["alert_id"] for r in rows] == [A, B, C, D]
     a = rows[0]
     assert (a["state"], a["site_name"], a["site_district"], a["latitude"]) == (
-        "resolved", "Qissa Khwani Bazaar, east gate", "Andar Shehr", "34.0081")
+        "resolved", "Zarsang Bazaar, east gate", "Andar Shehr", "34.0081")
     assert a["received_at"] == "2025-10-09T09:00:00.000Z" and a["pressed_at"] == "2025-10-09T08:59:59.960Z"
     assert (a["acknowledged_at"], a["acknowledged_by"]) == ("2025-10-09T09:00:20.000Z", "desk-1")
     assert (a["dispatched_at"], a["unit"]) == ("2025-10-09T09:01:00.000Z", "rescue-15-van-7")
@@ -340,3 +342,33 @@ def test_python_m_pinkrelay_alerts(data_dir):
                              "--open", "--json"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert [json.loads(line)["alert_id"] for line in result.stdout.splitlines()] == [C, D]
+
+
+@trio_test
+async def test_a_real_console_action_is_journaled_with_the_console_it_came_from(tmp_path, capsys):
+    """Each step records who, when and from which console (issue 5): the relay-side peer of that console."""
+    async with running_relay(tmp_path) as relay, trio.open_nursery() as nursery:
+        console = console_client(relay)
+        await nursery.start(console.run)
+        button = button_client(relay, button_ids(1)[0])
+        await nursery.start(button.run)
+        receipt = await button.press(timeout=5)
+        await next_of(console, Alert, where=lambda a: a.alert_id == receipt.alert_id)
+        [session] = [s for s in relay.consoles if s.identity == OPERATOR]
+        host, _, port = session.peer.rpartition(":")
+        assert host == "127.0.0.1" and int(port) != relay.consoles_address.port
+        console.update_alert(receipt.alert_id, "acknowledged")
+        update = await next_of(console, AlertUpdate, where=lambda u: u.alert_id == receipt.alert_id)
+        assert (update.state, update.operator) == ("acknowledged", OPERATOR)
+        nursery.cancel_scope.cancel()
+
+    code, out, err = run(capsys, "show", receipt.alert_id, "--data-dir", str(tmp_path), "--json")
+    assert code == 0, err
+    events = json.loads(out)["events"]
+    assert [(e["kind"], e["state"], e["operator"], e["console"]) for e in events] == [
+        ("raised", "raised", "", ""),
+        ("transition", "acknowledged", OPERATOR, f"console {session.peer}"),
+    ]
+    assert events[1]["who"] == f"{OPERATOR} (console {session.peer})"
+    code, out, _ = run(capsys, "show", receipt.alert_id, "--data-dir", str(tmp_path))
+    assert code == 0 and f"{OPERATOR} (console {session.peer})" in out

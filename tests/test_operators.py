@@ -10,6 +10,7 @@ import trio
 from trio.testing import trio_test
 
 import pinkrelay
+from pinkrelay.cli import main
 from pinkrelay.operators import OperatorStore
 from pinkrelay.protocol import Alert, AlertUpdate, Error
 
@@ -111,3 +112,75 @@ def test_operators_command_adds_lists_and_disables(tmp_path):
     assert json.loads(listing.stdout.splitlines()[0])["disabled"] is True
     bad = run("add", "Bad Name!")
     assert bad.returncode == 2 and "operator name" in bad.stderr
+
+
+async def _sign_in(relay, name: str, secret: str) -> pinkrelay.ConnectionRefused | None:
+    """One sign-in attempt without reconnecting: the refusal, or None if the relay welcomed it."""
+    console = pinkrelay.ConsoleClient(relay.consoles_address, name, secret.encode(), reconnect=False)
+    outcome: list[pinkrelay.ConnectionRefused | None] = []
+
+    async def attempt() -> None:
+        try:
+            await console.run()
+        except pinkrelay.ConnectionRefused as refused:
+            outcome.append(refused)
+
+    async def welcomed() -> None:
+        await console.connected.wait()
+        outcome.append(None)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(attempt)
+            nursery.start_soon(welcomed)
+            while not outcome:
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    return outcome[0]
+
+
+@trio_test
+async def test_a_disabled_account_is_refused_at_sign_in_not_only_disconnected_later(tmp_path, caplog):
+    store = OperatorStore.in_data_dir(tmp_path)
+    hina_secret = store.add("hina", "operator")
+    sadia_secret = store.add("sadia", "supervisor", room="vwps-peshawar")
+    store.set_disabled("hina")
+    async with pinkrelay.open_relay(_config(tmp_path), registry=make_registry(1)) as relay:
+        # Disabled before the relay started: the right secret is not enough.
+        refused = await _sign_in(relay, "hina", hina_secret)
+        assert refused is not None, "a disabled account was let in"
+        assert refused.code == "auth" and "authentication failed" in str(refused)
+        assert "operator 'hina' is disabled" in caplog.text, "the log must say why, the client is told less"
+        assert not [c for c in relay.consoles if c.identity == "hina"]
+        assert relay.counters["auth_failures"] == 1
+
+        assert await _sign_in(relay, "sadia", sadia_secret) is None, "an active account must get in"
+        # Disabled while the relay runs: the very next sign-in is refused, without waiting for the
+        # relay's periodic look at the operators file.
+        store.set_disabled("sadia")
+        refused = await _sign_in(relay, "sadia", sadia_secret)
+        assert refused is not None and refused.code == "auth", "signed in with an account disabled just before"
+        assert "operator 'sadia' is disabled" in caplog.text
+        store.set_disabled("sadia", False)
+        assert await _sign_in(relay, "sadia", sadia_secret) is None, "enabled again, she gets in again"
+
+
+def test_operators_list_shows_each_accounts_room(tmp_path, capsys):
+    def operators(*args: str) -> str:
+        assert main(["operators", "--data-dir", str(tmp_path), *args]) == 0
+        return capsys.readouterr().out
+
+    added = operators("add", "rabia", "--role", "supervisor", "--room", "vwps-peshawar")
+    assert added.startswith("operator rabia (supervisor, room vwps-peshawar) created in ")
+    operators("add", "hina")
+    operators("disable", "hina")
+    listing = {line.split()[0]: line.split() for line in operators("list").splitlines()}
+    assert listing["rabia"][:4] == ["rabia", "supervisor", "vwps-peshawar", "active"]
+    assert listing["hina"][:4] == ["hina", "operator", "main", "DISABLED"]
+    assert all(columns[4] == "created" and columns[-1] == "UTC" for columns in listing.values())
+    as_json = [json.loads(line) for line in operators("list", "--json").splitlines()]
+    assert {(o["name"], o["room"], o["disabled"]) for o in as_json} == {
+        ("rabia", "vwps-peshawar", False), ("hina", "main", True)}
+    assert main(["operators", "--data-dir", str(tmp_path), "add", "sana", "--room", "Women Police"]) == 2
+    assert "room 'Women Police': use 1-64 lower-case letters" in capsys.readouterr().err
+    assert "sana" not in operators("list")

@@ -6,8 +6,11 @@ file (``[[button]]`` tables) with the same fields:
     id, secret | secret_file, site_name, site_kind, address, district,
     latitude, longitude, control_rooms
 
-Every problem is reported with the file, line (or table number) and field,
-and all of them at once, so an operator can fix a file in one pass.
+Every problem is reported with the file, line and field (for TOML, the line
+of the ``[[button]]`` header and the table's number), and all of them at
+once, so an operator can fix a file in one pass. A duplicate id is reported
+even when its row has other problems too: fixing those first must not
+reveal a second problem the operator could have been told about at once.
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ SITE_KINDS = (
     "other",
 )
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_TOML_BUTTON_HEADER = re.compile(r"^\s*\[\[\s*(button|\"button\"|'button')\s*\]\]")
+#: Where the CSV reader puts values beyond the header's columns (an unquoted comma, usually).
+_EXTRA_VALUES = "\0extra values"
 MIN_SECRET_BYTES = 16
 
 
@@ -102,35 +108,52 @@ def _rows_from_csv(path: Path) -> list[tuple[str, dict[str, Any]]]:
         while first < consumed - 1 and not lines[first].strip():
             first += 1
         number = numbered[first][0]
-        rows.append((f"{path}:{number}", {k: v for k, v in row.items() if v not in (None, "")}))
+        extra = row.pop(None, None)  # values past the header (DictReader restkey)
+        values: dict[str, Any] = {k: v for k, v in row.items() if v not in (None, "")}
+        if extra:
+            values[_EXTRA_VALUES] = extra
+        rows.append((f"{path}:{number}", values))
     return rows
 
 
 def _rows_from_toml(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    with open(path, "rb") as handle:
-        try:
-            data = tomllib.load(handle)
-        except tomllib.TOMLDecodeError as error:
-            raise RegistryError(f"{path}: not valid TOML: {error}") from None
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise RegistryError(f"{path}: not valid TOML: {error}") from None
     tables = data.get("button", [])
-    if not isinstance(tables, list):
-        raise RegistryError(f"{path}: expected [[button]] tables")
+    if not isinstance(tables, list) or not all(isinstance(table, dict) for table in tables):
+        raise RegistryError(f"{path}: expected [[button]] tables, one per button")
+    # tomllib keeps no positions; the headers, in order, are the tables' lines
+    # (unless the file uses an inline array, which then goes without lines).
+    headers = [n for n, line in enumerate(text.splitlines(), start=1) if _TOML_BUTTON_HEADER.match(line)]
     rows = []
+    lines_known = len(headers) == len(tables)
     for number, table in enumerate(tables, start=1):
+        line = f":{headers[number - 1]}" if lines_known else ""
+        where = f"{path}{line} [[button]] #{number}"
         unknown = [name for name in table if name not in FIELDS]
         if unknown:
-            raise RegistryError(f"{path}: [[button]] #{number}: unknown field(s) {', '.join(unknown)}")
-        rows.append((f"{path} [[button]] #{number}", dict(table)))
+            raise RegistryError(
+                f"{where}: unknown field(s) {', '.join(unknown)}; known fields: {', '.join(FIELDS)}"
+            )
+        rows.append((where, dict(table)))
     return rows
 
 
 def _parse_row(where: str, row: dict[str, Any], base: Path, problems: list[str]) -> Button | None:
     before = len(problems)
+    if _EXTRA_VALUES in row:
+        problems.append(
+            f"{where}: {len(row[_EXTRA_VALUES])} value(s) more than the header has columns; "
+            "put a value that contains a comma in double quotes"
+        )
     for name in REQUIRED:
         if name not in row:
             problems.append(f"{where}: field {name} is missing")
     button_id = str(row.get("id", ""))
-    if button_id and (len(button_id) > MAX_ID_LENGTH or not _ID_PATTERN.match(button_id)):
+    if button_id and (len(button_id) > MAX_ID_LENGTH or not _ID_PATTERN.fullmatch(button_id)):
         problems.append(
             f"{where}: field id {button_id!r} must be letters, digits, '.', '_' or '-' "
             f"(at most {MAX_ID_LENGTH} characters)"
@@ -141,6 +164,8 @@ def _parse_row(where: str, row: dict[str, Any], base: Path, problems: list[str])
         if name not in row:
             continue
         try:
+            if isinstance(row[name], bool):  # TOML true/false: float() would take it as 1.0/0.0
+                raise TypeError(name)
             value = float(row[name])
         except (TypeError, ValueError):
             problems.append(f"{where}: field {name} {row[name]!r} is not a number")
@@ -155,7 +180,9 @@ def _parse_row(where: str, row: dict[str, Any], base: Path, problems: list[str])
     rooms = row.get("control_rooms", "main")
     if isinstance(rooms, str):
         rooms = [room.strip() for room in rooms.replace(";", ",").split(",") if room.strip()]
-    if not isinstance(rooms, (list, tuple)) or not all(isinstance(r, str) and ROOM_NAME.match(r) for r in rooms):
+    if not isinstance(rooms, (list, tuple)) or not all(
+        isinstance(room, str) and ROOM_NAME.fullmatch(room) for room in rooms
+    ):
         problems.append(f"{where}: field control_rooms {row.get('control_rooms')!r}: list room names "
                         "(1-64 lower-case letters, digits, '.', '_' or '-') separated by ';', e.g. main;vwps")
         return None
@@ -216,15 +243,14 @@ def load_registry(path: Path | str) -> Registry:
     first_seen: dict[str, str] = {}
     for where, row in rows:
         button = _parse_row(where, row, path.parent, problems)
-        if button is None:
+        button_id = str(row.get("id", ""))
+        if button_id in first_seen:
+            problems.append(f"{where}: field id {button_id!r} duplicates {first_seen[button_id]}")
             continue
-        if button.button_id in first_seen:
-            problems.append(
-                f"{where}: field id {button.button_id!r} duplicates {first_seen[button.button_id]}"
-            )
-            continue
-        first_seen[button.button_id] = where
-        buttons.append(button)
+        if button_id:
+            first_seen[button_id] = where
+        if button is not None:
+            buttons.append(button)
     if problems:
         raise RegistryError(f"registry {path} has {len(problems)} problem(s):\n" + "\n".join(problems))
     return Registry(buttons, source=str(path))

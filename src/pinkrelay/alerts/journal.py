@@ -191,17 +191,47 @@ def _rollback(conn: sqlite3.Connection) -> None:
         pass  # SQLite already rolled it back
 
 
+def _read_only_part(path: Path) -> Path | None:
+    """The journal's directory or file that cannot be written now, if there is one.
+
+    SQLite reports a write refused by the system (a file system remounted
+    read-only, an immutable file, a file mode) as a bare "disk I/O error" or
+    "unable to open database file"; the operator needs to know which path to fix.
+    """
+    for candidate in (path.parent, path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if candidate.exists() and not os.access(candidate, os.W_OK):
+            return candidate
+    return None
+
+
+def _describe_read_only(path: Path, text: str) -> str | None:
+    culprit = _read_only_part(path)
+    if culprit is None:
+        return None
+    what = "directory" if culprit.is_dir() else "file"
+    return (
+        f"journal {path}: cannot write ({text}): the {what} {culprit} is read-only; make the data directory "
+        "and the journal's files writable for the relay, alerts are not being stored"
+    )
+
+
 def _describe_sqlite_error(path: Path, error: BaseException) -> str:
     text = str(error)
     if "full" in text:
         return f"journal {path}: the disk is full ({text}); free space, alerts are not being stored"
-    if "readonly" in text or "read-only" in text:
-        return f"journal {path}: cannot write ({text}); make the data directory writable"
     if "malformed" in text or "not a database" in text:
         return (
             f"journal {path} is corrupt ({text}); stop the relay, move the file aside "
             "(keep it for investigation) and start again with a new journal"
         )
+    if any(sign in text for sign in ("readonly", "read-only", "disk I/O error", "unable to open")):
+        read_only = _describe_read_only(path, text)
+        if read_only is not None:
+            return read_only
+    if "readonly" in text or "read-only" in text:
+        return f"journal {path}: cannot write ({text}); make the data directory writable"
+    if "disk I/O error" in text:
+        return f"journal {path}: {text}; check the disk and the system log, alerts are not being stored"
     return f"journal {path}: {text}"
 
 
@@ -263,7 +293,8 @@ class SqliteJournal:
             try:
                 os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
             except OSError as error:
-                raise JournalError(f"journal {self.path}: {error.strerror or error}") from None
+                text = error.strerror or str(error)
+                raise JournalError(_describe_read_only(self.path, text) or f"journal {self.path}: {text}") from None
         conn = None
         previous_umask = os.umask(0o077)  # the WAL and shared-memory files are private too
         try:
