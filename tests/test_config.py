@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from pinkrelay.config import Address, RelayConfig, load_config
+from pinkrelay.config import ENV_PREFIX, OTHER_VARIABLES, Address, RelayConfig, load_config
 from pinkrelay.errors import ConfigError
 
 
@@ -85,3 +86,111 @@ def test_environment_values_are_checked_too():
 def test_buttons_and_consoles_cannot_share_a_port():
     with pytest.raises(ConfigError, match="cannot share"):
         load_config(environ={}, overrides={"buttons_listen": "127.0.0.1:7000", "consoles_listen": "127.0.0.1:7000"})
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("chunk_size = true\n", ["chunk_size", "boolean", "True"]),
+        ("max_tracks = false\n", ["max_tracks", "boolean", "False"]),
+        ("heartbeat_interval = true\n", ["heartbeat_interval", "boolean", "True"]),
+        ("audio_hold = false\n", ["audio_hold", "boolean", "False"]),
+        ("chunk_size = 1000.9\n", ["chunk_size must be a whole number", "1000.9"]),
+        ("gop_cache_bytes = 1e400\n", ["gop_cache_bytes must be a whole number", "inf"]),
+        ("max_video_queue_bytes = -1\n", ["max_video_queue_bytes -1", "positive"]),
+        ("max_audio_queue_bytes = -262144\n", ["max_audio_queue_bytes -262144", "positive"]),
+        ("max_video_queue_bytes = 0\n", ["max_video_queue_bytes 0", "positive"]),
+        ("max_control_queue_bytes = -1\n", ["max_control_queue_bytes -1", "one control frame"]),
+        ("max_control_queue_bytes = 1000\n", ["max_control_queue_bytes 1000", "at least 16408"]),
+        ("gop_cache_bytes = -1\n", ["gop_cache_bytes -1", "zero or more"]),
+        ("join_keyframe_age = -0.5\n", ["join_keyframe_age", "-0.5", "zero or more"]),
+        ("stall_timeout = nan\n", ["stall_timeout must be a finite number", "nan"]),
+        ("supervision_window = inf\n", ["supervision_window must be a finite number", "inf"]),
+    ],
+)
+def test_numbers_of_the_wrong_kind_or_sign_name_key_and_value(tmp_path, text, words):
+    """A boolean, a fraction of a byte, a negative size or an infinity is a mistake, never a value."""
+    path = tmp_path / "relay.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    message = str(caught.value)
+    assert str(path) in message
+    for word in words:
+        assert word in message, f"{word!r} missing from: {message}"
+
+
+def test_whole_floats_and_zero_sizes_that_mean_something_are_accepted(tmp_path):
+    path = tmp_path / "relay.toml"
+    path.write_text("chunk_size = 16384.0\ngop_cache_bytes = 0\njoin_keyframe_age = 0\n")
+    config = load_config(path, environ={})
+    assert config.chunk_size == 16384 and type(config.chunk_size) is int
+    assert (config.gop_cache_bytes, config.join_keyframe_age) == (0, 0.0)
+
+
+@pytest.mark.parametrize(
+    "variable, value, words",
+    [
+        ("PINKRELAY_CHUNK_SIZE", "1000.9", ["environment: chunk_size must be a whole number", "'1000.9'"]),
+        ("PINKRELAY_GOP_CACHE_BYTES", "-1", ["gop_cache_bytes -1"]),
+        ("PINKRELAY_JOIN_KEYFRAME_AGE", "-1", ["join_keyframe_age", "-1.0"]),
+        ("PINKRELAY_HANDSHAKE_TIMEOUT", "inf", ["handshake_timeout must be a finite number", "'inf'"]),
+    ],
+)
+def test_environment_numbers_are_as_strict_as_the_file(variable, value, words):
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ={variable: value})
+    for word in words:
+        assert word in str(caught.value), f"{word!r} missing from: {caught.value}"
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"chunk_size": True}, ["chunk_size must be a whole number, not True"]),
+        ({"max_tracks": 8.0}, ["max_tracks must be a whole number, not 8.0"]),
+        ({"stall_timeout": False}, ["stall_timeout must be a finite number of seconds, not False"]),
+        ({"max_audio_queue_bytes": -1}, ["max_audio_queue_bytes -1"]),
+        ({"join_keyframe_age": float("nan")}, ["join_keyframe_age", "nan"]),
+    ],
+)
+def test_relay_config_built_in_code_is_checked_the_same_way(changes, words):
+    """Services that embed the relay build RelayConfig directly, without load_config."""
+    with pytest.raises(ConfigError) as caught:
+        RelayConfig(**changes)
+    for word in words:
+        assert word in str(caught.value), f"{word!r} missing from: {caught.value}"
+
+
+def test_a_misspelt_environment_setting_is_an_error_naming_it_and_the_settings():
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ={"PINKRELAY_SUPERVISION_WINDOWS": "60"})
+    message = str(caught.value)
+    assert "PINKRELAY_SUPERVISION_WINDOWS is not a pinkrelay setting" in message
+    assert "did you mean PINKRELAY_SUPERVISION_WINDOW?" in message
+    assert "PINKRELAY_BUTTONS_LISTEN" in message and "PINKRELAY_GOP_CACHE_BYTES" in message
+    with pytest.raises(ConfigError, match="PINKRELAY_XYZZY is not a pinkrelay setting; unset"):
+        load_config(environ={"PINKRELAY_XYZZY": "1"})
+
+
+def test_variables_that_are_not_settings_are_left_alone():
+    environ = {name: "1" for name in OTHER_VARIABLES}
+    environ |= {"PINKRELAY_DATA_DIR": "/srv/pinkrelay", "PATH": "/bin"}
+    assert load_config(environ=environ).data_dir == Path("/srv/pinkrelay")
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_pinkrelay_variable_the_code_reads_is_a_setting_or_listed():
+    """A new PINKRELAY_* variable read anywhere must be added to OTHER_VARIABLES, or serve refuses it."""
+    names: set[str] = set()
+    for folder in ("src", "tests", "benchmarks", "scripts", "examples"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.suffix in (".py", ".sh") and path.resolve() != Path(__file__).resolve():
+                names.update(re.findall(r"\bPINKRELAY_[A-Z][A-Z0-9_]*", path.read_text(errors="replace")))
+    names.update(re.findall(r"\bPINKRELAY_[A-Z][A-Z0-9_]*", (ROOT / "Makefile").read_text()))
+    assert "PINKRELAY_PUREPYTHON" in names, "the scan found nothing: did the layout change?"
+    settings = {ENV_PREFIX + name.upper() for name in RelayConfig.__dataclass_fields__}
+    unknown = sorted(names - settings - set(OTHER_VARIABLES))
+    assert not unknown, f"add these to pinkrelay.config.OTHER_VARIABLES (or make them settings): {unknown}"

@@ -32,6 +32,7 @@ from pinkrelay.protocol import (
     Heartbeat,
     Hello,
     KeyframeRequest,
+    Media,
     Site,
     StreamDescription,
     Subscribe,
@@ -45,13 +46,22 @@ from pinkrelay.protocol import (
 from pinkrelay.protocol.events import CODECS, CONTROL_EVENTS
 
 try:
-    from protocol_pair import AUDIO, VIDEO, button_pair, comparable, control_frame, media_frame
+    from protocol_pair import (
+        AUDIO,
+        VIDEO,
+        button_pair,
+        comparable,
+        console_pair,
+        control_frame,
+        media_frame,
+    )
 except ImportError:  # tests/ turned into a package
     from .protocol_pair import (  # type: ignore[no-redef]
         AUDIO,
         VIDEO,
         button_pair,
         comparable,
+        console_pair,
         control_frame,
         media_frame,
     )
@@ -504,7 +514,7 @@ CONTROL_TRAFFIC = st.one_of(
 
 
 @st.composite
-def media_specs(draw, tracks):
+def media_specs(draw, tracks, payloads=st.binary(max_size=1200)):
     track = draw(st.sampled_from(tracks))
     return (
         "media",
@@ -512,8 +522,14 @@ def media_specs(draw, tracks):
         draw(st.integers(0, 2**32 - 1)),
         draw(st.integers(-(2**63), 2**63 - 1)),
         draw(st.booleans()),
-        draw(st.binary(max_size=1200)),
+        draw(payloads),
     )
+
+
+#: Small messages, and messages of several 256-byte chunks (the pairs' chunk size).
+chunked_payloads = st.binary(max_size=200) | st.builds(
+    lambda size, byte: bytes([byte]) * size, st.integers(257, 1500), st.integers(0, 255)
+)
 
 
 def _schedule(rng: random.Random, queues: list[list]) -> list:
@@ -579,6 +595,147 @@ def test_button_stream_split_anywhere_yields_the_same_events(data):
         received.extend(comparable(event) for event in relay.events())
     assert received == expected
     assert relay.error is None and relay.tracks == {t.track_id: t for t in tracks}
+
+
+WATCHED = "kp-watched"
+#: Track ids of other buttons, apart from the watched button's VIDEO/AUDIO (101, 102).
+other_tracks = st.lists(
+    track_descriptions(track_id=st.integers(200, 0xFFFF)), max_size=3, unique_by=lambda t: t.track_id
+)
+other_buttons = ids.filter(lambda button: button != WATCHED)
+RELAY_TO_CONSOLE_CONTROL = st.one_of(
+    alerts,
+    EVENT_STRATEGIES[AlertUpdate],
+    EVENT_STRATEGIES[ButtonState],
+    heartbeats,
+    st.builds(Error, code=ids, message=texts, fatal=st.just(False)),
+    st.builds(StreamDescription, tracks=other_tracks, button=other_buttons),
+    st.builds(Subscribed, button=other_buttons, tracks=other_tracks, catchup_frames=st.integers(0, 99)),
+)
+
+
+def _receive_in_pieces(conn, wire: bytes, rng, pieces: int) -> list:
+    received = []
+    for piece in _split(rng, wire, pieces):
+        if not piece:
+            continue  # b"" would mean the peer closed the connection
+        conn.receive_data(piece, 1.0)
+        received.extend(conn.events())
+    return received
+
+
+def _console_view(event):
+    """What a console's event carries, Media's button included."""
+    value = comparable(event)
+    return (*value, event.button) if isinstance(event, Media) else value
+
+
+@SETTINGS
+@given(st.data())
+def test_relay_to_console_stream_split_anywhere_yields_the_same_events(data):
+    """Every relay -> console frame type, media chunked and interleaved, cut at arbitrary points.
+
+    The cut stream gives exactly the events of the same stream delivered in
+    one piece, and those are what the relay sent. ``redescribe`` sends the
+    watched button's tracks again between media messages (or, interleaved,
+    between their chunks): a message interrupted that way is never
+    delivered as a shorter one (§4.4), and everything after it is.
+    """
+    uncut_pair, cut_pair = console_pair(), console_pair()
+    relay = uncut_pair.relay
+    tracks = data.draw(
+        st.lists(st.sampled_from([VIDEO, AUDIO]), min_size=1, max_size=2, unique=True), "tracks"
+    )
+    kinds = {
+        "control": RELAY_TO_CONSOLE_CONTROL,
+        "media": media_specs(tracks, chunked_payloads),
+        "redescribe": st.just(StreamDescription(button=WATCHED, tracks=tuple(tracks))),
+    }
+    # Drawn by kind first: a plain one_of would flatten to one choice in nine for media.
+    item = st.sampled_from(["control", "media", "media", "redescribe"]).flatmap(kinds.__getitem__)
+    items = data.draw(st.lists(item, max_size=14), "items")
+    rng = data.draw(st.randoms(use_true_random=False), "rng")
+    interleave = data.draw(st.booleans(), "interleave")
+    subscribed = Subscribed(button=WATCHED, tracks=tuple(tracks), catchup_frames=data.draw(st.integers(0, 9)))
+
+    first = (relay.send(subscribed), subscribed)
+    control: list = []
+    per_track: dict[int, list] = {t.track_id: [] for t in tracks}
+    in_send_order: list = []
+    sent_media: dict[tuple[int, int], set[bytes]] = {}
+    for item in items:
+        if isinstance(item, tuple):
+            _, track_id, seq, timestamp, keyframe, payload = item
+            frames = relay.send_media(track_id, seq, timestamp, payload, keyframe)
+            sent_media.setdefault((track_id, seq), set()).add(payload)
+            expected = ("media", track_id, seq, timestamp, keyframe, payload, WATCHED)
+            entries = [(f, None) for f in frames[:-1]] + [(frames[-1], expected)]
+            per_track[track_id].extend(entries)
+        else:
+            entries = [(relay.send(item), item)]
+            control.extend(entries)
+        in_send_order.extend(entries)
+    ordered = (
+        _schedule(rng, [control, *per_track.values()]) if interleave else in_send_order
+    )
+    wire_frames = [first, *ordered]
+    wire = b"".join(frame for frame, _ in wire_frames)
+
+    uncut = [_console_view(e) for e in _receive_in_pieces(uncut_pair.client, wire, rng, 0)]
+    pieces = data.draw(st.integers(0, 40), "pieces")
+    cut = [_console_view(e) for e in _receive_in_pieces(cut_pair.client, wire, rng, pieces)]
+    assert cut == uncut
+    assert cut_pair.client.error is None and cut_pair.client.tracks == uncut_pair.client.tracks
+
+    expected_control = [e for _, e in wire_frames if e is not None and not isinstance(e, tuple)]
+    assert [e for e in cut if not (isinstance(e, tuple) and e[0] == "media")] == expected_control
+    media = [e for e in cut if isinstance(e, tuple) and e[0] == "media"]
+    for _, track_id, seq, _, _, payload, button in media:
+        assert button == WATCHED
+        assert payload in sent_media[(track_id, seq)], "a message was delivered cut short"
+    if not any(isinstance(item, StreamDescription) and item.button == WATCHED for item in items):
+        assert media == [event for _, event in wire_frames if isinstance(event, tuple)]
+
+
+RELAY_TO_BUTTON = st.one_of(
+    EVENT_STRATEGIES[AlertAck],
+    EVENT_STRATEGIES[KeyframeRequest],
+    heartbeats,
+    st.builds(Error, code=ids, message=texts, fatal=st.just(False)),
+)
+
+
+@SETTINGS
+@given(st.lists(RELAY_TO_BUTTON, max_size=20), st.randoms(use_true_random=False), st.integers(0, 40))
+def test_relay_to_button_stream_split_anywhere_yields_the_same_events(items, rng, pieces):
+    uncut_pair, cut_pair = button_pair(), button_pair()
+    wire = b"".join(uncut_pair.relay.send(item) for item in items)
+    uncut = _receive_in_pieces(uncut_pair.client, wire, rng, 0)
+    cut = _receive_in_pieces(cut_pair.client, wire, rng, pieces)
+    assert cut == uncut == items
+    assert cut_pair.client.error is None and not cut_pair.client.closed
+
+
+def test_a_message_interrupted_by_a_redescription_is_discarded_not_cut_short():
+    """A console that re-learns a button's tracks mid-message drops that message's tail.
+
+    The relay may put a control frame between two chunks of a media message
+    (§4.1), and a new ``stream_description`` discards the partial message
+    (§4.4). The remaining chunks carry no start flag: taken for a new
+    message, they would reach the decoder as a truncated frame.
+    """
+    pair = console_pair()
+    console, relay = pair.client, pair.relay
+    pair.relay_sends(Subscribed(button=WATCHED, tracks=(VIDEO,)))
+    interrupted = relay.send_media(VIDEO.track_id, 5, 1000, b"k" * 600, True)
+    assert len(interrupted) == 3
+    redescription = relay.send(StreamDescription(button=WATCHED, tracks=(VIDEO,)))
+    following = relay.send_media(VIDEO.track_id, 6, 2000, b"p" * 300, False)
+    events = pair.to_client([interrupted[0], redescription, *interrupted[1:], *following])
+    assert [type(e).__name__ for e in events] == ["StreamDescription", "Media"]
+    media = events[1]
+    assert (media.seq, media.data) == (6, b"p" * 300)
+    assert console.ignored_media == 2 and console.error is None
 
 
 CORRUPTIONS = {

@@ -4,8 +4,12 @@ The public API for services that embed it::
 
     import pinkrelay
     async with pinkrelay.open_relay(pinkrelay.RelayConfig()) as relay:
-        async for event in relay.events():
+        async for event in relay.events(name="dispatch-bridge"):
             ...
+
+The relay never waits for an event reader: one that leaves more than its
+buffer unread loses events, with a warning naming it in the relay's log
+(``Relay.publish_event``); every alert also stays in the journal.
 
 Buttons embed ``ButtonClient``; control-room applications ``ConsoleClient``.
 Everything not re-exported here is private or lives in a subpackage

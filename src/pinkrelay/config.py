@@ -2,13 +2,16 @@
 
 Later sources override earlier ones: embedded defaults < ``--config FILE`` <
 ``PINKRELAY_*`` environment variables < command-line flags. Every value is
-checked once, here; an unknown key, a bad port or an unreadable file is a
-ConfigError that names the source, the key and what would be valid.
+checked once, here; an unknown key or ``PINKRELAY_*`` variable, a bad port,
+a number of the wrong kind or an unreadable file is a ConfigError that
+names the source, the key and what would be valid.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import os
 import re
 import tomllib
@@ -17,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._core import Limits, QueueDefaults
+from ._core import HEADER_SIZE, Limits, QueueDefaults
 from .alerts.routing import check_groups
 from .errors import ConfigError
 
@@ -101,6 +104,7 @@ class RelayConfig:
     log_level: str = "info"
 
     def __post_init__(self) -> None:
+        _check_number_types(self)
         positive = (
             "heartbeat_interval",
             "supervision_window",
@@ -135,6 +139,28 @@ class RelayConfig:
             )
         if not 1 <= self.max_tracks <= 64:
             raise ConfigError(f"max_tracks {self.max_tracks} outside 1..64")
+        for name in ("max_video_queue_bytes", "max_audio_queue_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(
+                    f"{name} {getattr(self, name)} must be a positive number of bytes "
+                    "(a console's queue bound; 0 or less would drop every frame)"
+                )
+        one_frame = self.max_control_bytes + HEADER_SIZE
+        if self.max_control_queue_bytes < one_frame:
+            raise ConfigError(
+                f"max_control_queue_bytes {self.max_control_queue_bytes} cannot hold one control frame "
+                f"of max_control_bytes {self.max_control_bytes} (+{HEADER_SIZE} header bytes): peers "
+                f"would be disconnected for one large message; use at least {one_frame}"
+            )
+        if self.gop_cache_bytes < 0:
+            raise ConfigError(
+                f"gop_cache_bytes {self.gop_cache_bytes} must be zero or more bytes "
+                "(0 turns the fast-join cache off)"
+            )
+        if self.join_keyframe_age < 0:
+            raise ConfigError(
+                f"join_keyframe_age must be zero or more seconds, not {self.join_keyframe_age!r}"
+            )
         levels = tuple(self.escalation_levels)
         if (
             not 1 <= len(levels) <= 16
@@ -173,7 +199,35 @@ class RelayConfig:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(RelayConfig)}
+#: Settings that are a whole number (bytes, counts) and a number of seconds.
+_INTEGERS = tuple(name for name, f in _FIELDS.items() if type(f.default) is int)
+_FLOATS = tuple(name for name, f in _FIELDS.items() if type(f.default) is float)
 ENV_PREFIX = "PINKRELAY_"
+#: ``PINKRELAY_*`` variables that are not relay settings, and who reads them. Any
+#: other ``PINKRELAY_*`` name is refused, so a misspelt setting cannot be ignored.
+#: (``PINKRELAY_DATA_DIR``, also read by ``pinkrelay alerts`` and ``operators``, is a setting.)
+OTHER_VARIABLES = {
+    "PINKRELAY_PUREPYTHON": "selects the pure-Python core (pinkrelay._core)",
+    "PINKRELAY_CONSOLE_TOKEN": "the token of 'pinkrelay console'",
+    "PINKRELAY_CHROMIUM": "the browser the web control room's tests drive",
+    "PINKRELAY_UPDATE_SCREENSHOT": "the web control room's tests: refresh the screenshot",
+}
+
+
+def _check_number_types(config: RelayConfig) -> None:
+    """Whole numbers where bytes and counts are meant, finite numbers of seconds; no booleans.
+
+    ``True`` is an ``int`` to Python and ``int(1000.9)`` is 1000: neither may
+    pass for a setting silently.
+    """
+    for name in _INTEGERS:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be a whole number, not {value!r}")
+    for name in _FLOATS:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number of seconds, not {value!r}")
 
 
 def _convert(name: str, value: Any, source: str) -> Any:
@@ -208,16 +262,26 @@ def _convert(name: str, value: Any, source: str) -> Any:
             raise ConfigError(f"{source}: escalation_levels must be a list of seconds, not {value!r}") from None
     if isinstance(default, bool):
         raise ConfigError(f"{source}: {name} has no boolean form")
+    if isinstance(default, (int, float)) and isinstance(value, bool):
+        raise ConfigError(f"{source}: {name} must be a number, not the boolean {value!r}")
     if isinstance(default, int):
+        if isinstance(value, float):
+            # int(1000.9) would quietly be 1000.
+            if not value.is_integer():
+                raise ConfigError(f"{source}: {name} must be a whole number, not {value!r}")
+            return int(value)
         try:
             return int(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{source}: {name} must be an integer, not {value!r}") from None
+            raise ConfigError(f"{source}: {name} must be a whole number, not {value!r}") from None
     if isinstance(default, float):
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{source}: {name} must be a number, not {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{source}: {name} must be a finite number, not {value!r}")
+        return number
     if not isinstance(value, str):
         raise ConfigError(f"{source}: {name} must be a string, not {value!r}")
     return value
@@ -263,12 +327,7 @@ def load_config(
     if path is not None:
         _merge(values, read_toml(Path(path)), f"config file {path}")
     env = os.environ if environ is None else environ
-    from_env = {
-        key[len(ENV_PREFIX) :].lower(): value
-        for key, value in env.items()
-        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() in _FIELDS
-    }
-    _merge(values, from_env, "environment")
+    _merge(values, settings_from_environment(env), "environment")
     if overrides:
         _merge(values, {k: v for k, v in overrides.items() if v is not None}, "command line")
     try:
@@ -276,3 +335,28 @@ def load_config(
     except ConfigError as error:
         where = f"config file {path}" if path else "settings"
         raise ConfigError(f"{where}: {error}") from None
+
+
+def settings_from_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The ``PINKRELAY_<SETTING>`` variables, by setting name; refuse unknown ``PINKRELAY_*`` names.
+
+    A misspelt setting (an S too many at the end of the supervision window's
+    name) silently ignored would leave every button on the default window;
+    better to stop and say so.
+    """
+    settings: dict[str, str] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key in OTHER_VARIABLES:
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name in _FIELDS:
+            settings[name] = value
+            continue
+        close = difflib.get_close_matches(name, _FIELDS, n=1)
+        hint = f" (did you mean {ENV_PREFIX}{close[0].upper()}?)" if close else ""
+        known = ", ".join(ENV_PREFIX + field.upper() for field in sorted(_FIELDS))
+        raise ConfigError(
+            f"environment: {key} is not a pinkrelay setting{hint}; unset or rename it. "
+            f"Known settings: {known}. Other variables pinkrelay reads: {', '.join(OTHER_VARIABLES)}"
+        )
+    return settings

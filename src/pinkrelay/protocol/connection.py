@@ -59,6 +59,9 @@ _MEDIA = int(FrameType.MEDIA)
 DEFAULT_HEARTBEAT_INTERVAL = 10.0
 DEFAULT_SUPERVISION_WINDOW = 20.0
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+#: In ``_discarding``: the next chunk on the track, whatever its sequence, continues a
+#: message already forgotten (media sequences are uint32, never negative).
+_TAIL = -1
 
 
 def frame_lane(frame_type: int) -> int:
@@ -199,6 +202,8 @@ class Connection:
         if discarding is not None:
             # The rest of a message whose first chunks were discarded: never
             # let its tail pass for a whole message.
+            if discarding == _TAIL:
+                discarding = self._discarding[frame.track] = frame.seq
             if frame.seq == discarding:
                 if frame.flags & Flag.END:
                     del self._discarding[frame.track]
@@ -466,10 +471,18 @@ class ConsoleConnection(_ClientConnection):
             self._forget(event.button)
 
     def _forget(self, button: str) -> None:
+        reassembler = self._reassembler
         for track_id in [t for t, owner in self._owner.items() if owner == button]:
             del self._owner[track_id]
             self.tracks.pop(track_id, None)
-            self._reassembler.discard(track_id)
+            partial = reassembler.partial_tracks
+            reassembler.discard(track_id)
+            if reassembler.partial_tracks < partial:
+                # The relay may put this description between two chunks of a
+                # message (§4.1). Its remaining chunks carry no start flag:
+                # taken for a new message once the track is described again,
+                # they would reach the decoder as a truncated frame. Drop them.
+                self._discarding[track_id] = _TAIL
 
     def _unknown_track(self, frame: Any) -> None:
         # Frames already in flight when a subscription ended: not an error.

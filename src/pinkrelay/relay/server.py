@@ -70,6 +70,7 @@ DEFAULT_OPERATOR = "duty-officer"
 KEYFRAME_REQUEST_INTERVAL = 0.5
 #: Seconds before an escalation or offline alert that could not be recorded is tried again.
 ESCALATION_RETRY = 1.0
+#: Events an embedding service may leave unread before the relay drops its events (publish_event).
 EVENT_BUFFER = 1000
 #: How many recently broadcast alert ids the relay remembers; a retry of an older one is broadcast again.
 ANNOUNCED_MEMORY = 10_000
@@ -123,7 +124,10 @@ class Relay:
         self._track_blocks: dict[str, tuple[int, ...]] = {}
         self._next_track = 1
         self._handshake_counters: dict[tuple[str, str], int] = {}
-        self._event_channels: list[trio.MemorySendChannel[Any]] = []
+        self._event_streams: list[_EventStream] = []
+        self._event_streams_opened = 0
+        #: Events dropped per event stream name because its reader fell behind (see publish_event).
+        self.event_drops: dict[str, int] = {}
         self._broadcast_seq = 0
         self._keyframe_requested: dict[str, float] = {}
         self._nursery: trio.Nursery | None = None
@@ -319,28 +323,79 @@ class Relay:
     # -- events for embedding services ------------------------------------------
 
     @asynccontextmanager
-    async def open_event_stream(self, buffer: int = EVENT_BUFFER) -> AsyncIterator[trio.MemoryReceiveChannel[Any]]:
-        """A channel of alerts, button states and relay decisions, from now on."""
+    async def open_event_stream(
+        self, buffer: int = EVENT_BUFFER, *, name: str = ""
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[Any]]:
+        """A channel of alerts, button states and relay decisions, from now on.
+
+        ``buffer`` events may wait unread; past that the relay drops this
+        stream's events rather than wait for it (see ``publish_event``).
+        ``name`` says who reads it in the relay's log when that happens.
+        """
         send, receive = trio.open_memory_channel[Any](buffer)
-        self._event_channels.append(send)
+        self._event_streams_opened += 1
+        stream = _EventStream(name or f"event stream {self._event_streams_opened}", send, buffer)
+        self._event_streams.append(stream)
         try:
             async with receive:
                 yield receive
         finally:
-            self._event_channels.remove(send)
+            if stream in self._event_streams:
+                self._event_streams.remove(stream)
 
-    async def events(self) -> AsyncIterator[Any]:
+    async def events(self, *, name: str = "") -> AsyncIterator[Any]:
         """Iterate relay events (see ``open_event_stream`` for a bounded, closable form)."""
-        async with self.open_event_stream() as channel:
+        async with self.open_event_stream(name=name) as channel:
             async for item in channel:
                 yield item
 
     def publish_event(self, item: Any) -> None:
-        for channel in self._event_channels:
+        """Hand ``item`` to every event stream, never waiting for one.
+
+        It is called on the alert path: an alert is published before it is
+        committed and acknowledged to its button. Waiting here for a slow
+        embedding service would delay every alert to every console and every
+        acknowledgement, so a stream whose buffer is full loses the event
+        instead, and never silently: the first drop logs a warning naming the
+        stream, every dropped alert is logged as an error with its id and
+        button, the count is kept in ``event_drops[name]`` (and
+        ``counters["dropped_events"]``), and when the stream takes events again
+        a warning says how many it missed. Every alert is in the journal
+        (``pinkrelay alerts``), so a service that missed some can read them there.
+        """
+        for stream in list(self._event_streams):
             try:
-                channel.send_nowait(item)
+                stream.channel.send_nowait(item)
             except trio.WouldBlock:
-                self.counters["dropped_events"] += 1
+                self._event_dropped(stream, item)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                # Its reader closed the channel before leaving open_event_stream.
+                self._event_streams.remove(stream)
+            else:
+                if stream.missed:
+                    self._event_stream_resumed(stream)
+
+    def _event_dropped(self, stream: _EventStream, item: Any) -> None:
+        stream.missed += 1
+        self.event_drops[stream.name] = self.event_drops.get(stream.name, 0) + 1
+        self.counters["dropped_events"] += 1
+        if stream.missed == 1:
+            log_event(log, logging.WARNING, f"{stream.name} has {stream.buffer} unread events: dropping "
+                      "its events until it reads again (every alert stays in the journal)",
+                      decision="drop", consumer=stream.name, buffer=stream.buffer)
+        if isinstance(item, Alert):
+            stream.missed_alerts += 1
+            log_event(log, logging.ERROR, f"{stream.name} missed alert {item.alert_id} from button "
+                      f"{item.button}: it has {stream.buffer} unread events ({stream.missed} dropped since "
+                      "it fell behind)", decision="drop", consumer=stream.name, alert_id=item.alert_id,
+                      button=item.button, dropped=stream.missed)
+
+    def _event_stream_resumed(self, stream: _EventStream) -> None:
+        log_event(log, logging.WARNING, f"{stream.name} reads events again; it missed {stream.missed} "
+                  f"events, {stream.missed_alerts} of them alerts ({self.event_drops[stream.name]} in all)",
+                  decision="drop", consumer=stream.name, dropped=stream.missed,
+                  dropped_alerts=stream.missed_alerts, dropped_total=self.event_drops[stream.name])
+        stream.missed = stream.missed_alerts = 0
 
     # -- authentication ------------------------------------------------------------
 
@@ -388,6 +443,7 @@ class Relay:
         """
         if isinstance(session, ButtonSession):
             return b"", ""
+        self._reload_operators()  # an account disabled a moment ago is refused at this sign-in
         operator = self.operators.get(session.identity)
         if operator is not None:
             return bytes.fromhex(operator.salt), operator.kdf
@@ -395,24 +451,28 @@ class Relay:
             return b"", ""
         return auth.decoy_salt(self._decoy_key, session.identity), f"scrypt:{SCRYPT_N}:{SCRYPT_R}:{SCRYPT_P}"
 
+    def _reload_operators(self) -> None:
+        """Reread the operators file if it changed; refuse disabled accounts at once, open consoles too."""
+        if not self.operators.changed():
+            return
+        try:
+            self.operators.load()
+        except ConfigError as error:
+            log.error("%s (keeping the accounts read before)", error)
+            return
+        for console in list(self.consoles):
+            operator = self.operators.get(console.identity)
+            if console.operator_role and (operator is None or operator.disabled):
+                error = AuthenticationFailed(f"operator {console.identity!r} was disabled",
+                                             public_reason="operator account disabled")
+                self.auth_refused(console, error)
+                console.refuse(error)
+
     async def _watch_operators(self) -> None:
-        """Reread the operators file when it changes; refuse disabled accounts at once."""
+        """Notice account changes within OPERATOR_POLL_INTERVAL even when nobody signs in."""
         while True:
             await trio.sleep(OPERATOR_POLL_INTERVAL)
-            if not self.operators.changed():
-                continue
-            try:
-                self.operators.load()
-            except ConfigError as error:
-                log.error("%s (keeping the accounts read before)", error)
-                continue
-            for console in list(self.consoles):
-                operator = self.operators.get(console.identity)
-                if console.operator_role and (operator is None or operator.disabled):
-                    error = AuthenticationFailed(f"operator {console.identity!r} was disabled",
-                                                 public_reason="operator account disabled")
-                    self.auth_refused(console, error)
-                    console.refuse(error)
+            self._reload_operators()
 
     async def _unblock_sequencer(self) -> None:
         while True:
@@ -948,6 +1008,20 @@ class Relay:
             "buttons_online": len(self.supervisor.online),
             **self.hub.stats(),
         }
+
+
+class _EventStream:
+    """One reader of ``Relay.events()``: its channel and what it missed while behind."""
+
+    __slots__ = ("name", "channel", "buffer", "missed", "missed_alerts")
+
+    def __init__(self, name: str, channel: trio.MemorySendChannel[Any], buffer: int) -> None:
+        self.name = name
+        self.channel = channel
+        self.buffer = buffer
+        #: Events dropped since it last took one, and how many of them were alerts.
+        self.missed = 0
+        self.missed_alerts = 0
 
 
 async def _serve(handler: Any, listeners: list[trio.SocketListener], nursery: trio.Nursery) -> None:

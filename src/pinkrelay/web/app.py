@@ -283,7 +283,7 @@ class ControlRoom:
             await trio.sleep(1.0)
 
     async def _pump_events(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        async with self.relay.open_event_stream() as events:
+        async with self.relay.open_event_stream(name="web control room") as events:
             task_status.started()
             self._pump_runs += 1
             if self._pump_runs > 1:  # restarted after a failure: events were missed, so re-read
