@@ -218,3 +218,18 @@ def test_a_signal_says_goodbye_to_every_peer_and_exits_0_quickly(serve, signum):
     assert goodbye_after < 3, f"goodbye came {goodbye_after:.1f} s after {name}"
     messages = [json.loads(line)["message"] for line in stderr.splitlines()]
     assert f"received {name}" in messages
+
+
+def test_signals_repeated_during_shutdown_still_exit_0(serve):
+    """An impatient operator presses Ctrl-C several times: the relay still shuts down cleanly."""
+    relay = serve()
+    for _ in range(4):
+        relay.process.send_signal(signal.SIGTERM)
+        time.sleep(0.05)
+    deadline = time.monotonic() + 5
+    while relay.process.poll() is None and time.monotonic() < deadline:
+        relay.process.send_signal(signal.SIGINT)
+        time.sleep(0.02)
+    code, stderr, _ = relay.stop(None)
+    assert code == 0, stderr
+    assert stderr.count("shutting down: relay shutting down (SIGTERM)") == 1, stderr[-2000:]

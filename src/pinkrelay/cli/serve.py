@@ -71,6 +71,9 @@ async def serve_until_signalled(relay: Relay, *, web: bool = False, web_cert: st
                 await relay.shutdown(f"relay shutting down ({signal.Signals(signum).name})")
                 nursery.cancel_scope.cancel()
                 break
+    # Shutdown is done; a second signal must not turn the clean exit into a kill.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def run(args: argparse.Namespace) -> int:
