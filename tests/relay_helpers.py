@@ -139,3 +139,24 @@ async def next_of(console: pinkrelay.ConsoleClient, kind: type, timeout: float =
             if isinstance(event, kind) and (where is None or where(event)):
                 return event
     raise AssertionError(f"console events ended before a {kind.__name__}")
+
+
+async def stream_honouring_keyframes(button: pinkrelay.ButtonClient, clip: Any) -> None:
+    """A device with a pre-encoded source: start again at a keyframe whenever the client asks for one.
+
+    It replays ``clip`` in real time, forever, with capture timestamps that
+    keep increasing; a video delta frame due while ``needs_keyframe`` is true
+    is not offered: the clip starts again at its first frame (a keyframe).
+    """
+    start = trio.current_time()
+    base_us = wall_us()
+    last_pts = -1
+    packets = clip.replay(0)
+    while True:
+        packet = next(packets)
+        await trio.sleep_until(start + packet.pts_us / 1e6)
+        if packet.kind == "video" and not packet.keyframe and button.needs_keyframe:
+            packets = clip.replay(max(round((trio.current_time() - start) * 1e6), last_pts + 1))
+            continue
+        button.send_media(packet.kind, packet.data, base_us + packet.pts_us, packet.keyframe)
+        last_pts = packet.pts_us

@@ -19,23 +19,16 @@ from pinkrelay._core import Lane
 from pinkrelay.media import encode_clip
 from pinkrelay.protocol import Media
 
-from relay_helpers import OPERATOR, TOKEN, button_client, button_ids, console_client, running_relay, wall_us
-
-
-async def _stream(button: pinkrelay.ButtonClient, clip: Any) -> None:
-    """Replay ``clip`` in real time, starting it again at its keyframe whenever the client asks for one."""
-    start = trio.current_time()
-    base_us = wall_us()
-    last_pts = -1
-    packets = clip.replay(0)
-    while True:
-        packet = next(packets)
-        await trio.sleep_until(start + packet.pts_us / 1e6)
-        if packet.kind == "video" and not packet.keyframe and button.needs_keyframe:
-            packets = clip.replay(max(round((trio.current_time() - start) * 1e6), last_pts + 1))
-            continue
-        button.send_media(packet.kind, packet.data, base_us + packet.pts_us, packet.keyframe)
-        last_pts = packet.pts_us
+from relay_helpers import (
+    OPERATOR,
+    TOKEN,
+    button_client,
+    button_ids,
+    console_client,
+    running_relay,
+    stream_honouring_keyframes,
+    wall_us,
+)
 
 
 async def _collect(console: pinkrelay.ConsoleClient, events: list[tuple[float, Any]]) -> None:
@@ -62,7 +55,7 @@ async def test_request_keyframe_reaches_the_button_and_unsubscribe_stops_the_str
     async with running_relay(tmp_path, registry_size=2) as relay, trio.open_nursery() as nursery:
         button = button_client(relay, button_id, [clip.video.to_dict(), clip.audio.to_dict()])
         await nursery.start(button.run)
-        nursery.start_soon(_stream, button, clip)
+        nursery.start_soon(stream_honouring_keyframes, button, clip)
         leaving = console_client(relay, backoff_initial=0.05, backoff_max=0.1)
         staying = console_client(relay, "desk-2", TOKEN + "-2")
         assert leaving.operator == OPERATOR

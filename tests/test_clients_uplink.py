@@ -30,6 +30,7 @@ from relay_helpers import (
     relay_config,
     running_relay,
     secret_for,
+    stream_honouring_keyframes,
     wall_us,
 )
 
@@ -202,27 +203,6 @@ async def test_a_lost_acknowledgement_is_retried_and_the_alert_is_kept_once(tmp_
     assert counters["alerts"] == 1 and counters["duplicate_alerts"] >= 1, counters
 
 
-async def _stream_honouring_keyframes(button: pinkrelay.ButtonClient, clip: Any) -> None:
-    """A device with a pre-encoded source: start again at a keyframe whenever the client asks for one.
-
-    It replays ``clip`` in real time with capture timestamps that keep
-    increasing; a video delta frame due while ``needs_keyframe`` is true is
-    not offered, the clip starts again at its first frame (a keyframe).
-    """
-    start = trio.current_time()
-    base_us = wall_us()
-    last_pts = -1
-    packets = clip.replay(0)
-    while True:
-        packet = next(packets)
-        await trio.sleep_until(start + packet.pts_us / 1e6)
-        if packet.kind == "video" and not packet.keyframe and button.needs_keyframe:
-            packets = clip.replay(max(round((trio.current_time() - start) * 1e6), last_pts + 1))
-            continue
-        button.send_media(packet.kind, packet.data, base_us + packet.pts_us, packet.keyframe)
-        last_pts = packet.pts_us
-
-
 @trio_test
 async def test_after_a_relay_restart_the_button_resumes_on_a_keyframe_and_the_console_decodes_it(tmp_path):
     # Keyframes only every 5 s: a button that did not start the new connection
@@ -256,7 +236,7 @@ async def test_after_a_relay_restart_the_button_resumes_on_a_keyframe_and_the_co
         await outer.start(console.run)
         console.subscribe(button_id)
         outer.start_soon(_collect, console, events)
-        outer.start_soon(_stream_honouring_keyframes, button, clip)
+        outer.start_soon(stream_honouring_keyframes, button, clip)
         await _wait_for(lambda: sum(isinstance(e, Media) for _, e in events) > 20, 5, "media before the restart")
         await trio.sleep(1.0)  # well inside the first 5 s group of pictures
 

@@ -19,7 +19,6 @@ settle, and the journal file is read directly with sqlite3:
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import socket

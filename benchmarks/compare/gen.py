@@ -30,7 +30,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from common import Control, Pacer, cdf_points, emit, load_settings, percentiles, raise_nofile, read_clip, wall_us
+from common import Control, Pacer, emit, load_settings, percentiles, raise_nofile, read_clip, wall_us
 
 HEARTBEAT_EVERY = 5.0
 

@@ -56,7 +56,6 @@ else:
             encode_media,
             flush,
             recv_some,
-        recv_some,
         )
     except ImportError:
         from .reference import (
@@ -72,7 +71,6 @@ else:
             encode_media,
             flush,
             recv_some,
-        recv_some,
         )
 
 __all__ = [

@@ -400,8 +400,8 @@ class SqliteJournal:
                 return results
             if lost is None:
                 self.commits += 1
-                for index, outcome in done.items():
-                    results[index] = outcome
+                for index, result in done.items():
+                    results[index] = result
                 return results
             index, error = lost
             log.error("%s", _describe_sqlite_error(self.path, error))
