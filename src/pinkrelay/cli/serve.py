@@ -71,15 +71,18 @@ async def serve_until_signalled(relay: Relay, *, web: bool = False, web_cert: st
                 await relay.shutdown(f"relay shutting down ({signal.Signals(signum).name})")
                 nursery.cancel_scope.cancel()
                 break
-    # Shutdown is done; a second signal must not turn the clean exit into a kill.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     setup_logging(config.log_format, config.log_level)
     relay = Relay(config)
+    # trio's signal receiver puts back the handlers it found when it closes; with
+    # "ignore" found there, a second SIGINT/SIGTERM during the final teardown
+    # cannot turn the clean exit into a kill. While the relay runs, the receiver
+    # handles them.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     trio.run(partial(serve_until_signalled, relay, web=not args.no_web, web_cert=args.web_cert,
                      web_key=args.web_key))
     return 0
