@@ -660,7 +660,8 @@ async def test_an_offline_alert_is_stored_once_the_journal_has_room_and_resolved
     tmp_path, caplog
 ):
     button_id = button_ids(1)[0]
-    async with running_relay(tmp_path, heartbeat_interval=0.2, supervision_window=0.6,
+    # A window long enough for a busy CI machine: the console must not look silent itself.
+    async with running_relay(tmp_path, heartbeat_interval=0.3, supervision_window=1.5,
                              escalation_levels=(60.0,)) as relay, trio.open_nursery() as nursery:
         console = console_client(relay)
         await nursery.start(console.run)
@@ -692,5 +693,5 @@ async def test_an_offline_alert_is_stored_once_the_journal_has_room_and_resolved
         resolved = [e for e in seen if isinstance(e, AlertUpdate) and e.alert_id == alert_id][-1]
         assert (resolved.operator, resolved.note) == ("relay", "button back online")
         assert (await relay.journal.get(alert_id)).state == "resolved"
-        assert len(offline_alerts()) == 1
+        assert {a.alert_id for a in offline_alerts()} == {alert_id}  # told again once stored, same alert
         nursery.cancel_scope.cancel()

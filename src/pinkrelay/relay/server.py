@@ -690,6 +690,9 @@ class Relay:
                 continue
             log_event(log, logging.WARNING, f"offline alert {alert.alert_id} for {button_id} stored after "
                       "all", button=button_id, alert_id=alert.alert_id)
+            # A console that reconnected meanwhile resumed from the journal, which did not
+            # have it yet: tell every console again (consoles key alerts by id).
+            self.broadcast(alert)
             self._offline_recorded(button_id, alert)
             return
 
