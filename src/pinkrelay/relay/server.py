@@ -433,6 +433,7 @@ class Relay:
             self._welcome_button(session, now)
         else:
             await self._welcome_console(session, now)
+        session.rearm_timers()  # heartbeats and supervision start now, not at the handshake deadline
         self.publish_event(relay_events.ClientConnected(role=session.role, identity=identity, peer=session.peer))
 
     def challenge_for(self, session: Session) -> tuple[bytes, str]:

@@ -94,6 +94,7 @@ class Session:
             max_control_bytes=config.max_control_queue_bytes,
         )
         self.close_reason = ""
+        self._rearm = trio.Event()
         self._scope: trio.CancelScope | None = None
         self.connected_at = now
 
@@ -224,12 +225,22 @@ class Session:
             self.relay.protocol_violation(self, error)
             self.refuse(error)
 
+    def rearm_timers(self) -> None:
+        """The connection's next deadline moved earlier (it became READY): wake the timer task."""
+        self._rearm.set()
+
     async def _run_timers(self) -> None:
         while True:
             deadline = self.conn.get_timer()
             if deadline is None:
                 return
-            await trio.sleep_until(deadline)
+            # Before READY the deadline is the handshake's (10 s); once welcomed, the
+            # heartbeat and supervision deadlines are usually sooner: rearm_timers().
+            with trio.move_on_at(deadline):
+                await self._rearm.wait()
+            if self._rearm.is_set():
+                self._rearm = trio.Event()
+                continue
             now = trio.current_time()
             heartbeat = self.conn.handle_timer(now, wall_us())
             if heartbeat:
