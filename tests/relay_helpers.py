@@ -160,3 +160,18 @@ async def stream_honouring_keyframes(button: pinkrelay.ButtonClient, clip: Any) 
             continue
         button.send_media(packet.kind, packet.data, base_us + packet.pts_us, packet.keyframe)
         last_pts = packet.pts_us
+
+
+async def collect_events(console: pinkrelay.ConsoleClient, into: list[Any]) -> None:
+    """Append every event ``console`` yields to ``into`` (run it in a nursery)."""
+    async for event in console.events():
+        into.append(event)
+
+
+async def wait_until(predicate: Any, timeout: float = 5.0, what: str = "the condition") -> None:
+    """Poll ``predicate`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
+    with trio.move_on_after(timeout):
+        while not predicate():
+            await trio.sleep(0.01)
+        return
+    raise AssertionError(f"waited {timeout:g} s for {what}")

@@ -8,19 +8,13 @@ from trio.testing import trio_test
 import pinkrelay
 from pinkrelay.protocol import Alert, AlertUpdate, Error
 
-from relay_helpers import TOKEN, button_client, button_ids, console_client, running_relay
+from relay_helpers import TOKEN, button_client, button_ids, console_client, running_relay, wait_until
 
 
 async def _collect(console, into, kinds=(Alert, AlertUpdate, Error)):
     async for event in console.events():
         if isinstance(event, kinds):
             into.append(event)
-
-
-async def _until(predicate, timeout=5.0):
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.01)
 
 
 @trio_test
@@ -39,7 +33,7 @@ async def test_operators_work_an_alert_and_every_console_sees_each_step(tmp_path
         alert_id = receipt.alert_id
 
         desk1.update_alert(alert_id, "dispatched", unit="Mobile-4")  # not acknowledged yet
-        await _until(lambda: any(isinstance(e, Error) for e in seen1))
+        await wait_until(lambda: any(isinstance(e, Error) for e in seen1))
         refusal = next(e for e in seen1 if isinstance(e, Error))
         assert refusal.code == "bad-transition" and not refusal.fatal
         assert "cannot go from raised to dispatched" in refusal.message
@@ -57,7 +51,7 @@ async def test_operators_work_an_alert_and_every_console_sees_each_step(tmp_path
         ]
         for count, (desk, state, extra) in enumerate(actions, start=1):
             desk.update_alert(alert_id, state, **extra)
-            await _until(lambda n=count: len(steps(seen1)) == n and len(steps(seen2)) == n)
+            await wait_until(lambda n=count: len(steps(seen1)) == n and len(steps(seen2)) == n)
         expected = [
             ("acknowledged", "desk-1"),
             ("dispatched", "desk-2"),
@@ -89,7 +83,7 @@ async def test_unacknowledged_alert_escalates_level_by_level(tmp_path):
         def levels():
             return [(e.level, e.state) for e in seen if isinstance(e, AlertUpdate) and e.alert_id == receipt.alert_id]
 
-        await _until(lambda: len(levels()) == 2, timeout=5)
+        await wait_until(lambda: len(levels()) == 2, timeout=5)
         elapsed = trio.current_time() - pressed
         assert levels() == [(1, "raised"), (2, "raised")]
         assert 0.75 <= elapsed < 2.0
@@ -113,7 +107,7 @@ async def test_second_press_within_the_merge_window_is_a_linked_duplicate(tmp_pa
         await nursery.start(button.run)
         first = await button.press(timeout=5)
         second = await button.press(timeout=5)
-        await _until(lambda: len([e for e in seen if isinstance(e, Alert)]) == 2)
+        await wait_until(lambda: len([e for e in seen if isinstance(e, Alert)]) == 2)
         alerts = {e.alert_id: e for e in seen if isinstance(e, Alert)}
         assert alerts[first.alert_id].state == "raised"
         assert alerts[second.alert_id].state == "duplicate"
@@ -139,7 +133,7 @@ async def test_console_resume_receives_exactly_what_it_missed_in_order(tmp_path)
         async with trio.open_nursery() as watching:
             await watching.start(watcher.run)
             watching.start_soon(_collect, watcher, seen)
-            await _until(lambda: any(isinstance(e, Alert) and e.alert_id == first.alert_id for e in seen))
+            await wait_until(lambda: any(isinstance(e, Alert) and e.alert_id == first.alert_id for e in seen))
             watching.cancel_scope.cancel()
         cursor = watcher.cursor
         assert cursor >= 1
@@ -161,7 +155,7 @@ async def test_console_resume_receives_exactly_what_it_missed_in_order(tmp_path)
         replay = []
         await nursery.start(resumed.run)
         nursery.start_soon(_collect, resumed, replay)
-        await _until(lambda: len(replay) >= 1 + 4)
+        await wait_until(lambda: len(replay) >= 1 + 4)
         await trio.sleep(0.2)
         nursery.cancel_scope.cancel()
 

@@ -12,7 +12,7 @@ from pinkrelay.errors import ConfigError
 from pinkrelay.operators import OperatorStore
 from pinkrelay.protocol import Alert, AlertUpdate, Error, Site
 
-from relay_helpers import button_client, relay_config, secret_for
+from relay_helpers import button_client, collect_events, relay_config, secret_for, wait_until
 
 OPERATOR_MAIN = Recipient("operator", "main")
 OPERATOR_VWPS = Recipient("operator", "vwps")
@@ -56,17 +56,6 @@ def _registry() -> pinkrelay.Registry:
     return pinkrelay.Registry([button("kp-main-001", ("main",)), button("kp-south-001", ("south",))])
 
 
-async def _gather(console: pinkrelay.ConsoleClient, into: list) -> None:
-    async for event in console.events():
-        into.append(event)
-
-
-async def _until(predicate, timeout: float = 5.0) -> None:
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.01)
-
-
 @trio_test
 async def test_an_alert_reaches_its_room_then_supervisors_then_a_second_room(tmp_path):
     store = OperatorStore.in_data_dir(tmp_path)
@@ -83,7 +72,7 @@ async def test_an_alert_reaches_its_room_then_supervisors_then_a_second_room(tmp
             consoles[name] = pinkrelay.ConsoleClient(relay.consoles_address, name, secrets[name].encode())
             seen[name] = []
             await nursery.start(consoles[name].run)
-            nursery.start_soon(_gather, consoles[name], seen[name])
+            nursery.start_soon(collect_events, consoles[name], seen[name])
         button = button_client(relay, "kp-main-001")
         await nursery.start(button.run)
         receipt = await button.press(timeout=5)
@@ -92,16 +81,16 @@ async def test_an_alert_reaches_its_room_then_supervisors_then_a_second_room(tmp
             return [(type(e).__name__, e.level) for e in seen[name]
                     if isinstance(e, (Alert, AlertUpdate)) and e.alert_id == receipt.alert_id]
 
-        await _until(lambda: mine("ops-main"))
+        await wait_until(lambda: mine("ops-main"))
         assert mine("ops-main") == [("Alert", 0)]
         await trio.sleep(0.2)
         assert mine("sup-north") == mine("ops-vwps") == []
         # Level 1 brings it to every supervisor: the alert itself, then the escalation step.
-        await _until(lambda: len(mine("sup-north")) == 2)
+        await wait_until(lambda: len(mine("sup-north")) == 2)
         assert mine("sup-north") == [("Alert", 1), ("AlertUpdate", 1)]
         assert mine("ops-vwps") == []
         # Level 2 to the second room; the supervisor and the alert's own room get the step only.
-        await _until(lambda: len(mine("ops-vwps")) == 2)
+        await wait_until(lambda: len(mine("ops-vwps")) == 2)
         assert mine("ops-vwps") == [("Alert", 2), ("AlertUpdate", 2)]
         assert mine("ops-main") == [("Alert", 0), ("AlertUpdate", 1), ("AlertUpdate", 2)]
         assert mine("sup-north") == [("Alert", 1), ("AlertUpdate", 1), ("AlertUpdate", 2)]
@@ -109,11 +98,11 @@ async def test_an_alert_reaches_its_room_then_supervisors_then_a_second_room(tmp
 
         # The second room may act on it now; a room that never saw it may not.
         consoles["ops-east"].update_alert(receipt.alert_id, "acknowledged")
-        await _until(lambda: any(isinstance(e, Error) for e in seen["ops-east"]))
+        await wait_until(lambda: any(isinstance(e, Error) for e in seen["ops-east"]))
         refusal = next(e for e in seen["ops-east"] if isinstance(e, Error))
         assert "not by room 'east'" in refusal.message and not refusal.fatal
         consoles["ops-vwps"].update_alert(receipt.alert_id, "acknowledged")
-        await _until(lambda: ("AlertUpdate", 2) in mine("ops-main")[3:])
+        await wait_until(lambda: ("AlertUpdate", 2) in mine("ops-main")[3:])
         acknowledged = [e for e in seen["ops-main"] if isinstance(e, AlertUpdate) and e.state == "acknowledged"]
         assert acknowledged[0].operator == "ops-vwps"
 
@@ -123,8 +112,8 @@ async def test_an_alert_reaches_its_room_then_supervisors_then_a_second_room(tmp
             client = pinkrelay.ConsoleClient(relay.consoles_address, name, secrets[name].encode())
             late[name] = []
             await nursery.start(client.run)
-            nursery.start_soon(_gather, client, late[name])
-        await _until(lambda: any(isinstance(e, Alert) for e in late["ops-vwps"]))
+            nursery.start_soon(collect_events, client, late[name])
+        await wait_until(lambda: any(isinstance(e, Alert) for e in late["ops-vwps"]))
         await trio.sleep(0.2)
         assert not any(isinstance(e, Alert) for e in late["ops-east"])
         nursery.cancel_scope.cancel()
@@ -139,7 +128,7 @@ async def test_a_button_only_another_room_answers_is_not_shown_and_cannot_be_wor
         console = pinkrelay.ConsoleClient(relay.consoles_address, "ops-main", secret.encode())
         seen: list = []
         await nursery.start(console.run)
-        nursery.start_soon(_gather, console, seen)
+        nursery.start_soon(collect_events, console, seen)
         south = button_client(relay, "kp-south-001")
         await nursery.start(south.run)
         receipt = await south.press(timeout=5)  # stored and acknowledged to the button all the same
@@ -147,6 +136,6 @@ async def test_a_button_only_another_room_answers_is_not_shown_and_cannot_be_wor
         await trio.sleep(0.3)
         assert not [e for e in seen if isinstance(e, Alert)]
         console.update_alert(receipt.alert_id, "acknowledged")
-        await _until(lambda: any(isinstance(e, Error) for e in seen))
+        await wait_until(lambda: any(isinstance(e, Error) for e in seen))
         assert "answered by south" in next(e for e in seen if isinstance(e, Error)).message
         nursery.cancel_scope.cancel()

@@ -27,6 +27,7 @@ from relay_helpers import (
     console_client,
     running_relay,
     stream_honouring_keyframes,
+    wait_until,
     wall_us,
 )
 
@@ -38,14 +39,6 @@ async def _collect(console: pinkrelay.ConsoleClient, events: list[tuple[float, A
 
 def _media(events: list[tuple[float, Any]], since: int = 0) -> list[tuple[float, Media]]:
     return [(t, e) for t, e in events[since:] if isinstance(e, Media)]
-
-
-async def _wait_for(condition: Any, timeout: float, what: str) -> None:
-    with trio.move_on_after(timeout):
-        while not condition():
-            await trio.sleep(0.02)
-        return
-    raise AssertionError(f"waited {timeout} s for {what}")
 
 
 @trio_test
@@ -65,19 +58,19 @@ async def test_request_keyframe_reaches_the_button_and_unsubscribe_stops_the_str
             await nursery.start(console.run)
             nursery.start_soon(_collect, console, events)
             console.subscribe(button_id)
-        await _wait_for(lambda: len(_media(left)) > 10 and len(_media(stayed)) > 10, 5, "media on both consoles")
+        await wait_until(lambda: len(_media(left)) > 10 and len(_media(stayed)) > 10, 5, "media on both consoles")
         await trio.sleep(0.7)  # past the relay's limit of one keyframe request per 0.5 s
 
         requests = button.keyframe_requests
         since = len(left)
         asked_at, asked_us = trio.current_time(), wall_us()
         leaving.request_keyframe(button_id)
-        await _wait_for(lambda: button.keyframe_requests > requests, 2, "the KeyframeRequest at the button")
+        await wait_until(lambda: button.keyframe_requests > requests, 2, "the KeyframeRequest at the button")
 
         def fresh_keyframes() -> list[tuple[float, Media]]:
             return [(t, m) for t, m in _media(left, since) if m.lane == Lane.VIDEO and m.keyframe]
 
-        await _wait_for(fresh_keyframes, 2, "a keyframe at the console after asking for one")
+        await wait_until(fresh_keyframes, 2, "a keyframe at the console after asking for one")
         arrived, keyframe = fresh_keyframes()[0]
         assert keyframe.button == button_id and keyframe.timestamp >= asked_us
         assert arrived - asked_at < 1.5
@@ -88,7 +81,7 @@ async def test_request_keyframe_reaches_the_button_and_unsubscribe_stops_the_str
         link = leaving.link
         assert link is not None
         link.close("dropped by the test")  # a reconnect must not subscribe again
-        await _wait_for(lambda: leaving.connected.is_set() and leaving.link is not link, 5, "the console's reconnect")
+        await wait_until(lambda: leaving.connected.is_set() and leaving.link is not link, 5, "the console's reconnect")
         left_count, stayed_count, sent = len(_media(left)), len(_media(stayed)), button.sent_messages
         await trio.sleep(1.0)
         nursery.cancel_scope.cancel()

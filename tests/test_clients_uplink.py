@@ -31,6 +31,7 @@ from relay_helpers import (
     running_relay,
     secret_for,
     stream_honouring_keyframes,
+    wait_until,
     wall_us,
 )
 
@@ -154,14 +155,6 @@ async def _collect(console: pinkrelay.ConsoleClient, events: list[Any]) -> None:
         events.append((trio.current_time(), event))
 
 
-async def _wait_for(condition: Any, timeout: float, what: str) -> None:
-    with trio.move_on_after(timeout):
-        while not condition():
-            await trio.sleep(0.02)
-        return
-    raise AssertionError(f"waited {timeout} s for {what}")
-
-
 @trio_test
 async def test_a_lost_acknowledgement_is_retried_and_the_alert_is_kept_once(tmp_path):
     button_id = button_ids(1)[0]
@@ -237,7 +230,7 @@ async def test_after_a_relay_restart_the_button_resumes_on_a_keyframe_and_the_co
         console.subscribe(button_id)
         outer.start_soon(_collect, console, events)
         outer.start_soon(stream_honouring_keyframes, button, clip)
-        await _wait_for(lambda: sum(isinstance(e, Media) for _, e in events) > 20, 5, "media before the restart")
+        await wait_until(lambda: sum(isinstance(e, Media) for _, e in events) > 20, 5, "media before the restart")
         await trio.sleep(1.0)  # well inside the first 5 s group of pictures
 
         await first_relay.shutdown("restart for the test")
@@ -251,7 +244,7 @@ async def test_after_a_relay_restart_the_button_resumes_on_a_keyframe_and_the_co
         def video_after() -> list[tuple[float, Media]]:
             return [(t, e) for t, e in events[restarted_at:] if isinstance(e, Media) and e.lane == Lane.VIDEO]
 
-        await _wait_for(lambda: len(video_after()) >= 20, 6, "20 video frames after the restart")
+        await wait_until(lambda: len(video_after()) >= 20, 6, "20 video frames after the restart")
         outer.cancel_scope.cancel()
 
     carried_video = [p for p in tap.passages if p.video]
@@ -305,7 +298,7 @@ async def test_a_new_connection_drops_video_delta_frames_until_a_keyframe(tmp_pa
         link = button.link
         assert link is not None
         link.close("cut by the test")
-        await _wait_for(lambda: button.connected.is_set() and button.link is not link, 5, "the reconnect")
+        await wait_until(lambda: button.connected.is_set() and button.link is not link, 5, "the reconnect")
         now = wall_us()
         second = [
             button.needs_keyframe,

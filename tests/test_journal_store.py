@@ -21,7 +21,7 @@ from pinkrelay.alerts.lifecycle import AlertState, Step, transition
 from pinkrelay.ids import uuid7
 from pinkrelay.protocol import Alert, AlertAck, AlertUpdate, Site
 
-from relay_helpers import button_client, button_ids, console_client, running_relay
+from relay_helpers import button_client, button_ids, collect_events, console_client, running_relay, wait_until
 
 SITE = Site(name="Qissa Khwani Bazaar, east gate", kind="market", address="Qissa Khwani Bazaar",
             district="Andar Shehr", latitude=34.0081, longitude=71.5708)
@@ -620,24 +620,13 @@ async def test_a_new_run_never_reuses_a_cursor_the_last_run_handed_out(tmp_path)
         await again.close()
 
 
-async def _collect(console, into: list) -> None:
-    async for event in console.events():
-        into.append(event)
-
-
-async def _until(predicate, timeout: float) -> None:
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.02)
-
-
 @trio_test
 async def test_an_escalation_the_journal_could_not_store_is_tried_again(tmp_path, caplog):
     async with running_relay(tmp_path, escalation_levels=(0.3,)) as relay, trio.open_nursery() as nursery:
         console = console_client(relay)
         await nursery.start(console.run)
         seen: list = []
-        nursery.start_soon(_collect, console, seen)
+        nursery.start_soon(collect_events, console, seen)
         button = button_client(relay, button_ids(1)[0])
         await nursery.start(button.run)
         receipt = await button.press(timeout=5)
@@ -646,10 +635,10 @@ async def test_an_escalation_the_journal_could_not_store_is_tried_again(tmp_path
         def escalated():
             return [e for e in seen if isinstance(e, AlertUpdate) and e.alert_id == receipt.alert_id and e.level]
 
-        await _until(lambda: "could not be recorded" in caplog.text, timeout=5)
+        await wait_until(lambda: "could not be recorded" in caplog.text, timeout=5)
         assert escalated() == [] and (await relay.journal.get(receipt.alert_id)).level == 0
         await free_space(relay.journal)
-        await _until(lambda: escalated(), timeout=5)  # storage trouble never silences an unanswered alert
+        await wait_until(lambda: escalated(), timeout=5)  # storage trouble never silences an unanswered alert
         assert [e.level for e in escalated()] == [1]
         assert (await relay.journal.get(receipt.alert_id)).level == 1
         nursery.cancel_scope.cancel()
@@ -666,7 +655,7 @@ async def test_an_offline_alert_is_stored_once_the_journal_has_room_and_resolved
         console = console_client(relay)
         await nursery.start(console.run)
         seen: list = []
-        nursery.start_soon(_collect, console, seen)
+        nursery.start_soon(collect_events, console, seen)
         async with trio.open_nursery() as button_nursery:
             button = button_client(relay, button_id)
             await button_nursery.start(button.run)
@@ -678,17 +667,17 @@ async def test_an_offline_alert_is_stored_once_the_journal_has_room_and_resolved
             offline[:] = [e for e in seen if isinstance(e, Alert) and e.kind == "offline"]
             return offline
 
-        await _until(offline_alerts, timeout=5)
+        await wait_until(offline_alerts, timeout=5)
         alert_id = offline[0].alert_id
-        await _until(lambda: "not stored" in caplog.text, timeout=5)
+        await wait_until(lambda: "not stored" in caplog.text, timeout=5)
         assert await relay.journal.get(alert_id) is None
         await free_space(relay.journal)
-        await _until(lambda: "stored after all" in caplog.text, timeout=5)
+        await wait_until(lambda: "stored after all" in caplog.text, timeout=5)
         assert (await relay.journal.get(alert_id)).state == "raised"
 
         back = button_client(relay, button_id)
         await nursery.start(back.run)
-        await _until(lambda: any(isinstance(e, AlertUpdate) and e.alert_id == alert_id and e.state == "resolved"
+        await wait_until(lambda: any(isinstance(e, AlertUpdate) and e.alert_id == alert_id and e.state == "resolved"
                                  for e in seen), timeout=5)
         resolved = [e for e in seen if isinstance(e, AlertUpdate) and e.alert_id == alert_id][-1]
         assert (resolved.operator, resolved.note) == ("relay", "button back online")
