@@ -65,6 +65,8 @@ class RelayConfig:
     consoles_listen: Address = Address("127.0.0.1", 7401)
     #: The web control room (HTTP and WebSocket) on the relay's event loop.
     web_listen: Address = Address("127.0.0.1", 7480)
+    #: Prometheus metrics, /healthz and /readyz (pinkrelay/ops); ``pinkrelay serve --no-metrics`` turns it off.
+    metrics_listen: Address = Address("127.0.0.1", 9480)
     data_dir: Path = Path("var")
     registry: Path | None = None
     #: operator name -> token, until operator accounts exist (tokens file preferred).
@@ -233,7 +235,7 @@ def _check_number_types(config: RelayConfig) -> None:
 def _convert(name: str, value: Any, source: str) -> Any:
     """Turn a TOML, environment or flag value into the field's type."""
     default = _FIELDS[name].default
-    if name in ("buttons_listen", "consoles_listen", "web_listen"):
+    if name in ("buttons_listen", "consoles_listen", "web_listen", "metrics_listen"):
         if isinstance(value, Address):
             return value
         if not isinstance(value, str):

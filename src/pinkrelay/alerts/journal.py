@@ -27,6 +27,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -275,6 +276,9 @@ class SqliteJournal:
         self._token: trio.lowlevel.TrioToken | None = None
         self.commits = 0
         self.requests_done = 0
+        #: Called from the journal's thread after each batch's commit with its
+        #: duration in seconds and its size (the relay's metrics observe it); must be thread-safe.
+        self.on_commit: Callable[[float, int], None] | None = None
         self._next_cursor = 1
         self._reserved = 0
 
@@ -340,9 +344,12 @@ class SqliteJournal:
                 return
 
     def _execute(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+        started = time.perf_counter()
         results = self._transaction(conn, batch)
         if results is None:
             results = self._isolated(conn, batch)
+        if self.on_commit is not None:
+            self.on_commit(time.perf_counter() - started, len(batch))
         self.requests_done += len(batch)
         replies = [(reply, result, error) for (_, reply), (result, error) in zip(batch, results, strict=True)]
         # One wakeup of the trio thread for the whole batch, replies in commit order.
@@ -666,6 +673,18 @@ class SqliteJournal:
                 "ON CONFLICT (role, identity) DO UPDATE SET counter = MAX(counter, excluded.counter)",
                 (role, identity, counter),
             )
+
+        await self._call(work)
+
+    async def probe(self) -> None:
+        """Commit one small write (the probe's time in ``meta``): raises JournalError if the journal cannot take it.
+
+        For readiness checks: it goes through the same thread and batch as
+        alerts, so it fails exactly when storing an alert would.
+        """
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('ready_probe', ?)",
+                         (str(time.time_ns() // 1000),))
 
         await self._call(work)
 

@@ -12,6 +12,7 @@ import trio
 
 from ..config import load_config
 from ..logs import setup_logging
+from ..ops.sdnotify import SystemdNotifier
 from ..relay import Relay
 
 log = logging.getLogger("pinkrelay.relay")
@@ -26,6 +27,9 @@ def add_parser(subparsers: Any) -> None:
                         help="PEM certificate: serve the control room over HTTPS (needed for other workstations)")
     parser.add_argument("--web-key", metavar="FILE", help="PEM private key of --web-cert")
     parser.add_argument("--no-web", action="store_true", help="do not serve the web control room")
+    parser.add_argument("--metrics-listen", metavar="HOST:PORT",
+                        help="Prometheus /metrics, /healthz and /readyz (default 127.0.0.1:9480)")
+    parser.add_argument("--no-metrics", action="store_true", help="do not serve metrics and health checks")
     parser.set_defaults(handler=run)
 
 
@@ -48,6 +52,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
             "buttons_listen": args.buttons_listen,
             "consoles_listen": args.consoles_listen,
             "web_listen": getattr(args, "web_listen", None),
+            "metrics_listen": getattr(args, "metrics_listen", None),
             "log_format": args.log_format,
             "log_level": args.log_level,
         },
@@ -55,8 +60,13 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 async def serve_until_signalled(relay: Relay, *, web: bool = False, web_cert: str | None = None,
-                                web_key: str | None = None) -> None:
-    """Run ``relay`` (and with ``web`` its control room) until SIGINT/SIGTERM, then stop cleanly."""
+                                web_key: str | None = None, metrics: bool = False) -> None:
+    """Run ``relay`` (with ``web`` its control room, with ``metrics`` its metrics) until SIGINT/SIGTERM.
+
+    Under systemd (``Type=notify``) it says READY=1 once everything listens,
+    keeps the watchdog fed from the event loop, and says STOPPING=1 first thing on a signal.
+    """
+    systemd = SystemdNotifier()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(relay.serve)
@@ -66,11 +76,21 @@ async def serve_until_signalled(relay: Relay, *, web: bool = False, web_cert: st
                 room = await nursery.start(partial(serve_web, relay, certfile=web_cert, keyfile=web_key))
                 log.info("web control room: %s (sign in with an account from 'pinkrelay operators add')",
                          room.url)
+            if metrics:
+                from ..ops import serve_metrics
+
+                ops = await nursery.start(serve_metrics, relay)
+                log.info("metrics and health checks: %s/metrics, /healthz, /readyz", ops.url)
+            systemd.notify("READY=1", f"STATUS=buttons on {relay.buttons_address}, consoles on "
+                                      f"{relay.consoles_address}")
+            await nursery.start(systemd.keep_alive)
             async for signum in signals:
                 log.info("received %s", signal.Signals(signum).name)
+                systemd.notify("STOPPING=1", f"STATUS=stopping ({signal.Signals(signum).name})")
                 await relay.shutdown(f"relay shutting down ({signal.Signals(signum).name})")
                 nursery.cancel_scope.cancel()
                 break
+    systemd.close()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,5 +104,5 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     trio.run(partial(serve_until_signalled, relay, web=not args.no_web, web_cert=args.web_cert,
-                     web_key=args.web_key))
+                     web_key=args.web_key, metrics=not args.no_metrics))
     return 0

@@ -121,6 +121,8 @@ class Relay:
             "duplicate_alerts": 0,
             "dropped_events": 0,
         }
+        #: Traffic of sessions that have ended, so that ``traffic()`` only ever grows.
+        self._ended_traffic = dict.fromkeys(TRAFFIC_KEYS, 0)
         self._track_blocks: dict[str, tuple[int, ...]] = {}
         self._next_track = 1
         self._handshake_counters: dict[tuple[str, str], int] = {}
@@ -295,6 +297,8 @@ class Relay:
 
     def session_ended(self, session: Session) -> None:
         self.sessions.discard(session)
+        for key, value in _session_traffic(session).items():
+            self._ended_traffic[key] += value
         self.hub.unsubscribe_all(session.outbox)
         reason = session.close_reason or "closed"
         if isinstance(session, ConsoleSession):
@@ -1012,6 +1016,34 @@ class Relay:
             "buttons_online": len(self.supervisor.online),
             **self.hub.stats(),
         }
+
+
+    def traffic(self) -> dict[str, int]:
+        """Media in, bytes out and media dropped for slow consoles, since the relay started.
+
+        Read at a metrics scrape, never on the per-frame path: it walks the sessions.
+        """
+        totals = dict(self._ended_traffic)
+        for session in self.sessions:
+            for key, value in _session_traffic(session).items():
+                totals[key] += value
+        return totals
+
+
+#: What ``Relay.traffic()`` counts.
+TRAFFIC_KEYS = ("media_messages_in", "media_bytes_in", "bytes_out", "dropped_video", "dropped_audio")
+
+
+def _session_traffic(session: Session) -> dict[str, int]:
+    outbox = session.outbox
+    stream = getattr(session, "stream_state", None)
+    return {
+        "media_messages_in": stream.messages_in if stream is not None else 0,
+        "media_bytes_in": stream.bytes_in if stream is not None else 0,
+        "bytes_out": outbox.bytes_sent,
+        "dropped_video": outbox.dropped_video,
+        "dropped_audio": outbox.dropped_audio,
+    }
 
 
 class _EventStream:

@@ -80,7 +80,7 @@ async def serve_web(
     if relay.consoles_address is None:
         raise RuntimeError("start the relay (relay.serve) before the web control room")
     config = hypercorn_config(address, certfile, keyfile)
-    _check_can_listen(config, address)
+    check_can_listen(config, address)
     room = room or ControlRoom(relay)
     async with trio.open_nursery() as nursery:
         await nursery.start(room.run)
@@ -100,7 +100,8 @@ def _check_tls(certfile: str | None, keyfile: str | None) -> None:
                           f"{getattr(error, 'strerror', None) or error}") from None
 
 
-def _check_can_listen(config: Any, address: Address) -> None:
+def check_can_listen(config: Any, address: Address, *, what: str = "the web control room",
+                     flag: str = "--web-listen") -> None:
     """Bind (and release) the address now, so a busy port is one clear ConfigError.
 
     Hypercorn would raise the OSError from deep inside its nurseries.
@@ -109,8 +110,8 @@ def _check_can_listen(config: Any, address: Address) -> None:
         sockets = config.create_sockets()
     except OSError as error:
         raise ConfigError(
-            f"cannot listen for the web control room on {address}: {error.strerror or error} "
-            "(is another relay running? choose another address with --web-listen HOST:PORT)"
+            f"cannot listen for {what} on {address}: {error.strerror or error} "
+            f"(is another relay running? choose another address with {flag} HOST:PORT)"
         ) from None
     for sock in (*sockets.secure_sockets, *sockets.insecure_sockets, *sockets.quic_sockets):
         sock.close()

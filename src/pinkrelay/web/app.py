@@ -58,6 +58,7 @@ from .auth import (
     parse_cookies,
     tokens_equal,
 )
+from .asgi import answer_lifespan
 from .live import LiveBridge, Viewer
 
 log = logging.getLogger("pinkrelay.web")
@@ -371,7 +372,7 @@ class ControlRoom:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
         if kind == "lifespan":
-            await self._lifespan(receive, send)
+            await answer_lifespan(receive, send)
         elif kind == "http":
             request = Request(scope, receive, send)
             try:
@@ -380,16 +381,6 @@ class ControlRoom:
                 await self._json(request, 413, {"error": str(error)})
         elif kind == "websocket":
             await self._websocket(Request(scope, receive, send))
-
-    @staticmethod
-    async def _lifespan(receive: Any, send: Any) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
     async def _respond(
         self,
