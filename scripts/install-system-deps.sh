@@ -6,8 +6,9 @@ set -euo pipefail
 needed=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 # chromium and a font: the web control room's tests drive a real headless browser;
-# openssl makes the certificate of the HTTPS test.
-for package in gcc python3-dev python3-venv chromium fonts-dejavu-core openssl; do
+# openssl makes the certificate of the HTTPS test; prometheus (with promtool) scrapes
+# the relay and checks the shipped rules; systemd's systemd-analyze checks the unit.
+for package in gcc python3-dev python3-venv chromium fonts-dejavu-core openssl prometheus systemd; do
     have "$package" || needed+=("$package")
 done
 # Python.h for the Cython build: satisfied by any python3.11 with headers.
