@@ -2,8 +2,11 @@
 // (binary), REST calls for operator actions, and the three panels.
 import { Board, clockTime } from "./board.js";
 import { SiteMap } from "./map.js";
-import { LiveWall } from "./live.js";
-import { beep, unlock, soundOn } from "./sound.js";
+import { AUTO_OPEN_TILES, LiveWall } from "./live.js";
+import { alarmPeak, plays, unlock, soundOn } from "./sound.js";
+import { Alarm, MUTE_SECONDS } from "./alarm.js";
+import { BoardKeys } from "./keys.js";
+import { duration } from "./urgency.js";
 
 const $ = (id) => document.getElementById(id);
 const AUTO_OPEN_KINDS = new Set(["panic", "tamper"]);
@@ -59,6 +62,16 @@ const board = new Board($("alerts"), $("no-alerts"), $("alert-count"), {
   siteOf,
 });
 const live = new LiveWall($("streams"), $("no-streams"), send, siteOf);
+const alarm = new Alarm(() => board.highestUnanswered());
+new BoardKeys(board).attach(document);
+// The page's audio hooks: every alarm burst asked for (heard or not), the alarm's
+// loudness right now, and the alarm itself (mute state).
+room.audio = { plays, peak: alarmPeak, alarm, muteSeconds: MUTE_SECONDS };
+room.tileLimit = AUTO_OPEN_TILES;
+
+function openAlertVideo(alert) {
+  if (AUTO_OPEN_KINDS.has(alert.kind)) live.autoOpen(alert.button);
+}
 const map = new SiteMap($("map"), {
   onSelect: (button) => { unlock(); live.open(button); },
   stateOf,
@@ -70,7 +83,7 @@ const map = new SiteMap($("map"), {
   },
 });
 live.onChange = () => { map.watching = live.watching(); map.refresh(); };
-board.onChange = () => { map.refresh(); updateTitle(); };
+board.onChange = () => { alarm.update(); map.refresh(); updateTitle(); };
 
 function updateTitle() {
   const waiting = board.unacknowledged();
@@ -78,6 +91,7 @@ function updateTitle() {
 }
 
 function changed() {
+  alarm.update();
   map.refresh();
   for (const button of live.watching()) live.setAlerting(button, board.openButtons().has(button));
   updateTitle();
@@ -98,13 +112,14 @@ function onMessage(message) {
       const missed = room.loaded
         ? message.alerts.filter((a) => a.state === "raised" && !board.has(a.alert_id))
         : [];
+      const signingIn = !room.loaded;
       board.load(message.alerts);
       room.loaded = true;
-      for (const alert of missed) {
-        board.upsert(alert, { fresh: true });
-        if (AUTO_OPEN_KINDS.has(alert.kind)) live.open(alert.button, { alerting: true });
-      }
-      if (missed.length) beep();
+      for (const alert of missed) board.upsert(alert, { fresh: true });
+      // At sign-in the open alerts open their video like new ones, most urgent first.
+      const opening = signingIn ? board.ordered().map((item) => item.alert) : missed;
+      for (const alert of opening) openAlertVideo(alert);
+      if (signingIn || missed.length) alarm.ring(signingIn ? "open at sign-in" : "missed");
       map.draw(message.sites);
       live.resubscribe();
       changed();
@@ -112,21 +127,21 @@ function onMessage(message) {
     case "alert": {
       const alert = message.alert;
       if (alert.state === "duplicate") {
-        if (board.repeat(alert)) beep();
+        if (board.repeat(alert)) alarm.once("pressed again");
         break;
       }
       const isNew = !board.has(alert.alert_id);
       board.upsert(alert, { fresh: isNew && alert.state === "raised" });
       if (isNew && alert.state === "raised") {
-        beep();
-        if (AUTO_OPEN_KINDS.has(alert.kind)) live.open(alert.button, { alerting: true });
+        alarm.ring("new");
+        openAlertVideo(alert);
       }
       changed();
       break;
     }
     case "update": {
       const result = board.applyUpdate(message.update);
-      if (result && result[1]) beep({ repeats: 2 });
+      if (result && result[1] && message.update.state === "raised") alarm.escalated(); // louder, faster
       changed();
       break;
     }
@@ -192,14 +207,33 @@ function connect() {
   };
 }
 
+let soundWasOn = false;
 function showSound() {
   const button = $("sound");
   const on = soundOn();
   button.className = `sound ${on ? "on" : "off"}`;
-  button.textContent = on ? "Sound on" : "Sound off: click to enable";
+  button.textContent = on ? "Sound on" : "Sound off";
+  button.title = on ? "Alarm and live audio are on" : "Browsers start silent until the page is clicked: click to enable";
+  $("sound-banner").hidden = on;
+  document.body.classList.toggle("sound-off", !on);
+  if (on && !soundWasOn) alarm.ring("sound on"); // unanswered alerts are heard the moment sound is on
+  soundWasOn = on;
 }
 
+function showMute() {
+  const button = $("mute");
+  const muted = alarm.muted();
+  button.classList.toggle("muted", muted);
+  button.textContent = muted ? `Alarm muted ${duration(alarm.muteLeft())}: unmute` : `Mute alarm ${MUTE_SECONDS / 60} min`;
+  button.title = muted
+    ? "This workstation's alarm is silent until the time runs out or an alert escalates"
+    : `Silence this workstation's alarm for at most ${MUTE_SECONDS / 60} minutes; an escalation ends the mute`;
+}
+alarm.onChange = showMute;
+
 $("sound").addEventListener("click", () => unlock());
+$("sound-banner").addEventListener("click", () => unlock());
+$("mute").addEventListener("click", () => (alarm.muted() ? alarm.unmute() : alarm.mute()));
 document.addEventListener("pointerdown", () => unlock(), { capture: true });
 document.addEventListener("keydown", () => unlock(), { capture: true });
 document.addEventListener("soundstate", showSound);
@@ -207,7 +241,11 @@ $("signout").addEventListener("click", async () => {
   await fetch("/signout", { method: "POST", headers: { "x-csrf-token": room.csrf } }).catch(() => {});
   location.assign("/signin");
 });
-setInterval(() => { $("clock").textContent = clockTime(Date.now() * 1000); }, 1000);
+setInterval(() => {
+  $("clock").textContent = clockTime(Date.now() * 1000);
+  if (alarm.muted()) showMute();
+}, 1000);
+showMute();
 $("clock").textContent = clockTime(Date.now() * 1000);
 unlock().then(showSound);
 connect();

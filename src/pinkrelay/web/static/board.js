@@ -1,6 +1,12 @@
-// The alert board: open alerts, newest first, with their age ticking and the
-// actions the lifecycle allows from their state. The server decides; the
-// buttons shown here only save a round trip to learn what it would refuse.
+// The alert board: open alerts in urgency order (urgency.js), each with a badge
+// saying why it is where it is, its age ticking, and the actions the lifecycle
+// allows from its state. The server decides; the buttons shown here only save a
+// round trip to learn what it would refuse.
+//
+// Built for stress: the newest unanswered alert is the one thing on the board
+// that moves; an unanswered alert flashes when it escalates; a card can be
+// selected (click, or the arrow keys of keys.js) for the keyboard shortcuts.
+import { compareUrgency, receivedAt, urgencyReason } from "./urgency.js";
 
 const NEXT = {
   raised: ["acknowledged", "false_alarm"],
@@ -37,15 +43,6 @@ export function clockTime(us) {
   return new Date(us / 1000).toLocaleTimeString("en-GB", { hour12: false });
 }
 
-export function age(us) {
-  const seconds = Math.max(0, Math.floor(Date.now() / 1000 - us / 1e6));
-  const h = Math.floor(seconds / 3600);
-  const m = Math.floor((seconds % 3600) / 60);
-  const s = seconds % 60;
-  const pad = (n) => String(n).padStart(2, "0");
-  return h ? `${h}:${pad(m)}:${pad(s)}` : `${m}:${pad(s)}`;
-}
-
 export class Board {
   constructor(list, empty, count, { act, watch, siteOf }) {
     this.list = list;
@@ -56,6 +53,7 @@ export class Board {
     this.siteOf = siteOf;
     this.role = "operator";
     this.items = new Map();
+    this.selected = null;
     setInterval(() => this.tick(), 1000);
   }
 
@@ -69,6 +67,20 @@ export class Board {
     let n = 0;
     for (const item of this.items.values()) if (item.alert.state === "raised") n += 1;
     return n;
+  }
+
+  // The highest escalation level among unanswered alerts; -1 when every alert has been taken.
+  highestUnanswered() {
+    let level = -1;
+    for (const item of this.items.values()) {
+      if (item.alert.state === "raised") level = Math.max(level, item.alert.level || 0);
+    }
+    return level;
+  }
+
+  // The items in board order, most urgent first.
+  ordered() {
+    return [...this.items.values()].sort((a, b) => compareUrgency(a.alert, b.alert));
   }
 
   has(alertId) {
@@ -87,26 +99,57 @@ export class Board {
       item = { alert, history: [], repeats: 0, node: null, shownState: null };
       this.items.set(alert.alert_id, item);
       item.node = this.build(item);
-      this.place(item);
     } else {
       item.alert = { ...item.alert, ...alert };
     }
-    if (fresh) this.flash(item);
+    if (fresh) item.node.classList.add("fresh");
     this.render(item);
     return item;
   }
 
-  // Newest first: by the time the relay received the press.
-  place(item) {
-    const key = item.alert.received_at || item.alert.pressed_at;
-    for (const other of this.list.children) {
-      const otherItem = this.items.get(other.dataset.alertId);
-      if (otherItem && (otherItem.alert.received_at || otherItem.alert.pressed_at) < key) {
-        this.list.insertBefore(item.node, other);
-        return;
-      }
+  // Put the cards in urgency order, moving only those out of place (a moved
+  // node restarts its animation, and the cards that stay must stay still).
+  arrange() {
+    const order = this.ordered();
+    order.forEach((item, index) => {
+      const here = this.list.children[index];
+      if (here !== item.node) this.list.insertBefore(item.node, here || null);
+      item.node.dataset.rank = String(index + 1);
+    });
+    // The newest unanswered alert is the one thing that moves.
+    let newest = null;
+    for (const item of order) {
+      if (item.alert.state === "raised" && (!newest || receivedAt(item.alert) > receivedAt(newest.alert))) newest = item;
     }
-    this.list.append(item.node);
+    for (const item of order) item.node.classList.toggle("newest", item === newest);
+    const target = this.target();
+    for (const item of order) {
+      item.node.classList.toggle("selected", item === target && this.selected !== null);
+      item.node.classList.toggle("target", item === target);
+    }
+  }
+
+  // The alert the keyboard acts on: the selected one, else the top of the board.
+  target() {
+    const selected = this.items.get(this.selected);
+    if (selected && OPEN.has(selected.alert.state)) return selected;
+    const first = this.ordered()[0];
+    return first && OPEN.has(first.alert.state) ? first : null;
+  }
+
+  select(alertId) {
+    this.selected = this.items.has(alertId) ? alertId : null;
+    this.arrange();
+  }
+
+  // Select the card `step` places below (negative: above) the current target.
+  move(step) {
+    const order = this.ordered().filter((item) => OPEN.has(item.alert.state));
+    if (!order.length) return;
+    const index = order.indexOf(this.target());
+    const next = order[Math.min(order.length - 1, Math.max(0, index + step))];
+    this.select(next.alert.alert_id);
+    next.node.scrollIntoView({ block: "nearest" });
   }
 
   repeat(duplicate) {
@@ -125,15 +168,15 @@ export class Board {
     const escalated = update.level > item.alert.level;
     item.alert = { ...item.alert, state: update.state, level: update.level };
     item.history.push(update);
-    if (escalated) this.flash(item);
+    if (escalated && update.state === "raised") this.flash(item); // nobody has taken it
     this.render(item);
     return [item, escalated];
   }
 
   flash(item) {
-    item.node.classList.remove("fresh");
+    item.node.classList.remove("flash");
     void item.node.offsetWidth;
-    item.node.classList.add("fresh");
+    item.node.classList.add("flash");
   }
 
   build(item) {
@@ -143,11 +186,11 @@ export class Board {
     node.dataset.button = alert.button;
     const head = el("div", "alert-head");
     item.kindTag = el("span", `tag kind-${alert.kind}`, alert.kind);
-    item.levelTag = el("span", "tag level");
+    item.urgency = el("span", "tag urgency");
     const site = alert.site || this.siteOf(alert.button);
     item.siteName = el("strong", "site-name", site ? site.name : alert.button);
     item.stateTag = el("span", "tag state");
-    head.append(item.kindTag, item.levelTag, item.siteName, item.stateTag);
+    head.append(item.kindTag, item.urgency, item.siteName, item.stateTag);
     const meta = el("div", "alert-meta");
     const where = site ? [site.kind, site.district, site.address].filter(Boolean).join(" · ") : "";
     meta.append(el("span", "button-id", alert.button));
@@ -155,8 +198,7 @@ export class Board {
     meta.append(document.createTextNode(" · pressed "));
     const time = el("time", "pressed", clockTime(alert.pressed_at));
     time.dateTime = new Date(alert.pressed_at / 1000).toISOString();
-    item.age = el("span", "age", age(alert.received_at || alert.pressed_at));
-    meta.append(time, document.createTextNode(", "), item.age, document.createTextNode(" ago"));
+    meta.append(time);
     item.repeatText = el("div", "repeat");
     item.historyList = el("ul");
     const history = el("div", "alert-history");
@@ -166,6 +208,10 @@ export class Board {
     item.error.hidden = true;
     item.form = el("form");
     item.form.hidden = true;
+    node.addEventListener("animationend", (event) => {
+      if (event.animationName === "flash") node.classList.remove("flash");
+    });
+    node.addEventListener("pointerdown", () => this.select(alert.alert_id));
     node.append(head, meta, item.repeatText, history, item.actions, item.form, item.error);
     return node;
   }
@@ -174,12 +220,11 @@ export class Board {
     const alert = item.alert;
     const node = item.node;
     node.dataset.state = alert.state;
+    node.dataset.level = String(alert.level || 0);
     for (const cls of [...node.classList]) if (cls.startsWith("state-")) node.classList.remove(cls);
     node.classList.add(`state-${alert.state}`);
     item.stateTag.textContent = STATE_LABEL[alert.state] || alert.state;
-    item.levelTag.hidden = !alert.level;
-    item.levelTag.textContent = `level ${alert.level}`;
-    item.levelTag.title = "Escalated: not acknowledged in time";
+    this.showUrgency(item);
     item.repeatText.textContent = item.repeats ? `Pressed again ×${item.repeats}` : "";
     item.historyList.replaceChildren(
       ...item.history.slice(-3).map((u) => {
@@ -198,6 +243,16 @@ export class Board {
       item.removal = setTimeout(() => this.remove(alert.alert_id), CLOSED_LINGER_MS);
     }
     this.updateCount();
+    this.arrange();
+  }
+
+  showUrgency(item) {
+    const reason = urgencyReason(item.alert, Date.now());
+    item.urgency.textContent = reason.text;
+    item.urgency.className = `tag urgency ${reason.tone}`;
+    item.urgency.title = item.alert.level
+      ? `Escalated to level ${item.alert.level}: not acknowledged in time`
+      : "Unanswered alerts come first, then higher escalation levels, then the oldest";
   }
 
   renderActions(item) {
@@ -282,7 +337,9 @@ export class Board {
     clearTimeout(item.removal);
     item.node.remove();
     this.items.delete(alertId);
+    if (this.selected === alertId) this.selected = null;
     this.updateCount();
+    this.arrange();
     this.onChange();
   }
 
@@ -296,8 +353,6 @@ export class Board {
   }
 
   tick() {
-    for (const item of this.items.values()) {
-      item.age.textContent = age(item.alert.received_at || item.alert.pressed_at);
-    }
+    for (const item of this.items.values()) this.showUrgency(item);
   }
 }

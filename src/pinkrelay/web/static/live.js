@@ -20,6 +20,9 @@ const FLAG_AUDIO = 2;
 const FLAG_CATCHUP = 4;
 const MAX_VIDEO_QUEUE = 30;
 const LATENCY_SAMPLES = 90;
+// Tiles that alerts open by themselves (new ones, and those open at sign-in);
+// the operator opens more by hand, up to the relay's 16 per board.
+export const AUTO_OPEN_TILES = 6;
 
 function nowUs() {
   return (performance.timeOrigin + performance.now()) * 1000;
@@ -411,6 +414,12 @@ export class LiveWall {
     this.empty.hidden = this.streams.size > 0;
     this.onChange();
     return stream;
+  }
+
+  // Open a tile for an alert's button unless the alerts have already filled AUTO_OPEN_TILES.
+  autoOpen(button) {
+    if (!this.streams.has(button) && this.streams.size >= AUTO_OPEN_TILES) return null;
+    return this.open(button, { alerting: true });
   }
 
   close(button) {
