@@ -23,6 +23,7 @@ from typing import Any
 from ._core import HEADER_SIZE, Limits, QueueDefaults
 from .alerts.routing import check_groups
 from .errors import ConfigError
+from .integrations.settings import SinkConfig, parse_sinks
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,9 @@ class RelayConfig:
     merge_window: float = 120.0
     log_format: str = "text"
     log_level: str = "info"
+    #: Where every alert and lifecycle step is delivered: ``[[sinks]]`` tables
+    #: (pinkrelay/integrations/settings.py, docs/operations.md "Integrations").
+    sinks: tuple[SinkConfig, ...] = ()
 
     def __post_init__(self) -> None:
         _check_number_types(self)
@@ -251,6 +255,8 @@ def _convert(name: str, value: Any, source: str) -> Any:
         ):
             raise ConfigError(f"{source}: console_tokens must be a table of operator = \"token\"")
         return dict(value)
+    if name == "sinks":
+        return parse_sinks(value, source)
     if name == "escalation_groups":
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):

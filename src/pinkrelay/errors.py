@@ -92,3 +92,15 @@ class ConnectionRefused(PinkRelayError, ConnectionError):
 
 class SlowConsumer(PinkRelayError, ConnectionError):
     """A subscriber stayed behind the live stream past the configured limit."""
+
+
+class DeliveryFailed(PinkRelayError, ConnectionError):
+    """A sink did not confirm a delivery; the outbox keeps it and retries.
+
+    ``retry_after`` is the earliest retry the peer asked for (HTTP
+    ``Retry-After``), in seconds, or None.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -37,6 +37,8 @@ import outcome
 import trio
 
 from ..errors import PinkRelayError
+from ..integrations.outbox import SCHEMA as OUTBOX_SCHEMA
+from ..integrations.outbox import queue_outbound
 from ..protocol import Alert, AlertUpdate, Site
 from .lifecycle import OPEN_STATES, AlertState, Step
 
@@ -279,6 +281,10 @@ class SqliteJournal:
         #: Called from the journal's thread after each batch's commit with its
         #: duration in seconds and its size (the relay's metrics observe it); must be thread-safe.
         self.on_commit: Callable[[float, int], None] | None = None
+        #: Sinks every stored alert and step is queued for, in the same transaction
+        #: (pinkrelay/integrations/outbox.py); ``on_outbound`` is called after such a commit.
+        self.outbound_sinks: tuple[str, ...] = ()
+        self.on_outbound: Callable[[], None] | None = None
         self._next_cursor = 1
         self._reserved = 0
 
@@ -309,7 +315,7 @@ class SqliteJournal:
             check = conn.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise sqlite3.DatabaseError(f"database disk image is malformed ({check})")
-            conn.executescript(SCHEMA)
+            conn.executescript(SCHEMA + OUTBOX_SCHEMA)
             conn.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
@@ -545,6 +551,7 @@ class SqliteJournal:
                     alert.received_at,
                 ),
             ).lastrowid
+            queue_outbound(conn, cursor, self.outbound_sinks)
             conn.execute(
                 f"INSERT INTO alerts ({_ALERT_COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -567,6 +574,7 @@ class SqliteJournal:
         found = await self._call(work)
         if found[0] is not None:
             return Recorded(_alert_from_row(found[0]), True)
+        self._outbound_committed()
         _, state, duplicate_of, cursor = found
         return Recorded(_stored(alert, state, duplicate_of, cursor), False)
 
@@ -592,6 +600,7 @@ class SqliteJournal:
                 (event_cursor, step.alert_id, kind, step.state, new_level, step.operator, step.console,
                  step.unit, step.note, step.at),
             ).lastrowid
+            queue_outbound(conn, cursor, self.outbound_sinks)
             conn.execute(
                 "UPDATE alerts SET state = ?, level = ?, updated_at = ? WHERE alert_id = ?",
                 (step.state, new_level, step.at, step.alert_id),
@@ -599,6 +608,16 @@ class SqliteJournal:
             return AlertUpdate(alert_id=step.alert_id, state=step.state, operator=step.operator,
                                note=step.note, unit=step.unit, at=step.at, level=new_level, cursor=cursor)
 
+        update = await self._call(work)
+        self._outbound_committed()
+        return update
+
+    def _outbound_committed(self) -> None:
+        if self.outbound_sinks and self.on_outbound is not None:
+            self.on_outbound()
+
+    async def execute(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``work(conn)`` in the writer's next batch and return its result once committed."""
         return await self._call(work)
 
     async def recent_alerts(self, since_us: int, limit: int = 200_000) -> list[Alert]:

@@ -82,6 +82,8 @@ class RelayMetrics:
         self._open: dict[str, _OpenAlert] = {}
         self.readiness = Readiness(relay)
         self.registry.register(_RelayCollector(self))
+        if getattr(relay, "integrations", None) is not None:
+            self.registry.register(_SinkCollector(relay.integrations))
         relay.journal.on_commit = self._committed
 
     def exposition(self) -> bytes:
@@ -136,6 +138,19 @@ class RelayMetrics:
                 escalated += alert.level > 0
                 oldest = max(oldest, (now_us - alert.received_at) / 1e6)
         return escalated, oldest
+
+
+class _SinkCollector(Collector):
+    """Deliveries to the integration sinks, read from the dispatcher at scrape time."""
+
+    def __init__(self, dispatcher: Any) -> None:
+        self.dispatcher = dispatcher
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        yield from self.dispatcher.collect()
 
 
 class _RelayCollector(Collector):

@@ -57,6 +57,7 @@ from ..alerts.index import AlertIndex
 from ..alerts.journal import JournalError, SqliteJournal, StaleStep
 from ..alerts.lifecycle import AlertState, LifecycleError, Step, transition
 from ..alerts.routing import DEFAULT_ROOM, Recipient, Routing
+from ..integrations.dispatcher import dispatcher_for
 from . import events as relay_events
 from ..outbox import Outbox
 from .hub import Hub
@@ -104,6 +105,8 @@ class Relay:
         self.service_operator = "pinkrelay-service"
         self.console_tokens[self.service_operator] = secrets.token_urlsafe(32).encode()
         self.journal = journal if journal is not None else SqliteJournal(self.config.data_dir / "journal.sqlite3")
+        #: Delivers every stored alert and step to the configured sinks (pinkrelay/integrations).
+        self.integrations = dispatcher_for(self, self.config.sinks) if self.config.sinks else None
         self.escalator = Escalator(self.config.escalation_levels)
         self.routing = Routing(self.config.escalation_groups)
         self.hub = Hub(gop_cache_bytes=self.config.gop_cache_bytes, audio_hold=self.config.audio_hold)
@@ -238,6 +241,8 @@ class Relay:
             nursery.start_soon(self._watch_operators)
             nursery.start_soon(self._report_drops)
             nursery.start_soon(self._unblock_sequencer)
+            if self.integrations is not None:
+                nursery.start_soon(self.integrations.run)
             async with trio.open_nursery() as connections:
                 with trio.CancelScope() as listening:
                     self._listener_scope = listening
