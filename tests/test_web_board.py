@@ -202,8 +202,9 @@ def urgent_board(browser, tmp_path_factory, clip):
     """Three alerts at different levels and ages, made through real presses and board buttons.
 
     Escalation after 1 s (level 1) and 2 s (level 2). ``old`` is acknowledged
-    at once (level 0), ``mid`` stays unanswered to level 2, ``young`` is pressed
-    once ``mid`` is at level 2 and is left to reach level 1.
+    at once (level 0) at a colleague's protocol console, ``mid`` stays unanswered
+    to level 2, ``young`` is pressed once ``mid`` is at level 2 and is left to
+    reach level 1.
     """
     room = new_room(tmp_path_factory.mktemp("urgent-board"), escalation_levels=(1.0, 2.0))
     holder = Page(browser, room)
@@ -213,8 +214,10 @@ def urgent_board(browser, tmp_path_factory, clip):
         for button in ("kp-test-001", "kp-test-002"):
             room.button(button)
         room.button("kp-test-003", clip)
+        console = desk_console(room)
         old = room.press("kp-test-001")
-        card(page, old).locator('button[data-action="acknowledged"]').click()
+        card(page, old).wait_for()
+        room.call_sync(lambda: console.update_alert(old, "acknowledged"))
         wait_state(page, old, "acknowledged")
         assert journal_state(room, old).level == 0, "acknowledged before its first escalation (1 s)"
         mid = room.press("kp-test-002")
@@ -249,10 +252,9 @@ def test_board_orders_by_urgency_and_says_why(urgent_board, artefacts):
     assert running <= {("newest", young), ("flash", young), ("flash", mid)}, running
     page.screenshot(path=str(artefacts / "board-urgency.png"))
 
-    # Taken by a colleague at another console: young goes below the unanswered mid, but
-    # above old, which waited longer at a lower level.
-    console = desk_console(room)
-    room.call_sync(lambda: console.update_alert(young, "acknowledged"))
+    # Taken on the board: young goes below the unanswered mid, but above old,
+    # which waited longer at a lower level.
+    card(page, young).locator('button[data-action="acknowledged"]').click()
     wait_state(page, young, "acknowledged")
     assert board_order(page) == [mid, young, old], "among taken alerts the higher level comes first"
     assert (card(page, young).locator(".tag.urgency").text_content() or "").startswith("LEVEL 1 · taken · ")
@@ -299,9 +301,9 @@ def test_the_alarm_repeats_until_acknowledged_and_an_escalation_insists_more(bro
             assert new["level"] == 0 and escalated["level"] == repeat["level"] == 1
             assert escalated["repeats"] > new["repeats"], "an escalated alert plays more tones"
             assert escalated["gain"] > new["gain"] and escalated["step"] < new["step"], "louder and faster"
-            assert 0.8 < (escalated["at"] - new["at"]) / 1000 < 1.6, "the escalation rings at once"
+            assert 0.8 < (escalated["at"] - new["at"]) / 1000 < 2.0, "the escalation rings at once"
             gap = (repeat["at"] - escalated["at"]) / 1000
-            assert 1.7 < gap < 2.6, f"level 1 repeats every 2 s, not {gap:.2f} s"
+            assert 1.8 < gap < 3.0, f"level 1 repeats every 2 s, not {gap:.2f} s"
 
             # Muted: silent although unanswered, for a limited time, and a new alert does not break it...
             page.click("#mute")
