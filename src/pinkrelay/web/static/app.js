@@ -6,6 +6,7 @@ import { AUTO_OPEN_TILES, LiveWall } from "./live.js";
 import { alarmPeak, plays, unlock, soundOn } from "./sound.js";
 import { Alarm, MUTE_SECONDS } from "./alarm.js";
 import { BoardKeys } from "./keys.js";
+import { OffscreenAlerts } from "./offscreen.js";
 import { duration } from "./urgency.js";
 
 const $ = (id) => document.getElementById(id);
@@ -64,6 +65,7 @@ const board = new Board($("alerts"), $("no-alerts"), $("alert-count"), {
 const live = new LiveWall($("streams"), $("no-streams"), send, siteOf);
 const alarm = new Alarm(() => board.highestUnanswered());
 new BoardKeys(board).attach(document);
+new OffscreenAlerts($("alerts"), $("more-unanswered"));
 // The page's audio hooks: every alarm burst asked for (heard or not), the alarm's
 // loudness right now, and the alarm itself (mute state).
 room.audio = { plays, peak: alarmPeak, alarm, muteSeconds: MUTE_SECONDS };

@@ -141,6 +141,7 @@ export class SiteMap {
     const placedLabels = points.map((p) => ({
       left: p.x - MARKER_RADIUS, right: p.x + MARKER_RADIUS, top: p.y - MARKER_RADIUS, bottom: p.y + MARKER_RADIUS,
     }));
+    this.markerBoxes = placedLabels.slice();
     const markers = svg("g", { class: "markers" });
     this.markersGroup = markers;
     this.groupLabels = [];
@@ -160,7 +161,7 @@ export class SiteMap {
       const label = this.label(members.length > 1 ? `${name} (${members.length})` : name, x, top, bottom, placedLabels);
       if (label) {
         labels.append(label);
-        this.groupLabels.push({ node: label, buttons: members.map((m) => m.button) });
+        this.groupLabels.push({ node: label, box: label.box, buttons: members.map((m) => m.button) });
       }
     }
     this.svg.append(leaders);
@@ -182,7 +183,9 @@ export class SiteMap {
       const hit = placed.some((b) => box.left < b.right && b.left < box.right && box.top < b.bottom && b.top < box.bottom);
       if (!hit) {
         placed.push(box);
-        return svg("text", { x: lx, y: baseline, "text-anchor": anchor, class: "group-label" }, text);
+        const node = svg("text", { x: lx, y: baseline, "text-anchor": anchor, class: "group-label" }, text);
+        node.box = box;
+        return node;
       }
     }
     return null;
@@ -243,9 +246,33 @@ export class SiteMap {
     return g;
   }
 
+  // Right of the marker, else left of it; left out (its marker's tooltip and the
+  // board name it) rather than drawn over another label or marker.
+  alertLabel(text, { x, y }, taken) {
+    const width = text.length * 7.6;
+    const sides = x < this.W - 220 ? ["start", "end"] : ["end", "start"];
+    for (const anchor of sides) {
+      const lx = anchor === "start" ? x + 13 : x - 13;
+      const left = anchor === "start" ? lx : lx - width;
+      const box = { left, right: left + width, top: y - 9, bottom: y + 8 };
+      if (box.left < 0 || box.right > this.W) continue;
+      if (taken.some((b) => box.left < b.right && b.left < box.right && box.top < b.bottom && b.top < box.bottom)) continue;
+      taken.push(box);
+      return svg("text", { x: lx, y: y + 4, "text-anchor": anchor, class: "alert-label" }, text);
+    }
+    return null;
+  }
+
   refresh() {
     const counts = { alerting: 0, online: 0, offline: 0 };
     const alertLabels = [];
+    // An alerting site is named beside its marker, where that covers no marker and no other label.
+    const taken = [...(this.markerBoxes || [])];
+    for (const { node, box, buttons } of this.groupLabels || []) {
+      const hide = buttons.some((b) => this.stateOf(b) === "alerting");
+      node.style.display = hide ? "none" : "";
+      if (!hide) taken.push(box);
+    }
     for (const [button, { g, title, member }] of this.markers) {
       const state = this.stateOf(button);
       counts[state] = (counts[state] || 0) + 1;
@@ -255,17 +282,11 @@ export class SiteMap {
       title.textContent = `${site.name} (${button}): ${state}${site.address ? ` · ${site.address}` : ""} · click to watch`;
       if (state === "alerting") {
         if (this.markersGroup && g !== this.markersGroup.lastChild) this.markersGroup.append(g); // on top
-        // Named beside the marker (its group's label steps aside), so stacked alerts stay readable.
-        const { x, y } = this.markers.get(button);
-        const right = x < this.W - 220;
-        alertLabels.push(svg("text", { x: right ? x + 13 : x - 13, y: y + 4, "text-anchor": right ? "start" : "end",
-          class: "alert-label" }, site.name || button));
+        const label = this.alertLabel(site.name || button, this.markers.get(button), taken);
+        if (label) alertLabels.push(label);
       }
     }
     if (this.alertLabels) this.alertLabels.replaceChildren(...alertLabels);
-    for (const { node, buttons } of this.groupLabels || []) {
-      node.style.display = buttons.some((b) => this.stateOf(b) === "alerting") ? "none" : "";
-    }
     this.counts(counts, this.markers.size);
   }
 }
