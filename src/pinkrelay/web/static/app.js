@@ -135,7 +135,8 @@ function onMessage(message) {
       const isNew = !board.has(alert.alert_id);
       board.upsert(alert, { fresh: isNew && alert.state === "raised" });
       if (isNew && alert.state === "raised") {
-        alarm.ring("new");
+        if (alert.level) alarm.escalated(); // brought to this room by its escalation: ends a mute too
+        else alarm.ring("new");
         openAlertVideo(alert);
       }
       changed();

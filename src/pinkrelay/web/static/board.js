@@ -54,6 +54,7 @@ export class Board {
     this.role = "operator";
     this.items = new Map();
     this.selected = null;
+    this.loading = false;
     setInterval(() => this.tick(), 1000);
   }
 
@@ -90,7 +91,13 @@ export class Board {
   load(alerts) {
     for (const item of this.items.values()) item.node.remove();
     this.items.clear();
-    for (const alert of alerts) this.upsert(alert, { fresh: false });
+    this.loading = true; // arrange once at the end, not once per alert
+    try {
+      for (const alert of alerts) this.upsert(alert, { fresh: false });
+    } finally {
+      this.loading = false;
+    }
+    this.arrange();
   }
 
   upsert(alert, { fresh }) {
@@ -110,6 +117,7 @@ export class Board {
   // Put the cards in urgency order, moving only those out of place (a moved
   // node restarts its animation, and the cards that stay must stay still).
   arrange() {
+    if (this.loading) return;
     const order = this.ordered();
     order.forEach((item, index) => {
       const here = this.list.children[index];
