@@ -326,6 +326,15 @@ def test_the_alarm_repeats_until_acknowledged_and_an_escalation_insists_more(bro
             wait_until(page, "(n) => window.pinkrelay.audio.plays.length > n", muted_at, timeout=2)
             assert heard_plays(page, muted_at)[0]["label"] == "escalated"
             assert page.text_content("#mute").startswith("Mute alarm"), "the escalation ended the mute"
+            history = card(page, second).locator(".alert-history").text_content() or ""
+            assert "escalated to level 1: not acknowledged within 1 s" in history and "note by" not in history
+            # A mute ends by itself when its time is up (asked here for 1 s, not the 2 min of the button).
+            page.evaluate("() => window.pinkrelay.audio.alarm.mute(1)")
+            assert page.text_content("#mute").startswith("Alarm muted 0:01")
+            resumed_from = plays_count(page)
+            wait_until(page, "(n) => window.pinkrelay.audio.plays.slice(n).some((p) => p.label === 'mute ended')",
+                       resumed_from, timeout=3)
+            assert page.text_content("#mute").startswith("Mute alarm")
 
             for alert_id in (first, second):
                 card(page, alert_id).locator('button[data-action="acknowledged"]').click()

@@ -236,6 +236,9 @@ export class Board {
     item.repeatText.textContent = item.repeats ? `Pressed again ×${item.repeats}` : "";
     item.historyList.replaceChildren(
       ...item.history.slice(-3).map((u) => {
+        if (u.operator === "relay" && u.state === "raised" && u.level) { // the relay's escalation step
+          return el("li", "escalation", `${clockTime(u.at)} ${u.note || `escalated to level ${u.level}`}`);
+        }
         const what = u.state === alert.state && u.note && !u.unit ? "note" : STATE_LABEL[u.state] || u.state;
         const by = u.operator ? ` by ${u.operator}` : "";
         const unit = u.unit ? `, unit ${u.unit}` : "";
