@@ -38,6 +38,8 @@ FIELDS = (
     "latitude",
     "longitude",
     "control_rooms",
+    "alarm_account",
+    "alarm_zone",
 )
 REQUIRED = ("id", "site_name", "latitude", "longitude")
 SITE_KINDS = (
@@ -66,6 +68,10 @@ class Button:
     secret: bytes = field(repr=False)
     site: Site
     control_rooms: tuple[str, ...] = ("main",)
+    #: The alarm receiving centre's account (3-16 hex digits) and zone (1-999) for this
+    #: button, used by SIA DC-09 sinks; empty / 0: the sink's own account, zone 1.
+    alarm_account: str = ""
+    alarm_zone: int = 0
 
 
 class Registry(Mapping[str, Button]):
@@ -186,6 +192,13 @@ def _parse_row(where: str, row: dict[str, Any], base: Path, problems: list[str])
         problems.append(f"{where}: field control_rooms {row.get('control_rooms')!r}: list room names "
                         "(1-64 lower-case letters, digits, '.', '_' or '-') separated by ';', e.g. main;vwps")
         return None
+    alarm_account = str(row.get("alarm_account", "")).upper()
+    if alarm_account and not re.fullmatch(r"[0-9A-F]{3,16}", alarm_account):
+        problems.append(f"{where}: field alarm_account {alarm_account!r} must be 3-16 hex digits (0-9, A-F)")
+    alarm_zone = str(row.get("alarm_zone", "0") or "0")
+    if not alarm_zone.isdigit() or not 0 <= int(alarm_zone) <= 999:
+        problems.append(f"{where}: field alarm_zone {alarm_zone!r} must be a whole number 1-999")
+        alarm_zone = "0"
     if len(problems) > before or secret is None or len(coordinates) != 2:
         return None
     try:
@@ -200,7 +213,8 @@ def _parse_row(where: str, row: dict[str, Any], base: Path, problems: list[str])
     except ValueError as error:
         problems.append(f"{where}: {error}")
         return None
-    return Button(button_id=button_id, secret=secret, site=site, control_rooms=tuple(rooms) or ("main",))
+    return Button(button_id=button_id, secret=secret, site=site, control_rooms=tuple(rooms) or ("main",),
+                  alarm_account=alarm_account, alarm_zone=int(alarm_zone))
 
 
 def _secret(where: str, row: dict[str, Any], base: Path, problems: list[str]) -> bytes | None:

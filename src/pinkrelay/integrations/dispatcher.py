@@ -44,6 +44,8 @@ class Sink(Protocol):
     """What the dispatcher needs of a sink."""
 
     config: SinkConfig
+    #: Longest one ``deliver`` may take, in seconds (its own timeouts included).
+    attempt_limit: float
 
     async def deliver(self, delivery: Delivery) -> None:
         """Return once the peer confirmed ``delivery``; raise DeliveryFailed otherwise."""
@@ -149,12 +151,12 @@ class Dispatcher:
         while True:
             try:
                 # The sink's own timeouts come first; this bounds a sink that has none.
-                with trio.fail_after(sink.config.timeout + GUARD_MARGIN):
+                with trio.fail_after(sink.attempt_limit + GUARD_MARGIN):
                     await sink.deliver(delivery)
             except (DeliveryFailed, trio.TooSlowError) as error:
                 failures += 1
                 reason = (str(error) if isinstance(error, DeliveryFailed)
-                          else f"did not answer within {sink.config.timeout + GUARD_MARGIN:g} s")
+                          else f"did not answer within {sink.attempt_limit + GUARD_MARGIN:g} s")
                 retry_after = error.retry_after if isinstance(error, DeliveryFailed) else None
                 wait = backoff(sink.config, failures, self._rng)
                 if retry_after is not None:
@@ -177,7 +179,14 @@ class Dispatcher:
             return
 
     def statuses(self) -> list[dict[str, Any]]:
-        return [status.as_json() for status in self.status.values()]
+        """Each sink's figures, with its supervision failures where it has supervision."""
+        out = []
+        for sink in self.sinks:
+            status = self.status[sink.config.name].as_json()
+            if hasattr(sink, "supervision_failures"):
+                status["supervision_failures"] = sink.supervision_failures
+            out.append(status)
+        return out
 
     def collect(self) -> Iterator[Any]:
         """Prometheus families: deliveries by sink and outcome, pending rows by sink."""
@@ -186,12 +195,19 @@ class Dispatcher:
             labels=["sink", "kind", "outcome"])
         pending = GaugeMetricFamily(
             "pinkrelay_sink_pending", "Alert steps waiting in the outbox for a sink", labels=["sink", "kind"])
-        for status in self.status.values():
+        supervision = CounterMetricFamily(
+            "pinkrelay_sink_supervision_failures", "Supervision (DC-09 NULL) messages a sink's receiver did not ACK",
+            labels=["sink"])
+        for sink in self.sinks:
+            status = self.status[sink.config.name]
             deliveries.add_metric([status.name, status.kind, "delivered"], status.delivered)
             deliveries.add_metric([status.name, status.kind, "failed"], status.failed)
             pending.add_metric([status.name, status.kind], status.pending)
+            if hasattr(sink, "supervision_failures"):
+                supervision.add_metric([status.name], sink.supervision_failures)
         yield deliveries
         yield pending
+        yield supervision
 
 
 def dispatcher_for(relay: Any, configs: tuple[SinkConfig, ...],

@@ -96,6 +96,7 @@ class WebhookSink:
     def __init__(self, config: WebhookConfig, *, relay_name: str) -> None:
         self.config = config
         self.relay_name = relay_name
+        self.attempt_limit = config.timeout
         self._client = httpx.AsyncClient(timeout=config.timeout, follow_redirects=False)
 
     async def run(self) -> None:
