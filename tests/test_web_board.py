@@ -455,9 +455,18 @@ def test_keys_act_on_the_right_alert(browser, tmp_path):
             x, y, z = ids
             assert board_order(page) == [x, y, z], "unanswered at one level: oldest first"
             assert "target" in (card(page, x).get_attribute("class") or ""), "without a selection keys act on the top"
-            page.keyboard.press("a")  # the most urgent unanswered alert: x
+            page.keyboard.press("Control+a")  # the browser's select-all, not a shortcut
+            page.keyboard.press("Alt+a")
+            page.wait_for_timeout(200)
+            assert [journal_state(room, a).state for a in ids] == ["raised"] * 3
+            page.keyboard.down("a")  # the most urgent unanswered alert: x
+            page.keyboard.down("a")  # held down: the auto-repeat must not take the next alert too
+            page.keyboard.up("a")
             wait_state(page, x, "acknowledged")
             assert board_order(page) == [y, z, x]
+            page.wait_for_timeout(200)
+            assert [journal_state(room, a).state for a in (y, z)] == ["raised", "raised"], "one key, one alert"
+            assert card(page, x).locator(".error").is_hidden(), "the auto-repeat did not act again (a 409 would show)"
             assert "selected" in (card(page, x).get_attribute("class") or ""), "the alert just taken stays selected"
             page.keyboard.press("d")  # on x, although it moved to the bottom
             unit = card(page, x).locator('input[name="unit"]')
