@@ -218,7 +218,6 @@ function showSound() {
   button.textContent = on ? "Sound on" : "Sound off";
   button.title = on ? "Alarm and live audio are on" : "Browsers start silent until the page is clicked: click to enable";
   $("sound-banner").hidden = on;
-  document.body.classList.toggle("sound-off", !on);
   if (on && !soundWasOn) alarm.ring("sound on"); // unanswered alerts are heard the moment sound is on
   soundWasOn = on;
 }
