@@ -13,8 +13,8 @@ from pinkrelay.config import load_config
 from pinkrelay.errors import ConfigError
 from pinkrelay.integrations.settings import WebhookConfig
 
-from relay_helpers import button_client, button_ids, console_client, running_relay, wait_until
-from webhook_peer import WebhookPeer
+from relay_helpers import button_client, button_ids, running_relay, wait_until
+from webhook_peer import WebhookPeer, press_acknowledge_resolve
 
 SECRET = b"webhook-secret-for-tests-0123456789"
 
@@ -24,32 +24,12 @@ def webhook(name: str, url: str, **changes: object) -> WebhookConfig:
     return WebhookConfig(name=name, kind="webhook", url=url, secret=SECRET, **settings)
 
 
-async def _press_ack_resolve(relay, nursery) -> str:
-    console = console_client(relay)
-    await nursery.start(console.run)
-    button = button_client(relay, button_ids(1)[0])
-    await nursery.start(button.run)
-    receipt = await button.press(timeout=5)
-    console.update_alert(receipt.alert_id, "acknowledged")
-    await wait_until(lambda: relay.alert_index.get(receipt.alert_id) is not None)
-    return receipt.alert_id
-
-
 @trio_test
 async def test_three_500s_then_200_each_step_stored_once_in_order_with_valid_signatures(tmp_path):
     with WebhookPeer(SECRET, script=[500, 500, 500]) as peer:
         async with running_relay(tmp_path, sinks=(webhook("control-room", peer.url),)) as relay, \
                 trio.open_nursery() as nursery:
-            console = console_client(relay)
-            await nursery.start(console.run)
-            button = button_client(relay, button_ids(1)[0])
-            await nursery.start(button.run)
-            receipt = await button.press(timeout=5)
-            await wait_until(lambda: len(peer.stored) == 1, timeout=10)
-            console.update_alert(receipt.alert_id, "acknowledged")
-            await wait_until(lambda: len(peer.stored) == 2, timeout=10)
-            console.update_alert(receipt.alert_id, "resolved")
-            await wait_until(lambda: len(peer.stored) == 3, timeout=10)
+            receipt = await press_acknowledge_resolve(relay, nursery, peer)
             await trio.sleep(0.3)  # a duplicate would arrive within the backoff
             status = relay.integrations.statuses()[0]
             nursery.cancel_scope.cancel()
@@ -147,7 +127,7 @@ def test_sinks_from_a_config_file_and_clear_errors(tmp_path: Path):
     with pytest.raises(ConfigError, match="secret_file /nonexistent cannot be read"):
         load_config(config, environ={})
     config.write_text('[[sinks]]\nname = "cad"\nkind = "pager"\n')
-    with pytest.raises(ConfigError, match="kind 'pager' is not one of webhook, dc09"):
+    with pytest.raises(ConfigError, match="kind 'pager' is not one of webhook, cap, dc09"):
         load_config(config, environ={})
     with pytest.raises(ConfigError, match="sinks are set as"):
         load_config(None, environ={"PINKRELAY_SINKS": "x"})

@@ -10,6 +10,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from relay_helpers import button_client, button_ids, console_client, wait_until
+
 
 class WebhookPeer:
     """Listens on 127.0.0.1; ``script`` is the status of each request in turn (then 200)."""
@@ -46,10 +48,12 @@ class WebhookPeer:
                     if not good:
                         peer.bad_signatures += 1
                         status = 401
+                    content = (json.loads(body) if self.headers.get("Content-Type") == "application/json"
+                               else body)
                     peer.requests.append({"key": key, "status": status, "at": time.monotonic(),
-                                          "body": json.loads(body)})
+                                          "body": content, "content_type": self.headers.get("Content-Type")})
                     if status == 200 and key not in peer.stored:
-                        peer.stored[key] = json.loads(body)
+                        peer.stored[key] = content
                         peer.stored_order.append(key)
                 self.send_response(status)
                 for name, value in peer.extra_headers.items():
@@ -74,3 +78,17 @@ class WebhookPeer:
     def states(self) -> list[str]:
         with self.lock:
             return [self.stored[key]["step"]["state"] for key in self.stored_order]
+
+
+async def press_acknowledge_resolve(relay: Any, nursery: Any, peer: WebhookPeer) -> Any:
+    """A button presses, a console acknowledges, then resolves; each step waits for ``peer`` to store the last."""
+    console = console_client(relay)
+    await nursery.start(console.run)
+    button = button_client(relay, button_ids(1)[0])
+    await nursery.start(button.run)
+    receipt = await button.press(timeout=5)
+    await wait_until(lambda: len(peer.stored) == 1, timeout=10)
+    for count, state in enumerate(("acknowledged", "resolved"), start=2):
+        console.update_alert(receipt.alert_id, state)
+        await wait_until(lambda n=count: len(peer.stored) == n, timeout=10, what=f"step {state} at the receiver")
+    return receipt

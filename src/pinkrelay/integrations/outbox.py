@@ -66,6 +66,8 @@ class Delivery:
     attempt: int
     duplicate_of: str
     site: Site | None
+    #: The cursor of the alert's first step (its raise).
+    first_cursor: int
 
     @property
     def idempotency_key(self) -> str:
@@ -73,22 +75,37 @@ class Delivery:
         return f"{self.alert_id}:{self.cursor}"
 
 
-_PENDING = """
-SELECT o.cursor, o.attempts, e.alert_id, e.kind, e.state, e.level, e.operator, e.console, e.unit, e.note,
-       e.at, a.button, a.kind, a.pressed_at, a.received_at, a.attempt, a.duplicate_of, a.site
+_STEP_COLUMNS = """e.alert_id, e.kind, e.state, e.level, e.operator, e.console, e.unit, e.note, e.at,
+       a.button, a.kind, a.pressed_at, a.received_at, a.attempt, a.duplicate_of, a.site, a.cursor"""
+_PENDING = f"""
+SELECT o.cursor, o.attempts, {_STEP_COLUMNS}
 FROM outbox o JOIN events e ON e.cursor = o.cursor JOIN alerts a ON a.alert_id = e.alert_id
 WHERE o.sink = ? ORDER BY o.cursor LIMIT ?
+"""
+_LATEST = f"""
+SELECT e.cursor, 0, {_STEP_COLUMNS}
+FROM events e JOIN alerts a ON a.alert_id = e.alert_id
+WHERE e.alert_id = ? ORDER BY e.cursor DESC LIMIT 1
 """
 
 
 def _delivery(sink: str, row: Sequence[Any]) -> Delivery:
     (cursor, attempts, alert_id, step, state, level, operator, console, unit, note, at, button, kind,
-     pressed_at, received_at, attempt, duplicate_of, site) = row
+     pressed_at, received_at, attempt, duplicate_of, site, first_cursor) = row
     return Delivery(sink=sink, cursor=cursor, attempts=attempts, alert_id=alert_id, step=step, state=state,
                     level=level, operator=operator, console=console, unit=unit, note=note, at=at,
                     button=button, alert_kind=kind, pressed_at=pressed_at, received_at=received_at,
                     attempt=attempt, duplicate_of=duplicate_of,
-                    site=Site(**json.loads(site)) if site else None)
+                    site=Site(**json.loads(site)) if site else None, first_cursor=first_cursor)
+
+
+async def latest_step(journal: Any, alert_id: str) -> Delivery | None:
+    """An alert's most recent step, as a sink would get it (for CAP by the API); None if unknown."""
+    def query(conn: sqlite3.Connection) -> Delivery | None:
+        row = conn.execute(_LATEST, (alert_id,)).fetchone()
+        return None if row is None else _delivery("", row)
+
+    return await journal.execute(query)
 
 
 class OutboxStore:

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-SINK_KINDS = ("webhook", "dc09")
+SINK_KINDS = ("webhook", "cap", "dc09")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HEX = re.compile(r"[0-9A-Fa-f]+")
 DC09_FORMATS = ("SIA-DCS", "ADM-CID")
@@ -39,7 +39,7 @@ class SinkConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WebhookConfig(SinkConfig):
-    """An HTTP(S) endpoint that gets each step as a signed JSON POST."""
+    """An HTTP(S) endpoint that gets each step as a signed POST: JSON (kind webhook) or CAP 1.2 XML (kind cap)."""
 
     url: str = ""
     secret: bytes = field(default=b"", repr=False)
@@ -181,7 +181,7 @@ def parse_sinks(value: Any, source: str) -> tuple[SinkConfig, ...]:
         kind = table.get("kind")
         if kind not in SINK_KINDS:
             raise ConfigError(f"{where}: kind {kind!r} is not one of {', '.join(SINK_KINDS)}")
-        sink = _webhook(table, where) if kind == "webhook" else _dc09(table, where)
+        sink = _dc09(table, where) if kind == "dc09" else _webhook(table, where)
         if any(other.name == sink.name for other in sinks):
             raise ConfigError(f"{where}: the name {sink.name!r} is used by another sink; names must differ")
         sinks.append(sink)

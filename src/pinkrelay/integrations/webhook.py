@@ -1,4 +1,4 @@
-"""The webhook sink: each alert step as a signed JSON POST (the body is in docs/operations.md).
+"""The webhook sink: each alert step as a signed POST of JSON (the body is in docs/operations.md) or CAP XML.
 
 Signature: ``X-Pinkrelay-Signature: sha256=<hex>``, the HMAC-SHA256 with the
 sink's secret of ``<X-Pinkrelay-Timestamp>.<body>``; the timestamp (Unix
@@ -24,6 +24,8 @@ from typing import Any
 import httpx
 
 from ..errors import DeliveryFailed
+from .cap import CONTENT_TYPE as CAP_CONTENT_TYPE
+from .cap import cap_xml
 from .outbox import Delivery
 from .settings import WebhookConfig
 
@@ -102,11 +104,18 @@ class WebhookSink:
     async def run(self) -> None:
         """Nothing runs between deliveries."""
 
+    def body(self, delivery: Delivery) -> tuple[bytes, str]:
+        """The request body and its content type: CAP 1.2 XML for a cap sink, else the JSON body."""
+        if self.config.kind == "cap":
+            return cap_xml(delivery, relay_name=self.relay_name), CAP_CONTENT_TYPE
+        return json.dumps(delivery_json(delivery, self.relay_name), separators=(",", ":")).encode(), \
+            "application/json"
+
     async def deliver(self, delivery: Delivery) -> None:
-        body = json.dumps(delivery_json(delivery, self.relay_name), separators=(",", ":")).encode()
+        body, content_type = self.body(delivery)
         timestamp = str(int(time.time()))
         headers = {
-            "Content-Type": "application/json",
+            "Content-Type": content_type,
             "Idempotency-Key": delivery.idempotency_key,
             TIMESTAMP_HEADER: timestamp,
             SIGNATURE_HEADER: sign(self.config.secret, timestamp, body),

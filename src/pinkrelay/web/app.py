@@ -18,6 +18,8 @@ tests/test_web_security.py walks the /api/ routes of this table)::
     GET  /api/alerts               open alerts, newest first
     GET  /api/sites                every registered button, its site and state
     POST /api/alerts/{id}/actions  {"state": ..., "unit": ..., "note": ...}
+    GET  /api/alerts/{id}/cap      the alert's latest step as CAP 1.2 XML (pinkrelay/integrations/cap.py)
+    GET  /api/integrations         each sink's deliveries, failures and backlog
     WS   /ws                       board events (JSON) and live media (binary)
 
 CSRF: the session cookie is SameSite=Strict (a cross-site request does not
@@ -45,6 +47,8 @@ import trio
 from ..alerts.journal import JournalError
 from ..alerts.lifecycle import LifecycleError
 from ..errors import ConfigError
+from ..integrations.cap import CONTENT_TYPE as CAP_CONTENT_TYPE
+from ..integrations.cap import alert_cap
 from ..logs import event as log_event
 from ..protocol import Alert, AlertUpdate, ButtonState, Site
 from ..relay.server import SUPERVISOR_ONLY
@@ -92,6 +96,7 @@ SECURITY_HEADERS = [
     (b"cache-control", b"no-store"),
 ]
 ACTIONS_PATH = re.compile(r"^/api/alerts/([^/]{1,64})/actions$")
+CAP_PATH = re.compile(r"^/api/alerts/([^/]{1,64})/cap$")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -467,6 +472,12 @@ class ControlRoom:
             return await self._json(request, 200, {"alerts": [alert_json(a) for a in alerts]})
         if path == "/api/sites":
             return await self._json(request, 200, {"sites": self._sites()})
+        if path == "/api/integrations":
+            sinks = self.relay.integrations.statuses() if self.relay.integrations is not None else []
+            return await self._json(request, 200, {"sinks": sinks})
+        match = CAP_PATH.match(path)
+        if match:
+            return await self._cap(request, session, match.group(1))
         match = ACTIONS_PATH.match(path)
         if match:
             if method != "POST":
@@ -474,6 +485,13 @@ class ControlRoom:
             return await self._act(request, session, match.group(1))
         return await self._json(request, 404, {"error": f"no such page: {path}"}) if path.startswith("/api/") \
             else await self._respond(request, 404, b"not found\n", "text/plain; charset=utf-8")
+
+    async def _cap(self, request: Request, session: WebSession, alert_id: str) -> None:
+        alert = await self.relay.journal.get(alert_id)
+        if alert is None or not self.relay.visible_to(session.recipient, alert):
+            return await self._json(request, 404, {"error": f"no alert {alert_id} that you can see"})
+        body = await alert_cap(self.relay.journal, alert_id, relay_name=self.relay.config.relay_name)
+        await self._respond(request, 200, body or b"", CAP_CONTENT_TYPE)
 
     async def _method_not_allowed(self, request: Request, allowed: str) -> None:
         await self._respond(request, 405, b"method not allowed\n", "text/plain; charset=utf-8",
