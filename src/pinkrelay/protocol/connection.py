@@ -110,6 +110,8 @@ class Connection:
         self._media_in = FrameType.MEDIA in READY_TRAFFIC[(role, self.incoming)]
         #: When set, whole media messages go straight here instead of becoming
         #: Media events: a relay forwards them without an event per frame.
+        #: While other events wait unread, media become events after them, so
+        #: the sink never runs ahead of an event received before it.
         self.media_sink: Callable[[Message], None] | None = None
         self._error: PinkRelayError | None = None
         self._control_seq = 0
@@ -223,9 +225,12 @@ class Connection:
         message = self._reassembler.add(frame)
         if message is None:
             return
-        if self.media_sink is not None:
+        if self.media_sink is not None and not self._events:
             self.media_sink(message)
         else:
+            # With events still waiting (a stream description read in the same
+            # bytes, say), media waits behind them as events: whoever acts on
+            # a description must see it before the media it describes.
             self._events.append(
                 ev.Media(
                     track_id=message.track,

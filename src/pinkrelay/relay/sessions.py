@@ -34,6 +34,7 @@ from ..protocol import (
     Heartbeat,
     Hello,
     KeyframeRequest,
+    Media,
     PeerSilent,
     RelayConnection,
     State,
@@ -296,12 +297,15 @@ class ButtonSession(Session):
             self.relay.button_seen(self.identity, now)
 
     async def handle_ready(self, event: Any, now: float) -> None:
-        # Media never arrives here: the connection hands it to the hub directly
-        # (conn.media_sink, set when the relay welcomes the button).
+        # Media mostly never arrives here: the connection hands it to the hub
+        # directly (conn.media_sink, set when the relay welcomes the button).
         if isinstance(event, Alert):
             await self.relay.alert_pressed(self, event)
         elif isinstance(event, StreamDescription):
             self.relay.stream_described(self, event)
+        elif isinstance(event, Media) and self.conn.media_sink is not None:
+            # Media read behind another event (see Connection.media_sink).
+            self.conn.media_sink(event.message)
 
 
 class ConsoleSession(Session):
