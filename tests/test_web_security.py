@@ -583,3 +583,38 @@ async def test_https_with_a_certificate_gives_a_secure_cookie(tmp_path, certific
         from pinkrelay.web import hypercorn_config
 
         hypercorn_config(pinkrelay.Address("127.0.0.1", 0), str(cert), None)
+
+
+@trio_test
+async def test_web_limits_websockets_per_session_header_and_body_size(tmp_path):
+    limit = pinkrelay.RelayConfig().web_max_websockets_per_session
+    async with web_room(tmp_path) as (relay, room), client(room) as http:
+        csrf = await sign_in(http)
+        cookie = cookie_of(http)
+        sockets = []
+        for _ in range(limit):
+            status, socket = await WebSocket.open(room.url, cookie)
+            assert status == 101
+            sockets.append(socket)
+        status, extra = await WebSocket.open(room.url, cookie)
+        assert status == 429
+        await extra.aclose()
+        await sockets.pop().aclose()  # one tab closed: room for another
+        await trio.sleep(0.1)
+        status, again = await WebSocket.open(room.url, cookie)
+        assert status == 101
+        sockets.append(again)
+        for socket in sockets:
+            await socket.aclose()
+
+        # Headers past web_max_header_bytes: refused before the application sees them.
+        big = "x" * (relay.config.web_max_header_bytes + 1024)
+        refused = await http.get("/api/session", headers={"x-padding": big})
+        assert refused.status_code == 431 and "web_max_header_bytes" in refused.json()["error"]
+        # A body past web_max_body_bytes: 413 naming the setting.
+        alert_path = "/api/alerts/00000000-0000-7000-8000-000000000000/actions"
+        body = {"state": "acknowledged", "note": "y" * (relay.config.web_max_body_bytes + 1)}
+        too_big = await http.post(alert_path, json=body, headers={"x-csrf-token": csrf, "origin": room.url.rstrip("/")})
+        assert too_big.status_code == 413 and "web_max_body_bytes" in too_big.json()["error"]
+        # The room still answers.
+        assert (await http.get("/api/session")).status_code == 200

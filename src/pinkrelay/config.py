@@ -103,6 +103,22 @@ class RelayConfig:
     #: A second press from the same button within this many seconds of an open
     #: alert is recorded as a duplicate linked to it.
     merge_window: float = 120.0
+    #: Abuse limits (relay/limits.py). Connections that have not signed in yet, per source address and in all:
+    max_unauthenticated_per_address: int = 64
+    max_unauthenticated: int = 4096
+    #: Handshakes a second per source address, from a bucket of handshake_burst_per_address; 0: no limit.
+    handshake_rate_per_address: float = 20.0
+    handshake_burst_per_address: int = 100
+    #: Media from one button above this many bits a second is dropped; 0: no limit.
+    max_button_bitrate: int = 20_000_000
+    #: A button over max_button_bitrate (with drops) this many seconds is disconnected (error 'limit').
+    media_overrun_close: float = 10.0
+    #: Buttons one console may watch at once.
+    max_subscriptions_per_console: int = 64
+    #: The web control room: WebSockets one signed-in session may hold, request header and body sizes.
+    web_max_websockets_per_session: int = 8
+    web_max_header_bytes: int = 16384
+    web_max_body_bytes: int = 65536
     log_format: str = "text"
     log_level: str = "info"
     #: Where every alert and lifecycle step is delivered: ``[[sinks]]`` tables
@@ -143,6 +159,21 @@ class RelayConfig:
                 f"chunk_size {self.chunk_size} must be between 256 and max_frame_bytes "
                 f"{self.max_frame_bytes}"
             )
+        for name in ("max_unauthenticated_per_address", "max_unauthenticated", "handshake_burst_per_address",
+                     "max_subscriptions_per_console", "web_max_websockets_per_session"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)!r}")
+        if self.handshake_rate_per_address < 0 or self.max_button_bitrate < 0:
+            raise ConfigError("handshake_rate_per_address and max_button_bitrate must be zero (no limit) or more")
+        if 0 < self.max_button_bitrate < 64_000:
+            raise ConfigError(f"max_button_bitrate {self.max_button_bitrate} bit/s is below one audio stream "
+                              "(64000); 0 means no limit")
+        if self.media_overrun_close <= 0:
+            raise ConfigError(f"media_overrun_close must be a positive number of seconds, not "
+                              f"{self.media_overrun_close!r}")
+        for name in ("web_max_header_bytes", "web_max_body_bytes"):
+            if getattr(self, name) < 1024:
+                raise ConfigError(f"{name} {getattr(self, name)} must be at least 1024 bytes")
         if not 1 <= self.max_tracks <= 64:
             raise ConfigError(f"max_tracks {self.max_tracks} outside 1..64")
         for name in ("max_video_queue_bytes", "max_audio_queue_bytes"):

@@ -199,7 +199,13 @@ class _RelayCollector(Collector):
                                        labels=["reason"])
         refusals.add_metric(["authentication"], stats["auth_failures"])
         refusals.add_metric(["protocol_error"], stats["protocol_errors"])
+        for reason, count in relay.admission.refused.items():
+            refusals.add_metric([reason], count)
+        refusals.add_metric(["over_bitrate"], stats["closed_over_bitrate"])
+        refusals.add_metric(["subscription_limit"], stats["subscriptions_refused"])
         yield refusals
+        yield _gauge("pinkrelay_unauthenticated_connections", "Connections that have not signed in yet",
+                     relay.admission.unauthenticated_total)
         yield _counter("pinkrelay_media_messages_received", "Media messages received from buttons",
                        traffic["media_messages_in"])
         yield _counter("pinkrelay_media_bytes_received", "Media bytes (wire size) received from buttons",
@@ -212,6 +218,7 @@ class _RelayCollector(Collector):
         drops.add_metric(["slow_console_video"], traffic["dropped_video"])
         drops.add_metric(["slow_console_audio"], traffic["dropped_audio"])
         drops.add_metric(["event_stream_behind"], stats["dropped_events"])
+        drops.add_metric(["over_bitrate"], stats["media_over_bitrate"])
         yield drops
         depths = [session.outbox.pending_bytes for session in relay.sessions]
         yield _gauge("pinkrelay_send_queue_bytes", "Bytes waiting in every peer's send queue", sum(depths))

@@ -197,6 +197,10 @@ class Hub:
         if stream is not None:
             stream.subscribers = watchers
 
+    def watching(self, outbox: Outbox) -> int:
+        """How many buttons ``outbox`` watches (a scan: for subscribe requests, not the media path)."""
+        return sum(outbox in watchers for watchers in self.watchers.values())
+
     def unsubscribe_all(self, outbox: Outbox) -> None:
         for button_id in [b for b, watchers in self.watchers.items() if outbox in watchers]:
             self.unsubscribe(button_id, outbox)

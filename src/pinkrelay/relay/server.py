@@ -30,7 +30,7 @@ from typing import Any
 
 import trio
 
-from .._core import Lane, deliver, encode_frame
+from .._core import Lane, deliver, encode_frame, recv_some
 from ..config import Address, RelayConfig
 from ..errors import AuthenticationFailed, ConfigError, ProtocolError
 from ..logs import event as log_event
@@ -61,6 +61,7 @@ from ..integrations.dispatcher import dispatcher_for
 from . import events as relay_events
 from ..outbox import Outbox
 from .hub import Hub
+from .limits import Admission, MediaRate, Refusal, Verdict
 from .sequencer import CursorSequencer
 from .sessions import ButtonSession, ConsoleSession, Session, wall_us
 from .supervision import Supervisor
@@ -111,6 +112,12 @@ class Relay:
         self.routing = Routing(self.config.escalation_groups)
         self.hub = Hub(gop_cache_bytes=self.config.gop_cache_bytes, audio_hold=self.config.audio_hold)
         self.supervisor = Supervisor(self.config.supervision_window)
+        self.admission = Admission(
+            per_address=self.config.max_unauthenticated_per_address,
+            total=self.config.max_unauthenticated,
+            handshake_rate=self.config.handshake_rate_per_address,
+            handshake_burst=self.config.handshake_burst_per_address,
+        )
         self.sessions_by_button: dict[str, ButtonSession] = {}
         self.consoles: set[ConsoleSession] = set()
         self.sessions: set[Session] = set()
@@ -123,6 +130,9 @@ class Relay:
             "alerts": 0,
             "duplicate_alerts": 0,
             "dropped_events": 0,
+            "media_over_bitrate": 0,
+            "closed_over_bitrate": 0,
+            "subscriptions_refused": 0,
         }
         #: Traffic of sessions that have ended, so that ``traffic()`` only ever grows.
         self._ended_traffic = dict.fromkeys(TRAFFIC_KEYS, 0)
@@ -294,14 +304,51 @@ class Relay:
         if self.stopping:
             await stream.aclose()
             return
+        address = peer.rpartition(":")[0] or peer
+        refusal = self.admission.admit(address, trio.current_time())
+        if refusal is not None:
+            await self._turn_away(stream, kind.role, address, refusal)
+            return
         session = kind(self, stream, peer)
+        session.admitted_from = address
         self.sessions.add(session)
         self.counters["connections"] += 1
         log_event(log, logging.INFO, f"{session.role} connection from {peer}", role=session.role, peer=peer)
         await session.run()
 
+    async def _turn_away(self, stream: trio.SocketStream, role: str, address: str, refusal: Refusal) -> None:
+        """Refuse a connection before its handshake: one error frame if the socket takes it, then close."""
+        reason = self.admission.describe(refusal, address)
+        error = Error(code="busy", message=f"connection refused: {reason}", fatal=True)
+        frame = encode_frame(error.frame_type, frame_lane(error.frame_type), 0, 0, 0, encode_body(error))
+        fd = stream.socket.fileno()
+        try:
+            os.write(fd, frame)  # non-blocking: a full socket simply misses the explanation
+            # Read what the peer already sent, so closing does not reset the connection
+            # (a reset can discard the error frame before the peer reads it).
+            while recv_some(fd, 65536):
+                pass
+        except OSError:
+            pass
+        held = self.admission.logs.due((address, refusal.value), trio.current_time())
+        if held is not None:
+            log_event(log, logging.WARNING, f"refused a {role} connection from {address}: {reason}"
+                      + (f" ({held} more refused since the last line)" if held else ""),
+                      decision="refuse", role=role, peer=address, reason=refusal.value, suppressed=held)
+        with trio.CancelScope(shield=True), trio.move_on_after(1):
+            await stream.aclose()
+
+    def _signed_in(self, session: Session) -> None:
+        """The session no longer counts against its address's unauthenticated allowance."""
+        if session.admitted_from is not None:
+            self.admission.signed_in(session.admitted_from)
+            session.admitted_from = None
+
     def session_ended(self, session: Session) -> None:
         self.sessions.discard(session)
+        if session.admitted_from is not None:
+            self.admission.left(session.admitted_from)
+            session.admitted_from = None
         for key, value in _session_traffic(session).items():
             self._ended_traffic[key] += value
         self.hub.unsubscribe_all(session.outbox)
@@ -431,6 +478,7 @@ class Relay:
                 conn.verify(self.console_tokens[identity], last)
             else:
                 raise AuthenticationFailed(f"operator {identity!r} has no account")
+        self._signed_in(session)
         counter = conn.hello.counter if conn.hello else 0
         self._handshake_counters[key] = counter
         try:
@@ -572,11 +620,43 @@ class Relay:
                 self.hub.close_stream(previous.stream_state)
         self.sessions_by_button[button_id] = session
         stream = session.stream_state = self.hub.open_stream(button_id, track_ids)
-        publish = self.hub.publish
-        session.conn.media_sink = lambda message: publish(stream, message)
+        session.conn.media_sink = self._media_sink(session, stream)
         log_event(log, logging.INFO, f"button {button_id} authenticated from {session.peer}",
                   role="button", identity=button_id, peer=session.peer)
         self.button_seen(button_id, now)
+
+    def _media_sink(self, session: ButtonSession, stream: Any) -> Any:
+        """Where a button's media messages go: the hub, through its bitrate limit when one is set."""
+        publish = self.hub.publish
+        if not self.config.max_button_bitrate:
+            return lambda message: publish(stream, message)
+        rate = MediaRate(self.config.max_button_bitrate, close_after=self.config.media_overrun_close,
+                         now=trio.current_time())
+        limit = f"max_button_bitrate {self.config.max_button_bitrate} bit/s"
+
+        def sink(message: Any) -> None:
+            now = trio.current_time()
+            verdict = rate.offer(message.wire_size, now)
+            if verdict is Verdict.PASS:
+                publish(stream, message)
+                return
+            self.counters["media_over_bitrate"] += 1
+            if verdict is Verdict.CLOSE:
+                self.counters["closed_over_bitrate"] += 1
+                error = ProtocolError(f"media above {limit} for {self.config.media_overrun_close:g} s "
+                                      f"(button {session.identity}); connection closed", code="limit")
+                log_event(log, logging.WARNING, f"closing button {session.identity} ({session.peer}): {error}",
+                          decision="disconnect", button=session.identity, reason="bitrate")
+                session.refuse(error)
+                return
+            held = self.admission.logs.due((session.identity, "bitrate"), now)
+            if held is not None:
+                log_event(log, logging.WARNING, f"button {session.identity} sends media above {limit}: "
+                          f"dropping what is over ({rate.dropped} messages so far); it is disconnected after "
+                          f"{self.config.media_overrun_close:g} s over the limit",
+                          decision="drop", button=session.identity, reason="bitrate", dropped=rate.dropped)
+
+        return sink
 
     async def _welcome_console(self, session: ConsoleSession, now: float) -> None:
         """Welcome, then the state of things, then live: nothing lost, nothing out of order.
@@ -988,6 +1068,13 @@ class Relay:
     def subscribe(self, session: ConsoleSession, button_id: str, now: float) -> None:
         if button_id not in self.registry:
             session.send(Error(code="unknown-button", message=f"no button {button_id!r} in the registry", fatal=False))
+            return
+        limit = self.config.max_subscriptions_per_console
+        if session.outbox not in self.hub.watchers.get(button_id, ()) and self.hub.watching(session.outbox) >= limit:
+            self.counters["subscriptions_refused"] += 1
+            session.send(Error(code="subscription-limit", fatal=False, message=(
+                f"console {session.identity} already watches {limit} buttons (max_subscriptions_per_console); "
+                f"unsubscribe from one before watching {button_id}")))
             return
         stream = self.hub.subscribe(button_id, session.outbox)
         catchup = self.hub.catchup(stream)

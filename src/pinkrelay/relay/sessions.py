@@ -95,6 +95,8 @@ class Session:
             max_control_bytes=config.max_control_queue_bytes,
         )
         self.close_reason = ""
+        #: The source address while this session counts as not signed in (relay/limits.py).
+        self.admitted_from: str | None = None
         self._rearm = trio.Event()
         self._scope: trio.CancelScope | None = None
         self.connected_at = now

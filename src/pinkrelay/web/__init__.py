@@ -31,11 +31,14 @@ log = logging.getLogger("pinkrelay.web")
 __all__ = ["ControlRoom", "SessionStore", "SignInThrottle", "serve_web"]
 
 
-def hypercorn_config(address: Address, certfile: str | None = None, keyfile: str | None = None) -> Any:
+def hypercorn_config(address: Address, certfile: str | None = None, keyfile: str | None = None, *,
+                     max_header_bytes: int = 16384) -> Any:
     from hypercorn.config import Config
 
     config = Config()
     config.bind = [str(address)]
+    # A request line and headers larger than this get 400 and the connection closes (web_max_header_bytes).
+    config.h11_max_incomplete_size = max_header_bytes
     if certfile or keyfile:
         _check_tls(certfile, keyfile)
         config.certfile, config.keyfile = str(certfile), str(keyfile)
@@ -79,7 +82,7 @@ async def serve_web(
         address = Address.parse(address, what="web listen address")
     if relay.consoles_address is None:
         raise RuntimeError("start the relay (relay.serve) before the web control room")
-    config = hypercorn_config(address, certfile, keyfile)
+    config = hypercorn_config(address, certfile, keyfile, max_header_bytes=relay.config.web_max_header_bytes)
     check_can_listen(config, address)
     room = room or ControlRoom(relay)
     async with trio.open_nursery() as nursery:

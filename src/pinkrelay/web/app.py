@@ -68,7 +68,6 @@ from .live import LiveBridge, Viewer
 log = logging.getLogger("pinkrelay.web")
 
 COOKIE = "pinkrelay_session"
-MAX_BODY = 64 * 1024
 MAX_STREAMS_PER_SOCKET = 16
 SWEEP_INTERVAL = 1.0
 #: Static files anyone may fetch: what the sign-in page itself needs.
@@ -155,6 +154,8 @@ class Request:
     scope: dict[str, Any]
     receive: Callable[[], Awaitable[dict[str, Any]]]
     send: Callable[[dict[str, Any]], Awaitable[None]]
+    #: Largest request body read (web_max_body_bytes); larger ones get 413.
+    max_body: int = 65536
 
     @property
     def method(self) -> str:
@@ -209,8 +210,8 @@ class Request:
                 raise _BodyError("client went away")
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > MAX_BODY:
-                raise _BodyError(f"request body over {MAX_BODY} bytes")
+            if size > self.max_body:
+                raise _BodyError(f"request body over {self.max_body} bytes (web_max_body_bytes)")
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
@@ -379,13 +380,29 @@ class ControlRoom:
         if kind == "lifespan":
             await answer_lifespan(receive, send)
         elif kind == "http":
-            request = Request(scope, receive, send)
+            request = Request(scope, receive, send, self.relay.config.web_max_body_bytes)
+            if self._headers_too_large(request):
+                await self._json(request, 431, {"error": "request headers over "
+                                 f"{self.relay.config.web_max_header_bytes} bytes (web_max_header_bytes)"})
+                return
             try:
                 await self._http(request)
             except _BodyError as error:
                 await self._json(request, 413, {"error": str(error)})
         elif kind == "websocket":
-            await self._websocket(Request(scope, receive, send))
+            request = Request(scope, receive, send)
+            if self._headers_too_large(request):
+                await self._reject(request, 431, "request headers over "
+                                   f"{self.relay.config.web_max_header_bytes} bytes (web_max_header_bytes)")
+                return
+            await self._websocket(request)
+
+    def _headers_too_large(self, request: Request) -> bool:
+        """Hypercorn caps headers that trickle in; this caps those that arrive in one piece too."""
+        size = len(request.scope.get("raw_path", b"")) + len(request.scope.get("query_string", b""))
+        for name, value in request.scope.get("headers", ()):
+            size += len(name) + len(value) + 4
+        return size > self.relay.config.web_max_header_bytes
 
     async def _respond(
         self,
@@ -622,6 +639,13 @@ class ControlRoom:
         message = await request.receive()
         if message["type"] != "websocket.connect":
             return
+        limit = self.relay.config.web_max_websockets_per_session
+        if session.sockets >= limit:
+            log_event(log, logging.WARNING, f"refused a WebSocket of {session.operator}: the session has "
+                      f"{limit} open (web_max_websockets_per_session)", operator=session.operator,
+                      decision="refuse", reason="websockets_per_session")
+            return await self._reject(request, 429, f"this sign-in already has {limit} live connections "
+                                      "(web_max_websockets_per_session); close a tab")
         await request.send({"type": "websocket.accept"})
         viewer = Viewer()
         session.sockets += 1
