@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from ..errors import PinkRelayError
 
-COMMANDS = ("serve", "button", "simulate", "console", "demo", "registry", "operators", "alerts")
+COMMANDS = ("serve", "button", "simulate", "console", "demo", "registry", "operators", "alerts", "certs")
 
 
 def build_parser() -> argparse.ArgumentParser:
