@@ -4,7 +4,11 @@ A registry is a CSV file (one row per button, header row required) or a TOML
 file (``[[button]]`` tables) with the same fields:
 
     id, secret | secret_file, site_name, site_kind, address, district,
-    latitude, longitude, control_rooms
+    latitude, longitude, control_rooms, alarm_account, alarm_zone, disabled
+
+A row with ``disabled`` true is checked like any other but left out of the
+loaded registry: the relay refuses that button (and, on a reload, ends its
+session) while the row keeps its secret and site for when it is enabled again.
 
 Every problem is reported with the file, line and field (for TOML, the line
 of the ``[[button]]`` header and the table's number), and all of them at
@@ -40,6 +44,7 @@ FIELDS = (
     "control_rooms",
     "alarm_account",
     "alarm_zone",
+    "disabled",
 )
 REQUIRED = ("id", "site_name", "latitude", "longitude")
 SITE_KINDS = (
@@ -72,14 +77,20 @@ class Button:
     #: button, used by SIA DC-09 sinks; empty / 0: the sink's own account, zone 1.
     alarm_account: str = ""
     alarm_zone: int = 0
+    #: The row is marked ``disabled``: kept in the file, refused by the relay.
+    disabled: bool = False
 
 
 class Registry(Mapping[str, Button]):
-    """Buttons by id. Immutable; load a new one to change it."""
+    """Buttons by id (enabled ones only). Immutable; load a new one to change it."""
 
-    def __init__(self, buttons: list[Button] | tuple[Button, ...] = (), source: str = "") -> None:
+    def __init__(
+        self, buttons: list[Button] | tuple[Button, ...] = (), source: str = "", disabled: frozenset[str] = frozenset()
+    ) -> None:
         self._buttons = {button.button_id: button for button in buttons}
         self.source = source
+        #: Ids of rows marked ``disabled``: in the file, not in the registry.
+        self.disabled = disabled
 
     def __getitem__(self, button_id: str) -> Button:
         return self._buttons[button_id]
@@ -199,6 +210,9 @@ def _parse_row(where: str, row: dict[str, Any], base: Path, problems: list[str])
     if not alarm_zone.isdigit() or not 0 <= int(alarm_zone) <= 999:
         problems.append(f"{where}: field alarm_zone {alarm_zone!r} must be a whole number 1-999")
         alarm_zone = "0"
+    disabled = _flag(row.get("disabled", ""))
+    if disabled is None:
+        problems.append(f"{where}: field disabled {row.get('disabled')!r} must be true or false (or empty)")
     if len(problems) > before or secret is None or len(coordinates) != 2:
         return None
     try:
@@ -214,7 +228,19 @@ def _parse_row(where: str, row: dict[str, Any], base: Path, problems: list[str])
         problems.append(f"{where}: {error}")
         return None
     return Button(button_id=button_id, secret=secret, site=site, control_rooms=tuple(rooms) or ("main",),
-                  alarm_account=alarm_account, alarm_zone=int(alarm_zone))
+                  alarm_account=alarm_account, alarm_zone=int(alarm_zone), disabled=bool(disabled))
+
+
+def _flag(value: Any) -> bool | None:
+    """A yes/no field: TOML booleans, or true/false, yes/no, 1/0 (any case) or empty in CSV; None if neither."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("", "false", "no", "0"):
+        return False
+    if text in ("true", "yes", "1"):
+        return True
+    return None
 
 
 def _secret(where: str, row: dict[str, Any], base: Path, problems: list[str]) -> bytes | None:
@@ -267,4 +293,8 @@ def load_registry(path: Path | str) -> Registry:
             buttons.append(button)
     if problems:
         raise RegistryError(f"registry {path} has {len(problems)} problem(s):\n" + "\n".join(problems))
-    return Registry(buttons, source=str(path))
+    return Registry(
+        [button for button in buttons if not button.disabled],
+        source=str(path),
+        disabled=frozenset(button.button_id for button in buttons if button.disabled),
+    )

@@ -1,9 +1,15 @@
-"""``pinkrelay serve``: run the relay and its web control room until SIGINT or SIGTERM, then shut down cleanly."""
+"""``pinkrelay serve``: run the relay and its web control room until SIGINT or SIGTERM, then shut down cleanly.
+
+SIGHUP reloads the button registry (relay/registry_reload.py). The relay's
+process id is kept in ``DATA_DIR/relay.pid`` while it runs, which is how
+``pinkrelay registry reload`` finds it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 from functools import partial
 from typing import Any
@@ -16,6 +22,8 @@ from ..ops.sdnotify import SystemdNotifier
 from ..relay import Relay
 
 log = logging.getLogger("pinkrelay.relay")
+#: The running relay's process id, in its data directory.
+PID_FILE = "relay.pid"
 
 
 def add_parser(subparsers: Any) -> None:
@@ -67,7 +75,7 @@ async def serve_until_signalled(relay: Relay, *, web: bool = False, web_cert: st
     keeps the watchdog fed from the event loop, and says STOPPING=1 first thing on a signal.
     """
     systemd = SystemdNotifier()
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(relay.serve)
             if web:
@@ -86,6 +94,9 @@ async def serve_until_signalled(relay: Relay, *, web: bool = False, web_cert: st
             await nursery.start(systemd.keep_alive)
             async for signum in signals:
                 log.info("received %s", signal.Signals(signum).name)
+                if signum == signal.SIGHUP:
+                    nursery.start_soon(partial(relay.reload_registry, requested_by="SIGHUP"))
+                    continue
                 systemd.notify("STOPPING=1", f"STATUS=stopping ({signal.Signals(signum).name})")
                 await relay.shutdown(f"relay shutting down ({signal.Signals(signum).name})")
                 nursery.cancel_scope.cancel()
@@ -103,6 +114,21 @@ def run(args: argparse.Namespace) -> int:
     # handles them.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    trio.run(partial(serve_until_signalled, relay, web=not args.no_web, web_cert=args.web_cert,
-                     web_key=args.web_key, metrics=not args.no_metrics))
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    pid_file = config.data_dir / PID_FILE
+    pid_file.write_text(f"{os.getpid()}\n")
+    try:
+        trio.run(partial(serve_until_signalled, relay, web=not args.no_web, web_cert=args.web_cert,
+                         web_key=args.web_key, metrics=not args.no_metrics))
+    finally:
+        if read_pid(pid_file) == os.getpid():
+            pid_file.unlink(missing_ok=True)
     return 0
+
+
+def read_pid(path: Any) -> int | None:
+    """The process id in a relay's pid file, or None if there is none or it is not a number."""
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None

@@ -59,6 +59,7 @@ from ..alerts.lifecycle import AlertState, LifecycleError, Step, transition
 from ..alerts.routing import DEFAULT_ROOM, Recipient, Routing
 from ..integrations.dispatcher import dispatcher_for
 from . import events as relay_events
+from . import registry_reload
 from ..outbox import Outbox
 from .hub import Hub
 from .limits import Admission, MediaRate, Refusal, Verdict
@@ -168,6 +169,10 @@ class Relay:
                 return Registry()
             path = default
         return load_registry(path)
+
+    async def reload_registry(self, requested_by: str = "relay") -> Any:
+        """Read the registry file again without a restart (see relay/registry_reload.py)."""
+        return await registry_reload.reload_registry(self, requested_by=requested_by)
 
     def _load_console_tokens(self) -> dict[str, bytes]:
         tokens = {name: token.encode() for name, token in self.config.console_tokens.items()}
