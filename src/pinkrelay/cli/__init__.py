@@ -2,6 +2,7 @@
 
     pinkrelay serve      run the relay daemon
     pinkrelay button     run one button (real or test source)
+    pinkrelay camera-bridge  an IP camera (RTSP) as a button, pressed over HTTP or a serial line
     pinkrelay simulate   run many simulated buttons
     pinkrelay console    a terminal console for the control room
     pinkrelay demo       relay + simulated buttons + console, for a first look
@@ -22,7 +23,10 @@ from collections.abc import Sequence
 
 from ..errors import PinkRelayError
 
-COMMANDS = ("serve", "button", "simulate", "console", "demo", "registry", "operators", "alerts", "certs")
+COMMANDS = (
+    "serve", "button", "camera-bridge", "simulate", "console", "demo", "registry", "operators", "alerts",
+    "certs",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in COMMANDS:
-        module = importlib.import_module(f"{__name__}.{name}")
+        module = importlib.import_module(f"{__name__}.{name.replace('-', '_')}")
         module.add_parser(subparsers)
     return parser
 

@@ -18,6 +18,7 @@ from .file_source import FileSource
 from .packets import EncodedPacket
 from .pattern import TestPatternSource
 from .recorder import Recorder
+from .rtsp import RtspSource, UnsupportedStream
 from .sources import MediaSource, SyntheticSource, open_source
 from .tone import ToneSource
 from .tracks import TrackInfo
@@ -35,11 +36,13 @@ __all__ = [
     "MediaSource",
     "Microphone",
     "Recorder",
+    "RtspSource",
     "SourceUnavailable",
     "SyntheticSource",
     "TestPatternSource",
     "ToneSource",
     "TrackInfo",
+    "UnsupportedStream",
     "VideoEncoder",
     "encode_clip",
     "h264",
