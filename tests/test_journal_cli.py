@@ -269,10 +269,14 @@ def test_export_since_filters_and_json_has_every_event(data_dir, capsys):
     assert code == 0 and len(list(csv.reader(io.StringIO(out)))) == 1, "only the header"
 
 
-def test_export_needs_since_and_a_format(data_dir, capsys):
+def test_export_without_since_is_every_alert_and_a_format_is_needed(data_dir, capsys):
+    code, out, _ = run(capsys, "export", "--data-dir", str(data_dir), "--format", "json")
+    document = json.loads(out)
+    assert code == 0 and document["since"] is None
+    assert {alert["alert_id"] for alert in document["alerts"]} == {A, B, C, D}
     with pytest.raises(SystemExit) as caught:
-        main(["alerts", "export", "--data-dir", str(data_dir), "--format", "csv"])
-    assert caught.value.code == 2 and "--since" in capsys.readouterr().err
+        main(["alerts", "export", "--data-dir", str(data_dir)])
+    assert caught.value.code == 2 and "--format" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["alerts", "export", "--data-dir", str(data_dir), "--since", "yesterday", "--format", "csv"])
     err = capsys.readouterr().err

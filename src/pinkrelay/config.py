@@ -330,8 +330,9 @@ def _merge(values: dict[str, Any], updates: Mapping[str, Any], source: str) -> N
     for key, value in updates.items():
         name = key.replace("-", "_")
         if name not in _FIELDS:
-            known = ", ".join(sorted(_FIELDS))
-            raise ConfigError(f"{source}: unknown setting {key!r}; known settings: {known}")
+            close = difflib.get_close_matches(name, _FIELDS, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known settings: {', '.join(sorted(_FIELDS))}"
+            raise ConfigError(f"{source}: unknown setting {key!r}; {hint}")
         values[name] = _convert(name, value, source)
 
 

@@ -44,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # argparse would print the top-level usage; the subcommand's (or its action's) helps.
+        _chosen_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
@@ -61,6 +64,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         for error in _leaves(fixable):
             print(f"pinkrelay {args.command}: {error}", file=sys.stderr)
         return 2
+
+
+def _chosen_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost subparser ``args`` went through (``pinkrelay alerts export`` -> export's)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                return _chosen_parser(chosen, args)
+    return parser
 
 
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:

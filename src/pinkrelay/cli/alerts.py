@@ -2,7 +2,10 @@
 
     pinkrelay alerts list   [--data-dir DIR] [--open] [--since T] [--limit N] [--json]
     pinkrelay alerts show   ID [--data-dir DIR] [--json]
-    pinkrelay alerts export --since T --format csv|json [--output FILE] [--data-dir DIR]
+    pinkrelay alerts export [--since T] --format csv|json [--output FILE] [--data-dir DIR]
+
+``--data-dir`` and ``--config`` go before or after the action alike;
+``export`` without ``--since`` exports every alert.
 
 The journal (``DIR/journal.sqlite3``) is opened read-only through SQLite
 (``mode=ro``), never through the relay: a running relay keeps writing while
@@ -33,8 +36,8 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
 
-from ..config import load_config
 from ..errors import PinkRelayError
+from .common import add_location_options, data_dir_of
 
 JOURNAL_NAME = "journal.sqlite3"  # as the relay names it in its data directory
 OPEN_STATES = ("raised", "acknowledged", "dispatched", "on_scene")
@@ -89,13 +92,11 @@ def add_parser(subparsers: Any) -> None:
         help="list, show and export alerts from the journal",
         description="Read the relay's alert journal (read-only; safe while the relay runs).",
     )
-    _location_options(parser, None)
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
 
     listing = actions.add_parser("list", help="alerts, oldest first (the most recent --limit)",
                                  description="List alerts received since T (default: all), oldest first.")
-    _location_options(listing, argparse.SUPPRESS)
     listing.add_argument("--open", action="store_true", help="only alerts still open (not resolved)")
     listing.add_argument("--since", type=parse_time, metavar="T", help="received at or after T")
     listing.add_argument("--limit", type=_count, default=DEFAULT_LIMIT, metavar="N",
@@ -104,24 +105,17 @@ def add_parser(subparsers: Any) -> None:
 
     show = actions.add_parser("show", help="one alert: its site and full history",
                               description="Show one alert: site, state and every event (who, when, what).")
-    _location_options(show, argparse.SUPPRESS)
     show.add_argument("alert_id", metavar="ID", help="the alert id (a unique prefix is enough)")
     show.add_argument("--json", action="store_true", help="one JSON object")
 
-    export = actions.add_parser("export", help="alerts since T as CSV or JSON, for reports",
-                                description="Export the alerts received since T, one row/object each "
+    export = actions.add_parser("export", help="alerts (since T) as CSV or JSON, for reports",
+                                description="Export the alerts received since T (default: all), one row/object each "
                                 "with its lifecycle times; JSON includes every event.")
-    _location_options(export, argparse.SUPPRESS)
-    export.add_argument("--since", type=parse_time, metavar="T", required=True, help="received at or after T")
+    export.add_argument("--since", type=parse_time, metavar="T", help="received at or after T (default: every alert)")
     export.add_argument("--format", choices=("csv", "json"), required=True)
     export.add_argument("--output", "-o", metavar="FILE", help="write here (default: standard output)")
+    add_location_options(parser, (listing, show, export))
     parser.set_defaults(handler=run)
-
-
-def _location_options(parser: argparse.ArgumentParser, default: Any) -> None:
-    parser.add_argument("--data-dir", metavar="DIR", default=default,
-                        help="the relay's data directory (default: from --config, $PINKRELAY_DATA_DIR, ./var)")
-    parser.add_argument("--config", metavar="FILE", default=default, help="the relay's TOML settings file")
 
 
 def _count(text: str) -> int:
@@ -138,11 +132,7 @@ def _count(text: str) -> int:
 
 
 def journal_path(args: argparse.Namespace) -> Path:
-    if args.data_dir:
-        data_dir = Path(args.data_dir)
-    else:
-        data_dir = load_config(args.config).data_dir
-    return data_dir / JOURNAL_NAME
+    return data_dir_of(args) / JOURNAL_NAME
 
 
 @contextmanager
@@ -436,7 +426,7 @@ def do_export(args: argparse.Namespace, path: Path) -> int:
     else:
         document = {
             "journal": str(path.resolve()),
-            "since": iso_utc(args.since),
+            "since": iso_utc(args.since) if args.since is not None else None,
             "exported_at": iso_utc(time.time_ns() // 1000),
             "alerts": [
                 {**summary(alert, events[alert["alert_id"]]), "site": alert["site"],
@@ -451,7 +441,8 @@ def do_export(args: argparse.Namespace, path: Path) -> int:
         sys.stdout.write(text)
         return 0
     _write_file(Path(args.output), text)
-    print(f"exported {len(alerts)} alerts received since {iso_utc(args.since)} to {args.output}", file=sys.stderr)
+    since = f" received since {iso_utc(args.since)}" if args.since is not None else ""
+    print(f"exported {len(alerts)} alerts{since} to {args.output}", file=sys.stderr)
     return 0
 
 

@@ -302,3 +302,29 @@ async def say_goodbye(links: Sequence[Any], reason: str, grace: float = 1.0) -> 
                 await trio.sleep(0.01)
         for link in open_links:
             link.close(reason)
+
+
+# -- the options every command with actions takes, before or after its action ---------------
+
+
+def add_location_options(parser: argparse.ArgumentParser, actions: Sequence[argparse.ArgumentParser]) -> None:
+    """``--data-dir`` and ``--config`` on a command and on each of its actions.
+
+    ``pinkrelay operators --data-dir D add`` and ``pinkrelay operators add
+    --data-dir D`` mean the same: the actions' copies default to SUPPRESS, so a
+    value given before the action is not overwritten by an absent one after it.
+    """
+    for target, default in ((parser, None), *((action, argparse.SUPPRESS) for action in actions)):
+        target.add_argument("--data-dir", metavar="DIR", default=default,
+                            help="the relay's data directory (default: from --config, $PINKRELAY_DATA_DIR, ./var)")
+        target.add_argument("--config", metavar="FILE", default=default,
+                            help="the relay's TOML settings file (for its data_dir and registry)")
+
+
+def data_dir_of(args: argparse.Namespace) -> Path:
+    """The data directory a command means: ``--data-dir``, else its settings (file, environment, ./var)."""
+    if getattr(args, "data_dir", None):
+        return Path(args.data_dir)
+    from ..config import load_config
+
+    return load_config(getattr(args, "config", None)).data_dir

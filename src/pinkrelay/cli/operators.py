@@ -9,21 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from typing import Any
 
 from ..alerts.routing import DEFAULT_ROOM
 from ..operators import ROLES, OperatorStore
+from .common import add_location_options, data_dir_of
 
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("operators", help="manage operator accounts")
-    parser.add_argument(
-        "--data-dir",
-        default=os.environ.get("PINKRELAY_DATA_DIR", "var"),
-        help="the relay's data directory (default $PINKRELAY_DATA_DIR or ./var)",
-    )
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
     add = actions.add_parser("add", help="create an account and print its secret once")
@@ -34,14 +29,16 @@ def add_parser(subparsers: Any) -> None:
                           "see the alerts of the buttons it answers (registry column control_rooms)")
     listing = actions.add_parser("list", help="list accounts")
     listing.add_argument("--json", action="store_true")
+    toggles = []
     for action in ("disable", "enable"):
-        sub = actions.add_parser(action, help=f"{action} an account")
-        sub.add_argument("name")
+        toggles.append(actions.add_parser(action, help=f"{action} an account"))
+        toggles[-1].add_argument("name")
+    add_location_options(parser, (add, listing, *toggles))
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    store = OperatorStore.in_data_dir(args.data_dir)
+    store = OperatorStore.in_data_dir(data_dir_of(args))
     if args.action == "add":
         secret = store.add(args.name, args.role, room=args.room)
         print(f"operator {args.name} ({args.role}, room {args.room}) created in {store.path}")

@@ -25,6 +25,7 @@ from ..config import load_config
 from ..errors import RegistryError
 from ..registry import SITE_KINDS, load_registry
 from ..relay.registry_reload import STATUS_FILE
+from .common import add_location_options, data_dir_of
 from .serve import PID_FILE, read_pid
 
 #: Seconds ``registry reload`` waits for the relay's answer by default.
@@ -41,7 +42,9 @@ def add_parser(subparsers: Any) -> None:
         description="Validate a button registry. Exit status 0: valid; 1: problems (all listed).",
     )
     check.add_argument(
-        "file", metavar="FILE", help="registry file (.csv, or .toml with [[button]] tables)"
+        "file", metavar="FILE", nargs="?",
+        help="registry file (.csv, or .toml with [[button]] tables; default: the relay's, from its "
+             "settings or DATA_DIR/registry.csv)",
     )
     check.set_defaults(handler=run)
     reload = actions.add_parser(
@@ -50,15 +53,14 @@ def add_parser(subparsers: Any) -> None:
         description="Ask the relay that runs on DATA_DIR to reload its registry file and print the outcome. "
                     "Exit status 0: applied; 1: refused (the relay kept the old registry); 2: no relay runs there.",
     )
-    reload.add_argument("--data-dir", metavar="DIR", help="the relay's data directory (default ./var)")
-    reload.add_argument("--config", metavar="FILE", help="TOML settings file (for its data_dir)")
     reload.add_argument("--timeout", type=float, default=RELOAD_TIMEOUT, metavar="SECONDS",
                         help=f"how long to wait for the relay's answer (default {RELOAD_TIMEOUT:g})")
     reload.set_defaults(handler=run_reload)
+    add_location_options(parser, (check, reload))
 
 
 def run_reload(args: argparse.Namespace) -> int:
-    data_dir = load_config(args.config, overrides={"data_dir": args.data_dir}).data_dir
+    data_dir = data_dir_of(args)
     pid = read_pid(data_dir / PID_FILE)
     if pid is None or not _is_running(pid):
         print(f"FAILED: no relay runs on {data_dir} (no live process in {data_dir / PID_FILE}); "
@@ -97,6 +99,9 @@ def _read_status(path: Path) -> dict[str, Any] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.file is None:
+        settings = load_config(args.config, overrides={"data_dir": args.data_dir})
+        args.file = settings.registry or settings.data_dir / "registry.csv"
     try:
         registry = load_registry(args.file)
     except RegistryError as error:
