@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -16,7 +19,7 @@ from pinkrelay.media import Decoder, h264
 from pinkrelay.protocol import Alert, ButtonState, Media, Site, Subscribed
 
 from relay_helpers import OPERATOR, TOKEN, relay_config, secret_for, wait_until
-from rtsp_helpers import RtspServer, write_camera_file
+from rtsp_helpers import RtspServer, free_port, write_camera_file
 
 CAMERA = "kp-cam-007"
 SITE = Site(name="Board Bazaar camera 7", kind="market", latitude=33.99, longitude=71.47)
@@ -111,18 +114,27 @@ async def test_the_bridge_relays_the_camera_raises_presses_and_goes_offline_with
 
 
 @trio_test
-async def test_a_camera_that_sends_hevc_is_refused_clearly_and_counted(tmp_path, hevc_file, caplog):
+async def test_a_camera_that_switches_to_hevc_is_refused_clearly_and_nothing_else_is_affected(
+        tmp_path, h264_file, hevc_file, caplog):
     caplog.set_level(logging.WARNING, logger="pinkrelay.camera_bridge")
-    camera = RtspServer(hevc_file, hevc=True).start()
+    camera = RtspServer(h264_file).start()
     try:
         config = relay_config(tmp_path)
-        async with pinkrelay.open_relay(config, registry=registry()) as relay, trio.open_nursery() as nursery:
+        registry_with_other = pinkrelay.Registry([*registry().values(), pinkrelay.Button(
+            button_id="kp-other-001", secret=secret_for("kp-other-001"), site=SITE)])
+        async with pinkrelay.open_relay(config, registry=registry_with_other) as relay, \
+                trio.open_nursery() as nursery:
             bridge = await nursery.start(bridge_for(relay, camera.url).run)
+            await wait_until(lambda: bridge.camera_up and bridge.counters["packets"] > 50, timeout=10)
+            camera.kill()  # the camera is reconfigured: same address, now HEVC
+            camera = RtspServer(hevc_file, camera.port, hevc=True).start()
             await wait_until(lambda: bridge.counters["unsupported_stream"] >= 2, timeout=15)
-            assert not bridge.button.connected.is_set()  # the camera is not a working button
-            # a press still gets through with the camera unusable
+            await wait_until(lambda: not bridge.button.connected.is_set(), timeout=5)
+            other = pinkrelay.ButtonClient(relay.buttons_address, "kp-other-001", secret_for("kp-other-001"))
+            await nursery.start(other.run)
+            receipt = await other.press(timeout=5)  # another button is unaffected
             host, port = bridge.http_addresses[0]
-            async with httpx.AsyncClient(timeout=10) as http:
+            async with httpx.AsyncClient(timeout=10) as http:  # and the camera's press still gets through
                 pressed = await http.post(f"http://{host}:{port}/press")
             stored = await relay.journal.get(pressed.json()["alert_id"])
             nursery.cancel_scope.cancel()
@@ -131,7 +143,47 @@ async def test_a_camera_that_sends_hevc_is_refused_clearly_and_counted(tmp_path,
     assert "sends HEVC video; pinkrelay relays H.264 only" in bridge.last_error
     assert "set the camera's video encoding to H.264" in bridge.last_error
     assert any("sends HEVC video" in record.getMessage() for record in caplog.records)
-    assert pressed.status_code == 200 and stored is not None and stored.button == CAMERA
+    assert receipt.alert_id and pressed.status_code == 200 and stored is not None and stored.button == CAMERA
+
+
+@trio_test
+async def test_the_command_runs_the_bridge_and_takes_a_press(tmp_path, h264_file):
+    camera = RtspServer(h264_file).start()
+    secret = tmp_path / "camera.secret"
+    secret.write_bytes(secret_for(CAMERA) + b"\n")
+    port = free_port()
+    try:
+        async with pinkrelay.open_relay(relay_config(tmp_path), registry=registry()) as relay:
+            command = [sys.executable, "-m", "pinkrelay", "camera-bridge", "--relay", str(relay.buttons_address),
+                       "--rtsp", camera.url, "--id", CAMERA, "--secret-file", str(secret),
+                       "--press-on", f"http:127.0.0.1:{port}", "--duration", "8"]
+            log = tmp_path / "bridge.out"
+            with log.open("w") as out:
+                process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+            try:
+                await wait_until(lambda: CAMERA in relay.sessions_by_button, timeout=10, what="the bridge online")
+                async with httpx.AsyncClient(timeout=10) as http:
+                    pressed = await http.post(f"http://127.0.0.1:{port}/press")
+                stored = await relay.journal.get(pressed.json()["alert_id"])
+                await trio.to_thread.run_sync(partial(process.wait, timeout=15))
+            finally:
+                process.kill()
+            output = log.read_text()
+    finally:
+        camera.kill()
+    assert process.returncode == 0
+    assert f"presses on http://127.0.0.1:{port}/press" in output and "stopping" in output
+    assert stored is not None and stored.button == CAMERA and stored.site.name == SITE.name
+
+
+def test_a_bad_press_input_stops_the_command_with_one_line(tmp_path):
+    secret = tmp_path / "camera.secret"
+    secret.write_bytes(secret_for(CAMERA))
+    done = subprocess.run([sys.executable, "-m", "pinkrelay", "camera-bridge", "--rtsp", "rtsp://127.0.0.1:1/x",
+                           "--id", CAMERA, "--secret-file", str(secret), "--press-on", "gpio:17"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "--press-on 'gpio:17': use http:HOST:PORT" in done.stderr
 
 
 def test_press_inputs_are_checked():

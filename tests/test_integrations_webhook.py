@@ -12,6 +12,7 @@ from trio.testing import trio_test
 from pinkrelay.config import load_config
 from pinkrelay.errors import ConfigError
 from pinkrelay.integrations.settings import WebhookConfig
+from pinkrelay.ops import RelayMetrics
 
 from relay_helpers import button_client, button_ids, running_relay, wait_until
 from webhook_peer import WebhookPeer, press_acknowledge_resolve
@@ -80,6 +81,7 @@ async def test_a_hanging_webhook_fails_clearly_and_slows_neither_alerts_nor_the_
             await wait_until(lambda: relay.integrations.status["hanging"].failed >= 2, timeout=10)
             hanging_status = relay.integrations.status["hanging"]
             metrics = list(relay.integrations.collect())
+            exposition = RelayMetrics(relay).exposition().decode()
             nursery.cancel_scope.cancel()
     assert pressing < 1.0
     assert hanging_status.delivered == 0 and hanging_status.pending == 3
@@ -88,6 +90,8 @@ async def test_a_hanging_webhook_fails_clearly_and_slows_neither_alerts_nor_the_
                for r in caplog.records)
     failed = {s.labels["sink"]: s.value for s in metrics[0].samples if s.labels["outcome"] == "failed"}
     assert failed["hanging"] >= 2 and failed["healthy"] == 0
+    assert 'pinkrelay_sink_deliveries_total{kind="webhook",outcome="delivered",sink="healthy"} 3.0' in exposition
+    assert 'pinkrelay_sink_pending{kind="webhook",sink="hanging"} 3.0' in exposition
 
 
 @trio_test
