@@ -73,12 +73,14 @@ class SinkStatus:
     failed: int = 0
     pending: int = 0
     last_error: str = ""
+    #: True from a failed attempt until the next confirmed delivery.
+    failing: bool = False
     #: Wall-clock seconds of the last confirmed delivery, 0 before the first.
     last_delivered_at: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "delivered": self.delivered, "failed": self.failed,
-                "pending": self.pending, "last_error": self.last_error,
+                "pending": self.pending, "last_error": self.last_error, "failing": self.failing,
                 "last_delivered_at": self.last_delivered_at}
 
 
@@ -162,6 +164,7 @@ class Dispatcher:
                 if retry_after is not None:
                     wait = max(wait, min(retry_after, MAX_RETRY_AFTER))
                 status.failed += 1
+                status.failing = True
                 status.last_error = reason
                 log_event(log, logging.WARNING,
                           f"sink {sink.config.name}: delivery of {delivery.idempotency_key} failed "
@@ -174,6 +177,7 @@ class Dispatcher:
                 continue
             await self.store.delivered(delivery)
             status.delivered += 1
+            status.failing = False
             status.pending = max(0, status.pending - 1)
             status.last_delivered_at = time.time()
             return

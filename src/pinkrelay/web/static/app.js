@@ -8,6 +8,7 @@ import { Alarm, MUTE_SECONDS } from "./alarm.js";
 import { BoardKeys } from "./keys.js";
 import { OffscreenAlerts } from "./offscreen.js";
 import { duration } from "./urgency.js";
+import { SinkStatus } from "./sinks.js";
 
 const $ = (id) => document.getElementById(id);
 const AUTO_OPEN_KINDS = new Set(["panic", "tamper"]);
@@ -251,3 +252,4 @@ showMute();
 $("clock").textContent = clockTime(Date.now() * 1000);
 unlock().then(showSound);
 connect();
+new SinkStatus($("sinks")).start();
