@@ -8,7 +8,8 @@ SOURCES := $(shell find src -name '*.py' -o -name '*.pyx' -o -name '*.pxd') setu
 .PHONY: run test bench bench-load bench-compare clean system-deps
 
 run: $(STAMP)
-	$(PY) -m pinkrelay demo --duration 180
+	@echo "setup: done; starting the demo (180 s, Ctrl-C stops it; its data stays in var/demo)"
+	@$(PY) -m pinkrelay demo --duration 180
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
@@ -28,12 +29,16 @@ system-deps:
 
 $(VENV)/bin/python:
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON): install Debian's python3 (3.11) first" >&2; exit 1; }
-	$(PYTHON) -m venv $(VENV) || { $(MAKE) system-deps && $(PYTHON) -m venv $(VENV); }
-	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	@echo "setup: creating the virtual environment $(VENV)"
+	@$(PYTHON) -m venv $(VENV) || { $(MAKE) --no-print-directory system-deps && $(PYTHON) -m venv $(VENV); }
+	@echo "setup: updating pip"
+	@bash scripts/quiet-pip.sh $(PY) -m pip install -q --upgrade pip setuptools wheel
 
 $(STAMP): $(VENV)/bin/python $(SOURCES)
+	@echo "setup: checking Debian packages"
 	@bash scripts/install-system-deps.sh
-	$(PY) -m pip install -q -e '.[test]'
+	@echo "setup: installing pinkrelay and building its compiled core (about a minute)"
+	@bash scripts/quiet-pip.sh $(PY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
 clean:

@@ -240,6 +240,17 @@ def test_demo_runs_everything_and_prints_the_alert(tmp_path: Path) -> None:
     assert "STREAM kp-pesh-001:" in output
     assert "video frames decoded" in output
     assert elapsed < 16
+    # The URL and the secret in a box; the data kept, and said so at the end.
+    secret = (tmp_path / "var" / "demo" / "demo-web-secret").read_text().strip()
+    box = [line for line in output.splitlines() if line.startswith("| ")]
+    assert box[0].startswith("| control room: http://127.0.0.1:") and f"with secret {secret}" in box[1]
+    assert output.splitlines()[-2].strip().startswith("the demo's data is kept in var/demo")
+    for argv in (["--data-dir", "var/demo"], []):
+        listing = subprocess.run([*COMMAND, "alerts", "list", *argv], capture_output=True, text=True,
+                                 timeout=30, cwd=tmp_path, env={k: v for k, v in os.environ.items() if k != "PINKRELAY_DATA_DIR"})
+        assert listing.returncode == 0, listing.stderr
+        assert "kp-pesh-001" in listing.stdout and "panic" in listing.stdout
+    assert "reading the demo's, var/demo/journal.sqlite3" in listing.stderr
 
 
 def test_serve_stops_cleanly_on_sigterm(relay: dict) -> None:

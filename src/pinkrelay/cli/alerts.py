@@ -38,6 +38,7 @@ from urllib.parse import quote
 
 from ..errors import PinkRelayError
 from .common import add_location_options, data_dir_of
+from .demo import DEMO_DATA_DIR
 
 JOURNAL_NAME = "journal.sqlite3"  # as the relay names it in its data directory
 OPEN_STATES = ("raised", "acknowledged", "dispatched", "on_scene")
@@ -132,7 +133,18 @@ def _count(text: str) -> int:
 
 
 def journal_path(args: argparse.Namespace) -> Path:
-    return data_dir_of(args) / JOURNAL_NAME
+    """The journal of the data directory meant; the demo's (``var/demo``) when nothing says otherwise.
+
+    With no ``--data-dir``, ``--config`` or ``$PINKRELAY_DATA_DIR`` and no
+    journal in ``./var``, a newcomer who just ran ``make run`` means the demo's.
+    """
+    path = data_dir_of(args) / JOURNAL_NAME
+    told = args.data_dir or args.config or os.environ.get("PINKRELAY_DATA_DIR")
+    demo = DEMO_DATA_DIR / JOURNAL_NAME
+    if not told and not path.exists() and demo.exists():
+        print(f"(no journal in {path.parent}; reading the demo's, {demo})", file=sys.stderr)
+        return demo
+    return path
 
 
 @contextmanager

@@ -195,6 +195,13 @@ class Output:
         if not self.json:
             self._write(f"{self.prefix}{text}")
 
+    def box(self, lines: Sequence[str]) -> None:
+        """Lines a person must not miss (a URL, a secret), framed (printed only without ``--json``)."""
+        width = max(len(line) for line in lines)
+        for text in ("+" + "-" * (width + 2) + "+", *(f"| {line.ljust(width)} |" for line in lines),
+                     "+" + "-" * (width + 2) + "+"):
+            self.say(text)
+
     def _write(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 

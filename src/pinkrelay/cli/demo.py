@@ -8,6 +8,11 @@ button after about three seconds, and runs a control-room console that
 shows the alert, starts watching that button's live stream and prints what
 arrives once a second. Then everything stops and a summary is printed.
 
+Its data (journal, accounts) is kept in ``var/demo`` (``--data-dir``), so
+``pinkrelay alerts list --data-dir var/demo`` shows the demo's alerts after it
+ends; the web sign-in secret of the demo supervisor is kept there too
+(``demo-web-secret``, mode 0600) and printed on every run.
+
 The registry is ``examples/peshawar-buttons.csv`` from the source checkout
 (found next to the installed package in an editable install, which is what
 ``make run`` uses, or under the current directory).
@@ -16,9 +21,9 @@ The registry is ``examples/peshawar-buttons.csv`` from the source checkout
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import statistics
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +57,10 @@ DEMO_BITRATE = 600_000
 PRESS_AT = 3.0
 PRESS_EVERY = 40.0
 WEB_OPERATOR = "demo"
+#: Where the demo keeps its data, so that its alerts can be read after it ends.
+DEMO_DATA_DIR = Path("var/demo")
+#: The demo supervisor's web secret, kept in the demo's data directory (a demo account only).
+WEB_SECRET_FILE = "demo-web-secret"
 OPERATOR = "duty-officer"
 #: Site kinds in the order the demo picks its buttons.
 KIND_ORDER = (
@@ -85,7 +94,8 @@ def add_parser(subparsers: Any) -> None:
         "--buttons", type=positive_int, default=4, metavar="N", help="simulated buttons (default 4)"
     )
     parser.add_argument(
-        "--data-dir", metavar="DIR", help="the relay's data directory (default: a temporary one)"
+        "--data-dir", metavar="DIR", default=str(DEMO_DATA_DIR),
+        help=f"the relay's data directory, kept after the demo (default {DEMO_DATA_DIR})"
     )
     parser.add_argument(
         "--press-every",
@@ -103,10 +113,7 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     setup_logging("text", "error")
     registry_path = find_example_registry()
-    if args.data_dir is not None:
-        return run_trio(_main, args, registry_path, Path(args.data_dir))
-    with tempfile.TemporaryDirectory(prefix="pinkrelay-demo-") as data_dir:
-        return run_trio(_main, args, registry_path, Path(data_dir))
+    return run_trio(_main, args, registry_path, Path(args.data_dir))
 
 
 def find_example_registry() -> Path:
@@ -181,8 +188,7 @@ async def _main(args: argparse.Namespace, registry_path: Path, data_dir: Path) -
             f"{len(registry)} buttons registered from {registry_path.name}"
         )
         nursery.start_soon(_relay_events, relay, relay_out)
-        if not args.no_web:
-            await _open_control_room(nursery, relay, intro)
+        sign_in = await _open_control_room(nursery, relay) if not args.no_web else []
 
         console = ConsoleClient(relay.consoles_address, OPERATOR, token.encode())
         view: ConsoleView
@@ -212,6 +218,8 @@ async def _main(args: argparse.Namespace, registry_path: Path, data_dir: Path) -
                 f"{button.button_id}: {site.name} ({site.kind.replace('_', ' ')}, {site.district})"
             )
         await nursery.start(fleet.run)
+        if sign_in:
+            intro.box(sign_in)  # last of the start-up lines, so it does not scroll away at once
 
         pressed = chosen[0]
         press_result: dict[str, float] = {}
@@ -239,25 +247,31 @@ async def _main(args: argparse.Namespace, registry_path: Path, data_dir: Path) -
         await relay.shutdown("demo finished")
         nursery.cancel_scope.cancel()
     _summary(
-        intro, reason, pressed, view, fleet, press_result, stats, trio.current_time() - started
+        intro, reason, pressed, view, fleet, press_result, stats, trio.current_time() - started, data_dir
     )
     return 0
 
 
-async def _open_control_room(nursery: trio.Nursery, relay: Relay, say: Output) -> None:
-    """Serve the browser control room and print how to sign in (a demo supervisor)."""
+async def _open_control_room(nursery: trio.Nursery, relay: Relay) -> list[str]:
+    """Serve the browser control room; the lines that say where and how to sign in (a demo supervisor)."""
     try:
         room = await nursery.start(serve_web, relay)
     except ConfigError as error:
         if "7480" not in str(error) and "listen" not in str(error):
             raise
         room = await nursery.start(serve_web, relay, Address("127.0.0.1", 0))
+    secret_file = relay.config.data_dir / WEB_SECRET_FILE
     if relay.operators.get(WEB_OPERATOR) is None:
         secret = relay.operators.add(WEB_OPERATOR, "supervisor")
-        say.say(f"control room: open {room.url} and sign in as {WEB_OPERATOR!r} with secret {secret}")
+        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secret + "\n")
     else:
-        say.say(f"control room: open {room.url} and sign in as {WEB_OPERATOR!r} (its secret was shown "
-                "when this data directory was first used)")
+        try:
+            secret = secret_file.read_text().strip()
+        except OSError:
+            secret = f"(not kept in {secret_file}: 'pinkrelay operators add' makes another account)"
+    return [f"control room: {room.url}", f"sign in as {WEB_OPERATOR!r} with secret {secret}"]
 
 
 async def _relay_events(relay: Relay, out: Output) -> None:
@@ -284,6 +298,7 @@ def _summary(
     press_result: dict[str, float],
     stats: dict[str, Any],
     elapsed: float,
+    data_dir: Path,
 ) -> None:
     out.say("")
     out.say(f"demo finished ({reason}) after {elapsed:.1f} s")
@@ -316,6 +331,9 @@ def _summary(
         f"  buttons: {totals['buttons_connected']}/{totals['buttons']} connected, "
         f"{totals['media_sent']} media packets sent; relay fanned out {stats.get('messages_fanned_out', 0)} "
         f"messages to consoles"
+    )
+    out.say(
+        f"  the demo's data is kept in {data_dir}: 'pinkrelay alerts list --data-dir {data_dir}' shows its alerts"
     )
     out.say(
         "next: 'pinkrelay serve', 'pinkrelay simulate' and 'pinkrelay console' run these parts separately"
