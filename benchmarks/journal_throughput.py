@@ -4,6 +4,7 @@ Run it on its own for a table::
 
     .venv/bin/python benchmarks/journal_throughput.py                 # writers 1, 10, 100
     .venv/bin/python benchmarks/journal_throughput.py --writers 1 10 100 --alerts 20000 --rate 5000
+    .venv/bin/python benchmarks/journal_throughput.py --outbound-sinks 2   # each alert also queued for 2 sinks
 
 ``test_bench_journal.py`` (``make bench``) runs the same workloads through
 pytest-benchmark.
@@ -111,6 +112,7 @@ def make_alert(number: int) -> Alert:
 
 async def closed_loop(path: Path, writers: int, alerts: int, synchronous: str = "FULL") -> Result:
     journal = SqliteJournal(path, synchronous=synchronous)
+    journal.outbound_sinks = OUTBOUND_SINKS
     await journal.open()
     latencies: list[float] = []
     per_writer = alerts // writers
@@ -143,6 +145,7 @@ async def closed_loop(path: Path, writers: int, alerts: int, synchronous: str = 
 
 async def open_loop(path: Path, rate: float, seconds: float, synchronous: str = "FULL") -> Result:
     journal = SqliteJournal(path, synchronous=synchronous)
+    journal.outbound_sinks = OUTBOUND_SINKS
     await journal.open()
     latencies: list[float] = []
     try:
@@ -204,7 +207,12 @@ def target_line(result: Result) -> str:
     )
 
 
+#: Sinks every alert is queued for in the outbox (``--outbound-sinks``), as with ``[[sinks]]`` configured.
+OUTBOUND_SINKS: tuple[str, ...] = ()
+
+
 def main(argv: list[str] | None = None) -> int:
+    global OUTBOUND_SINKS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--writers", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument(
@@ -218,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat", type=int, default=3, help="runs per workload; the median run is shown"
     )
     parser.add_argument("--synchronous", default="FULL", choices=("FULL", "NORMAL", "OFF"))
+    parser.add_argument("--outbound-sinks", type=int, default=0, metavar="N",
+                        help="queue every alert for N sinks in the outbox, in the same transaction")
     parser.add_argument(
         "--dir",
         type=Path,
@@ -225,9 +235,11 @@ def main(argv: list[str] | None = None) -> int:
         help="where the journal files go (its filesystem is what is measured)",
     )
     args = parser.parse_args(argv)
+    OUTBOUND_SINKS = tuple(f"sink-{n}" for n in range(args.outbound_sinks))
 
     print(
-        f"SQLite journal, synchronous={args.synchronous}, files under {args.dir}, "
+        f"SQLite journal, synchronous={args.synchronous}, outbound sinks {args.outbound_sinks}, "
+        f"files under {args.dir}, "
         f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}; median of {args.repeat} runs"
     )
     results = []
