@@ -21,6 +21,7 @@ Presses (``--press-on``, repeatable):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import random
@@ -169,7 +170,6 @@ class CameraBridge:
                 finally:
                     self.camera_up = False
                     self._update_link()
-                    source.close()
             wait = min(self.retry_max, self.retry_min * 2 ** min(failures, 16)) * random.uniform(0.5, 1.0)
             await trio.sleep(wait)
 
@@ -180,8 +180,11 @@ class CameraBridge:
         log.warning("camera %s: %s; trying again", self.button.button_id, error)
 
     async def _relay(self, source: RtspSource) -> None:
-        """Pass the camera's packets to the relay until the stream fails (raises MediaError)."""
-        self.button.set_tracks([track.to_dict() for track in source.tracks])
+        """Pass the camera's packets to the relay until the stream fails (raises MediaError).
+
+        A worker thread reads the camera and closes it when it is done: PyAV
+        must not have a container closed under a read in progress.
+        """
         send, receive = trio.open_memory_channel[Any](256)
         token = trio.lowlevel.current_trio_token()
 
@@ -189,17 +192,27 @@ class CameraBridge:
             try:
                 for packet in source.packets():
                     trio.from_thread.run(send.send, packet, trio_token=token)
+                trio.from_thread.run(send.send, SourceUnavailable(f"camera {self.rtsp_url}: stopped"),
+                                     trio_token=token)
             except MediaError as error:
-                trio.from_thread.run(send.send, error, trio_token=token)
-            except trio.RunFinishedError:
-                return
+                with contextlib.suppress(Exception, trio.Cancelled):
+                    trio.from_thread.run(send.send, error, trio_token=token)
+            except (trio.RunFinishedError, trio.ClosedResourceError, trio.BrokenResourceError, trio.Cancelled):
+                pass  # the bridge stopped listening: just close the camera
+            finally:
+                source.close()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(lambda: trio.to_thread.run_sync(read, abandon_on_cancel=True))
-            self.camera_up = True
-            self._update_link()
-            log.info("camera %s: streaming %s", self.button.button_id, self.rtsp_url)
-            failure = await self._pump(receive)
+            with receive:
+                try:
+                    self.button.set_tracks([track.to_dict() for track in source.tracks])
+                    self.camera_up = True
+                    self._update_link()
+                    log.info("camera %s: streaming %s", self.button.button_id, self.rtsp_url)
+                    failure = await self._pump(receive)
+                finally:
+                    source.stop()
             nursery.cancel_scope.cancel()
         raise failure
 

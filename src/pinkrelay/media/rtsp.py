@@ -39,6 +39,7 @@ class RtspSource:
 
     def __init__(self, url: str, *, timeout: float = 5.0) -> None:
         self.url = url
+        self._stopping = False
         try:
             self._container = av.open(url, options={"rtsp_transport": "tcp"}, timeout=(timeout, timeout))
         except (av.FFmpegError, OSError) as error:
@@ -82,10 +83,17 @@ class RtspSource:
         return any(track.kind == "audio" for track in self.tracks)
 
     def packets(self) -> Iterator[EncodedPacket]:
-        """Packets as they arrive; raises SourceUnavailable when the stream stops or breaks."""
+        """Packets as they arrive; raises SourceUnavailable when the stream stops or breaks.
+
+        Ends quietly after ``stop()``, at the next packet or read timeout.
+        The thread that reads must also ``close()``: FFmpeg must not have the
+        container closed under a read in progress.
+        """
         streams = [self._container.streams[index] for index in self._by_index]
         try:
             for packet in self._container.demux(streams):
+                if self._stopping:
+                    return
                 track = self._by_index.get(packet.stream.index)
                 if track is None or packet.size == 0 or packet.pts is None:
                     continue
@@ -96,5 +104,10 @@ class RtspSource:
             raise SourceUnavailable(f"camera {self.url}: the stream broke off ({error})") from None
         raise SourceUnavailable(f"camera {self.url}: the stream ended")
 
+    def stop(self) -> None:
+        """Ask the reading thread to end (any thread may call it)."""
+        self._stopping = True
+
     def close(self) -> None:
+        """Close the session; only in the thread that reads, or when nothing reads."""
         self._container.close()
