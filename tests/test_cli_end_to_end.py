@@ -107,7 +107,7 @@ def relay(tmp_path: Path) -> Iterator[dict]:
             "process": process,
             "buttons": f"127.0.0.1:{buttons}",
             "consoles": f"127.0.0.1:{consoles}",
-            "token_file": data_dir / "console-token",
+            "token_file": data_dir / "duty-officer.secret",
         }
     finally:
         stop_relay(process)
@@ -375,7 +375,7 @@ def test_button_presses_on_space_in_a_terminal_and_on_sigusr1(relay: dict, tmp_p
 
 
 def test_console_signs_in_with_the_token_from_the_environment(relay: dict, tmp_path: Path) -> None:
-    """No --token-file and no var/console-token in the working directory: the variable is what signs in."""
+    """No --token-file and no var/duty-officer.secret in the working directory: the variable is what signs in."""
     token = relay["token_file"].read_text().strip()
     base = [*COMMAND, "console", "--relay", relay["consoles"], "--json", "--duration", "1.5"]
     runs = {
@@ -492,7 +492,7 @@ def test_simulate_flags_and_its_reconnect_and_error_events_across_a_relay_restar
                 "--relay",
                 f"127.0.0.1:{consoles}",
                 "--token-file",
-                str(data_dir / "console-token"),
+                str(data_dir / "duty-officer.secret"),
                 "--watch",
                 "kp-pesh-001",
                 "--json",

@@ -39,10 +39,11 @@ def test_the_store_keeps_no_secret(tmp_path):
 
 def test_first_start_creates_a_supervisor_whose_secret_only_the_local_console_file_holds(tmp_path):
     relay = pinkrelay.Relay(_config(tmp_path), registry=make_registry(1))
-    secret = (tmp_path / "console-token").read_text().strip()
+    secret = (tmp_path / "duty-officer.secret").read_text().strip()
     assert relay.operators.get("duty-officer").role == "supervisor"
     assert secret not in (tmp_path / "operators.json").read_text()
-    assert oct((tmp_path / "console-token").stat().st_mode & 0o777) == "0o600"
+    assert oct((tmp_path / "duty-officer.secret").stat().st_mode & 0o777) == "0o600"
+    assert not (tmp_path / "console-token").exists()
 
 
 @trio_test

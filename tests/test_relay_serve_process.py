@@ -33,7 +33,7 @@ from relay_helpers import handshake, raw_button
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "peshawar-buttons.csv"
 REGISTRY = pinkrelay.load_registry(EXAMPLE)
-OPERATOR = "duty-officer"  # the account a first start creates, secret in DATA_DIR/console-token
+OPERATOR = "duty-officer"  # the account a first start creates, secret in DATA_DIR/duty-officer.secret
 PEER = re.compile(r"^127\.0\.0\.1:\d+$")
 
 
@@ -80,7 +80,7 @@ class Serve:
 
     @property
     def console_token(self) -> bytes:
-        return (self.data_dir / "console-token").read_text().strip().encode()
+        return (self.data_dir / "duty-officer.secret").read_text().strip().encode()
 
     def stop(self, signum: int | None = signal.SIGTERM, timeout: float = 10.0) -> tuple[int, str, float]:
         """Signal the relay (``None``: it was signalled already); (exit code, stderr, seconds to exit)."""

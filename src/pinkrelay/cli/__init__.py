@@ -8,6 +8,8 @@
     pinkrelay demo       relay + simulated buttons + console, for a first look
     pinkrelay registry   check a button registry file
     pinkrelay operators  manage operator accounts (add, list, disable, enable)
+    pinkrelay alerts     read the alert journal (list, show, export)
+    pinkrelay alert      act on one alert (ack, dispatch, resolve, false-alarm)
 
 Each subcommand module has ``add_parser(subparsers)`` and ``run(args) -> int``.
 Errors that a user can fix (bad config, unreachable relay, refused
@@ -25,7 +27,7 @@ from ..errors import PinkRelayError
 
 COMMANDS = (
     "serve", "button", "camera-bridge", "simulate", "console", "demo", "registry", "operators", "alerts",
-    "certs",
+    "alert", "certs",
 )
 
 

@@ -7,6 +7,7 @@ for each watched button prints once a second what actually arrives: decoded
 frames per second, kb/s, end-to-end latency (arrival wall clock minus the
 capture timestamp the button stamped) and frames lost (sequence gaps).
 ``--record DIR`` keeps every watched stream as Matroska, copied as received.
+On a terminal (or with ``--keys``) typed keys act on alerts: console_keys.py.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from ..protocol import (
     TrackDescription,
     Unsubscribe,
 )
+from .console_keys import ConsoleKeys, read_keys
 from .common import (
     DEFAULT_CONSOLES_PORT,
     CommandError,
@@ -56,7 +59,11 @@ from .common import (
 
 DEFAULT_OPERATOR = "duty-officer"
 TOKEN_ENV = "PINKRELAY_CONSOLE_TOKEN"
-DEFAULT_TOKEN_FILE = Path("var/console-token")
+#: Where ``pinkrelay serve`` puts an operator's secret on first start: DATA_DIR/<operator>.secret.
+SECRET_FILE = "{operator}.secret"
+#: The same file's name before it was renamed (it holds an account's secret, not a console token).
+LEGACY_SECRET_FILE = "console-token"
+DEFAULT_DATA_DIR = Path("var")
 #: ButtonState events this soon after signing in are the relay's snapshot of every button.
 SNAPSHOT_SECONDS = 0.3
 #: Live frames whose latency the summary's median is taken over (the most recent).
@@ -71,8 +78,9 @@ def add_parser(subparsers: Any) -> None:
         allow_abbrev=False,
         help="a terminal console for the control room",
         description="Sign in to the relay as an operator, show alerts and button states, and watch "
-        f"live streams. The token is read from --token-file, else ${TOKEN_ENV}, else "
-        f"{DEFAULT_TOKEN_FILE} (written by 'pinkrelay serve' on first start).",
+        f"live streams. The operator's secret is read from --token-file, else ${TOKEN_ENV}, else "
+        f"{DEFAULT_DATA_DIR}/OPERATOR.secret ({DEFAULT_DATA_DIR}/duty-officer.secret is written by "
+        "'pinkrelay serve' on first start).",
     )
     add_relay_option(parser, DEFAULT_CONSOLES_PORT, "console")
     parser.add_argument(
@@ -97,6 +105,9 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per line")
     parser.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
+    parser.add_argument("--keys", action="store_true",
+                        help="read the action keys (a, d, r, f: see 'h') from standard input even when it is "
+                             "not a terminal, e.g. from a script (on a terminal they are always on)")
     parser.set_defaults(handler=run)
 
 
@@ -106,20 +117,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 def read_token(token_file: str | None, operator: str, environ: Any = os.environ) -> bytes:
-    """The operator's token: ``--token-file``, else the environment, else ``var/console-token``.
+    """The operator's secret or token: ``--token-file``, else the environment, else ``var/OPERATOR.secret``.
 
-    A file holds either the token alone (``DATA_DIR/console-token``) or
-    ``OPERATOR TOKEN`` lines (``DATA_DIR/console-tokens``).
+    A file holds either the secret alone (``DATA_DIR/duty-officer.secret``,
+    or ``console-token`` in data directories made before that name) or
+    ``OPERATOR TOKEN`` lines (a ``console_tokens_file``).
     """
     if token_file is None and environ.get(TOKEN_ENV):
         return environ[TOKEN_ENV].strip().encode()
     if token_file is None:
-        if not DEFAULT_TOKEN_FILE.exists():
+        candidates = [DEFAULT_DATA_DIR / SECRET_FILE.format(operator=operator), DEFAULT_DATA_DIR / LEGACY_SECRET_FILE]
+        found = next((path for path in candidates if path.exists()), None)
+        if found is None:
             raise CommandError(
-                f"no console token: pass --token-file FILE or set {TOKEN_ENV} ('pinkrelay serve' "
-                "writes DATA_DIR/console-token on first start)"
+                f"no secret for operator {operator!r}: pass --token-file FILE or set {TOKEN_ENV} ('pinkrelay "
+                f"serve' writes DATA_DIR/duty-officer.secret on first start; looked for {candidates[0]})"
             )
-        token_file = str(DEFAULT_TOKEN_FILE)
+        token_file = str(found)
     text = read_text_file(token_file, "console token file")
     lines = [
         line.split()
@@ -156,6 +170,8 @@ async def _main(args: argparse.Namespace, out: Output) -> int:
         for button in args.watch:
             view.watch(button)
         nursery.start_soon(view.run)
+        if not args.json and (args.keys or sys.stdin.isatty()):
+            nursery.start_soon(read_keys, ConsoleKeys(view.alerts, client.update_alert, out))
         reason = await wait_for_stop(args.duration)
         client.reconnect = False
         await say_goodbye([client.link], "console closed")
@@ -375,6 +391,9 @@ class ConsoleView:
             self.on_alert(alert)
 
     def _alert_update(self, update: AlertUpdate) -> None:
+        known = self.alerts.get(update.alert_id)
+        if known is not None and update.state != "note":
+            self.alerts[update.alert_id] = replace(known, state=update.state, level=update.level or known.level)
         self.out.event(
             "alert_update", alert_id=update.alert_id, state=update.state, operator=update.operator
         )

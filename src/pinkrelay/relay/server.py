@@ -195,13 +195,14 @@ class Relay:
     def _ensure_an_operator(self) -> None:
         """First start with no accounts: create a supervisor for the local console.
 
-        Its secret goes to ``DATA_DIR/console-token`` (mode 0600), where
-        ``pinkrelay console`` looks by default; only its hash is stored.
+        Its secret goes to ``DATA_DIR/duty-officer.secret`` (mode 0600), where
+        ``pinkrelay console`` looks by default; only its hash is stored. (Relays
+        before this name wrote ``DATA_DIR/console-token``; the console still reads it.)
         """
         if self.operators.load() or self.console_tokens:
             return
         secret = self.operators.add(DEFAULT_OPERATOR, "supervisor")
-        path = self.config.data_dir / "console-token"
+        path = self.config.data_dir / f"{DEFAULT_OPERATOR}.secret"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secret + "\n")
