@@ -194,3 +194,20 @@ async def _first_alert(console: pinkrelay.ConsoleClient) -> Alert:
             if isinstance(event, Alert):
                 return event
     raise AssertionError("no alert")
+
+
+@trio_test
+async def test_a_test_alert_escalates_like_a_panic_as_protocol_section_8_6_says(tmp_path):
+    async with running_relay(tmp_path, escalation_levels=(0.3,)) as relay, trio.open_nursery() as nursery:
+        console = console_client(relay)
+        await nursery.start(console.run)
+        seen = []
+        nursery.start_soon(_collect, console, seen)
+        button = button_client(relay, button_ids(1)[0])
+        await nursery.start(button.run)
+        receipt = await button.press(kind="test", timeout=5)
+        await wait_until(lambda: any(isinstance(e, AlertUpdate) and e.alert_id == receipt.alert_id and e.level == 1
+                                     for e in seen), timeout=5, what="the test alert's escalation to level 1")
+        [alert] = [e for e in seen if isinstance(e, Alert) and e.alert_id == receipt.alert_id]
+        assert alert.kind == "test"
+        nursery.cancel_scope.cancel()
