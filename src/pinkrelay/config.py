@@ -74,6 +74,11 @@ class RelayConfig:
     console_tokens: Mapping[str, str] = field(default_factory=dict)
     console_tokens_file: Path | None = None
     relay_name: str = "pinkrelay"
+    #: TLS 1.3 on the button and console listeners (PEM files, e.g. from 'pinkrelay certs init').
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: With this CA, every button must present a certificate it signed, whose CN is the button id.
+    tls_client_ca: Path | None = None
     heartbeat_interval: float = 10.0
     supervision_window: float = 20.0
     handshake_timeout: float = 10.0
@@ -174,6 +179,10 @@ class RelayConfig:
         for name in ("web_max_header_bytes", "web_max_body_bytes"):
             if getattr(self, name) < 1024:
                 raise ConfigError(f"{name} {getattr(self, name)} must be at least 1024 bytes")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("TLS needs both tls_cert and tls_key (PEM files; 'pinkrelay certs init DIR' makes them)")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ConfigError("tls_client_ca checks buttons' certificates on a TLS listener: set tls_cert and tls_key too")
         if not 1 <= self.max_tracks <= 64:
             raise ConfigError(f"max_tracks {self.max_tracks} outside 1..64")
         for name in ("max_video_queue_bytes", "max_audio_queue_bytes"):
@@ -276,7 +285,7 @@ def _convert(name: str, value: Any, source: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{source}: {name} must be a string HOST:PORT, not {value!r}")
         return Address.parse(value, what=f"{source}: {name}")
-    if name in ("data_dir", "registry", "console_tokens_file"):
+    if name in ("data_dir", "registry", "console_tokens_file", "tls_cert", "tls_key", "tls_client_ca"):
         if not isinstance(value, (str, Path)) or not str(value):
             raise ConfigError(f"{source}: {name} must be a path, not {value!r}")
         return Path(value)

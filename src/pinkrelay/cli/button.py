@@ -28,6 +28,7 @@ from ..errors import ConnectionRefused
 from ..logs import setup_logging
 from ..protocol.events import MAX_ID_LENGTH
 from .common import (
+    client_tls_of,
     DEFAULT_BUTTONS_PORT,
     CommandError,
     Output,
@@ -142,7 +143,7 @@ async def _main(args: argparse.Namespace, out: Output) -> int:
     try:
         streamer = Streamer(args, source, out)
         client = ButtonClient(
-            relay, args.id, secret, tracks=streamer.track_specs(), reconnect=False
+            relay, args.id, secret, tracks=streamer.track_specs(), reconnect=False, tls=client_tls_of(args)
         )
         streamer.client = client
         with trio.open_signal_receiver(signal.SIGUSR1) as usr1, _keyboard() as keys:

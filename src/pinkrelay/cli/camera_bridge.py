@@ -35,7 +35,9 @@ import trio
 from ..clients import ButtonClient
 from ..logs import setup_logging
 from ..media import MediaError, RtspSource, SourceUnavailable, UnsupportedStream
+from ..tls import ClientTls
 from .common import (
+    client_tls_of,
     DEFAULT_BUTTONS_PORT,
     CommandError,
     add_relay_option,
@@ -90,8 +92,8 @@ class CameraBridge:
 
     def __init__(self, relay: Any, button_id: str, secret: bytes, rtsp_url: str, *,
                  press_inputs: list[tuple[str, Any]] = (), retry_min: float = 0.5, retry_max: float = 30.0,
-                 keyframe_timeout: float = 10.0) -> None:
-        self.button = ButtonClient(relay, button_id, secret)
+                 keyframe_timeout: float = 10.0, tls: ClientTls | None = None) -> None:
+        self.button = ButtonClient(relay, button_id, secret, tls=tls)
         self.rtsp_url = rtsp_url
         self.press_inputs = list(press_inputs)
         self.retry_min, self.retry_max = retry_min, retry_max
@@ -315,7 +317,8 @@ async def _main(args: argparse.Namespace) -> int:
         raise CommandError(f"--rtsp {args.rtsp!r} is not an rtsp:// URL")
     secret = read_text_file(args.secret_file, "--secret-file").strip().encode()
     bridge = CameraBridge(relay_address(args.relay), args.id, secret, args.rtsp, press_inputs=inputs,
-                          retry_max=args.retry_max, keyframe_timeout=args.keyframe_timeout)
+                          retry_max=args.retry_max, keyframe_timeout=args.keyframe_timeout,
+                          tls=client_tls_of(args))
     async with trio.open_nursery() as nursery:
         await nursery.start(bridge.run)
         for host, port in bridge.http_addresses:

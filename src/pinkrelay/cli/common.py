@@ -25,6 +25,7 @@ import trio
 from ..config import Address
 from ..errors import ConfigError, PinkRelayError
 from ..protocol import Goodbye
+from ..tls import ClientTls, client_tls
 
 DEFAULT_BUTTONS_PORT = 7400
 DEFAULT_CONSOLES_PORT = 7401
@@ -129,6 +130,20 @@ def add_relay_option(parser: argparse.ArgumentParser, port: int, what: str) -> N
         default=f"127.0.0.1:{port}",
         help=f"the relay's {what} address (default 127.0.0.1:{port})",
     )
+    tls = parser.add_argument_group("TLS (docs/protocol.md §13)")
+    tls.add_argument("--tls", action="store_true", help="connect with TLS 1.3 (implied by --ca or --pin)")
+    tls.add_argument("--ca", metavar="FILE", help="the deployment's CA (ca.pem from 'pinkrelay certs init')")
+    tls.add_argument("--pin", metavar="SHA256",
+                     help="trust the relay certificate with this SHA-256 (openssl x509 -fingerprint -sha256)")
+    tls.add_argument("--cert", metavar="FILE", help="this client's certificate (buttons, when the relay asks)")
+    tls.add_argument("--key", metavar="FILE", help="the private key of --cert")
+
+
+def client_tls_of(args: argparse.Namespace) -> ClientTls | None:
+    """The TLS settings the --tls/--ca/--pin/--cert/--key options ask for; None: plaintext."""
+    if not (args.tls or args.ca or args.pin or args.cert):
+        return None
+    return client_tls(ca=args.ca, pin=args.pin or "", cert=args.cert, key=args.key)
 
 
 def relay_address(text: str) -> Address:

@@ -42,6 +42,7 @@ from ..protocol import (
 )
 from .console_keys import ConsoleKeys, read_keys
 from .common import (
+    client_tls_of,
     DEFAULT_CONSOLES_PORT,
     CommandError,
     Output,
@@ -155,7 +156,7 @@ async def _main(args: argparse.Namespace, out: Output) -> int:
     relay = relay_address(args.relay)
     token = read_token(args.token_file, args.operator)
     record_dir = _record_dir(args.record)
-    client = ConsoleClient(relay, args.operator, token, reconnect=False)
+    client = ConsoleClient(relay, args.operator, token, reconnect=False, tls=client_tls_of(args))
     view = ConsoleView(client, out, record_dir=record_dir)
     async with trio.open_nursery() as nursery:
         try:

@@ -95,6 +95,7 @@ async def serve_until_signalled(relay: Relay, *, web: bool = False, web_cert: st
             async for signum in signals:
                 log.info("received %s", signal.Signals(signum).name)
                 if signum == signal.SIGHUP:
+                    relay.reload_certificates()
                     nursery.start_soon(partial(relay.reload_registry, requested_by="SIGHUP"))
                     continue
                 systemd.notify("STOPPING=1", f"STATUS=stopping ({signal.Signals(signum).name})")

@@ -24,7 +24,9 @@ from ..config import Address
 from ..errors import ConnectionRefused
 from ..logs import setup_logging
 from ..registry import Button, load_registry
+from ..tls import ClientTls
 from .common import (
+    client_tls_of,
     DEFAULT_BUTTONS_PORT,
     CommandError,
     Output,
@@ -122,7 +124,7 @@ async def _main(args: argparse.Namespace, out: Output) -> int:
     await probe(relay)
     clip = await trio.to_thread.run_sync(make_clip, args.video, args.bitrate, "pinkrelay simulate")
     rng = random.Random(args.seed)
-    fleet = Fleet(relay, buttons, clip, out, rng=rng)
+    fleet = Fleet(relay, buttons, clip, out, rng=rng, tls=client_tls_of(args))
     out.say(
         f"simulating {len(buttons)} buttons against {relay}: {args.video} H.264 "
         f"{args.bitrate // 1000} kb/s + {clip.audio.codec}, {CLIP_SECONDS:g} s clip replayed"
@@ -204,6 +206,7 @@ class Fleet:
         *,
         rng: random.Random | None = None,
         stagger: float | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
         self.relay = relay
         self.clip = clip
@@ -213,7 +216,7 @@ class Fleet:
         self.buttons = [
             SimButton(
                 button=button,
-                client=ButtonClient(relay, button.button_id, button.secret, tracks=tracks),
+                client=ButtonClient(relay, button.button_id, button.secret, tracks=tracks, tls=tls),
             )
             for button in buttons
         ]

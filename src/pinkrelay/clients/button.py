@@ -36,6 +36,7 @@ from ..protocol import (
     StreamDescription,
     TrackDescription,
 )
+from ..tls import ClientTls
 from .link import Link, wall_us
 
 log = logging.getLogger("pinkrelay.button")
@@ -78,6 +79,7 @@ class ButtonClient:
         backoff_initial: float = 0.2,
         backoff_max: float = 10.0,
         connect_timeout: float = 5.0,
+        tls: ClientTls | None = None,
     ) -> None:
         self.relay = relay if isinstance(relay, Address) else Address.parse(relay, what="relay")
         self.button_id = button_id
@@ -88,6 +90,8 @@ class ButtonClient:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.connect_timeout = connect_timeout
+        #: TLS to the relay (pinkrelay.tls.client_tls); None: plaintext.
+        self.tls = tls
         self.link: Link | None = None
         self.connected = trio.Event()
         self.keyframe_requested = False
@@ -108,7 +112,7 @@ class ButtonClient:
     async def connect(self) -> None:
         """One attempt to connect and authenticate; raises OSError or ConnectionRefused."""
         conn = ButtonConnection(self.button_id, self._secret)
-        link = await Link.open(self.relay, conn, connect_timeout=self.connect_timeout)
+        link = await Link.open(self.relay, conn, connect_timeout=self.connect_timeout, tls=self.tls)
         self.link = link
         self._describe(link)
         self.keyframe_requested = True

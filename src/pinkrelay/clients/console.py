@@ -34,6 +34,7 @@ from ..protocol import (
     Subscribe,
     Unsubscribe,
 )
+from ..tls import ClientTls
 from .link import Link
 
 log = logging.getLogger("pinkrelay.console")
@@ -66,6 +67,7 @@ class ConsoleClient:
         backoff_initial: float = 0.2,
         backoff_max: float = 10.0,
         connect_timeout: float = 5.0,
+        tls: ClientTls | None = None,
         buffer: int = 256,
     ) -> None:
         self.relay = relay if isinstance(relay, Address) else Address.parse(relay, what="relay")
@@ -75,6 +77,8 @@ class ConsoleClient:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.connect_timeout = connect_timeout
+        #: TLS to the relay (pinkrelay.tls.client_tls); None: plaintext.
+        self.tls = tls
         self.link: Link | None = None
         self.connected = trio.Event()
         self.watching: set[str] = set()
@@ -92,7 +96,7 @@ class ConsoleClient:
             conn = ConsoleConnection(self.operator, self._token)
             conn.resume_cursor = self.cursor
             try:
-                link = await Link.open(self.relay, conn, connect_timeout=self.connect_timeout)
+                link = await Link.open(self.relay, conn, connect_timeout=self.connect_timeout, tls=self.tls)
             except ConnectionRefused:
                 raise
             except OSError as error:

@@ -24,10 +24,11 @@ from ..errors import ConnectionRefused, PinkRelayError, ProtocolError
 from ..outbox import Outbox
 from ..protocol import Challenge, ConnectionClosed, Error, Goodbye, PeerSilent, Welcome, frame_lane
 from ..protocol.connection import _ClientConnection
+from ..tls import ClientTls, bridge, client_handshake, socketpair
 
 RECEIVE_BYTES = 64 * 1024
 #: Error codes that end a client for good: retrying with the same identity cannot help.
-FINAL_REFUSALS = frozenset({"auth", "wrong-listener", "unknown-button"})
+FINAL_REFUSALS = frozenset({"auth", "wrong-listener", "unknown-button", "tls-required"})
 
 
 def wall_us() -> int:
@@ -59,6 +60,9 @@ class Link:
         self.conn = conn
         self.stream = stream
         self.outbox = outbox
+        #: Over TLS: the relay's TLS stream, bridged to ``stream`` while ``serve()`` runs (pinkrelay/tls.py).
+        self.secure: trio.SSLStream[Any] | None = None
+        self._far: trio.SocketStream | None = None
         self.closed_reason = ""
         self._scope: trio.CancelScope | None = None
         self._on_event: Callable[[Any], Awaitable[None]] | None = None
@@ -71,8 +75,13 @@ class Link:
         *,
         connect_timeout: float = 5.0,
         stall_timeout: float = 10.0,
+        tls: ClientTls | None = None,
     ) -> Link:
-        """Connect and authenticate; raises OSError or ConnectionRefused."""
+        """Connect and authenticate; raises OSError or ConnectionRefused.
+
+        With ``tls`` the connection is TLS 1.3 (the relay's certificate checked
+        against the CA or the pin first), and the v1 handshake runs inside it.
+        """
         what = f"{conn.role} {conn.identity}"
         with trio.move_on_after(connect_timeout) as timer:
             try:
@@ -84,22 +93,30 @@ class Link:
                     "'pinkrelay serve' running there, and is this the right port?"
                 )
                 raise (OSError(error.errno, message) if error.errno else OSError(message)) from None
+            secure = None
             try:
-                await cls._handshake(stream, conn, what)
+                if tls is not None:
+                    secure = await client_handshake(stream, tls, address.host)
+                await cls._handshake(secure or stream, conn, what)
             except BaseException:
                 with trio.CancelScope(shield=True):
-                    await stream.aclose()
+                    await (secure or stream).aclose()
                 raise
         if timer.cancelled_caught:
             raise OSError(f"relay at {address} did not complete the handshake within {connect_timeout:g} s")
-        link = cls(conn, stream, None)  # type: ignore[arg-type]
+        plain = stream
+        if secure is not None:
+            plain, far = socketpair()
+        link = cls(conn, plain, None)  # type: ignore[arg-type]
+        if secure is not None:
+            link.secure, link._far = secure, far
         link.outbox = Outbox(
-            stream.socket, label=f"{what} uplink", on_fail=link.close, stall_timeout=stall_timeout
+            plain.socket, label=f"{what} uplink", on_fail=link.close, stall_timeout=stall_timeout
         )
         return link
 
     @staticmethod
-    async def _handshake(stream: trio.SocketStream, conn: _ClientConnection, what: str) -> None:
+    async def _handshake(stream: trio.abc.Stream, conn: _ClientConnection, what: str) -> None:
         # A relay that goes away mid-handshake (restarting, say), sends bytes
         # that do not parse, or reports a passing failure (timeout, internal
         # error) is worth retrying (LinkClosed); only a refusal that names
@@ -165,6 +182,8 @@ class Link:
         try:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
+                if self.secure is not None:
+                    nursery.start_soon(bridge, self.secure, self._far)
                 nursery.start_soon(self.outbox.run)
                 nursery.start_soon(self._timers)
                 await self._read(on_event)
@@ -173,7 +192,9 @@ class Link:
             self.outbox.detach()
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(1):
-                    await self.stream.aclose()
+                    for stream in (self.stream, self._far, self.secure):
+                        if stream is not None:
+                            await stream.aclose()
         return self.closed_reason or "closed"
 
     async def _read(self, on_event: Callable[[Any], Awaitable[None]]) -> None:

@@ -204,6 +204,11 @@ class _RelayCollector(Collector):
         refusals.add_metric(["over_bitrate"], stats["closed_over_bitrate"])
         refusals.add_metric(["subscription_limit"], stats["subscriptions_refused"])
         yield refusals
+        handshakes = CounterMetricFamily("pinkrelay_tls_handshakes", "TLS handshakes on the button and console "
+                                         "listeners, by result (ok, plaintext, handshake, timeout)", labels=["result"])
+        for result, count in relay.tls_stats.items():
+            handshakes.add_metric([result], count)
+        yield handshakes
         yield _gauge("pinkrelay_unauthenticated_connections", "Connections that have not signed in yet",
                      relay.admission.unauthenticated_total)
         yield _counter("pinkrelay_media_messages_received", "Media messages received from buttons",

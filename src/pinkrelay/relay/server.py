@@ -61,6 +61,8 @@ from ..integrations.dispatcher import dispatcher_for
 from . import events as relay_events
 from . import registry_reload
 from ..outbox import Outbox
+from . import door
+from .. import tls
 from .hub import Hub
 from .limits import Admission, MediaRate, Refusal, Verdict
 from .sequencer import CursorSequencer
@@ -113,6 +115,9 @@ class Relay:
         self.routing = Routing(self.config.escalation_groups)
         self.hub = Hub(gop_cache_bytes=self.config.gop_cache_bytes, audio_hold=self.config.audio_hold)
         self.supervisor = Supervisor(self.config.supervision_window)
+        #: TLS contexts by listener role ("button", "console"); none: that listener is plaintext.
+        self.tls_contexts = self._tls_contexts()
+        self.tls_stats = {"ok": 0, "plaintext": 0, "handshake": 0, "timeout": 0}
         self.admission = Admission(
             per_address=self.config.max_unauthenticated_per_address,
             total=self.config.max_unauthenticated,
@@ -173,6 +178,31 @@ class Relay:
     async def reload_registry(self, requested_by: str = "relay") -> Any:
         """Read the registry file again without a restart (see relay/registry_reload.py)."""
         return await registry_reload.reload_registry(self, requested_by=requested_by)
+
+    def _tls_contexts(self) -> dict[str, Any]:
+        """Both listeners speak TLS 1.3 with ``tls_cert``; buttons must show a certificate with ``tls_client_ca``."""
+        config = self.config
+        if config.tls_cert is None:
+            return {}
+        return {
+            "button": tls.server_context(config.tls_cert, config.tls_key, config.tls_client_ca),
+            "console": tls.server_context(config.tls_cert, config.tls_key),
+        }
+
+    def reload_certificates(self) -> None:
+        """Read the TLS files again (SIGHUP): new handshakes use them, open sessions stay as they are.
+
+        A certificate that does not load leaves the previous one in use, with an error in the log.
+        """
+        if self.config.tls_cert is None:
+            return
+        try:
+            self.tls_contexts = self._tls_contexts()
+        except ConfigError as error:
+            log_event(log, logging.ERROR, f"TLS certificates not reloaded, the previous ones stay in use: {error}",
+                      decision="refuse", reason="tls-reload")
+            return
+        log_event(log, logging.INFO, f"TLS certificates reloaded from {self.config.tls_cert}", action="tls-reload")
 
     def _load_console_tokens(self) -> dict[str, bytes]:
         tokens = {name: token.encode() for name, token in self.config.console_tokens.items()}
@@ -315,34 +345,47 @@ class Relay:
         if refusal is not None:
             await self._turn_away(stream, kind.role, address, refusal)
             return
+        context = self.tls_contexts.get(kind.role)
+        if context is None:
+            await self._start_session(kind, stream, peer, address)
+            return
+        try:
+            secure, certificate = await door.accept_tls(stream, context, self.config.handshake_timeout)
+        except door.TlsRefused as refused:
+            self.admission.left(address)
+            self.tls_stats[refused.kind] += 1
+            held = self.admission.logs.due((address, "tls-" + refused.kind), trio.current_time())
+            if held is not None:
+                log_event(log, logging.WARNING, f"refused a {kind.role} connection from {peer}: {refused.reason}"
+                          + (f" ({held} more since the last line)" if held else ""), decision="refuse",
+                          role=kind.role, peer=peer, reason="tls-" + refused.kind, suppressed=held)
+            return
+        self.tls_stats["ok"] += 1
+        plain, far = tls.socketpair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(tls.bridge, secure, far)
+            await self._start_session(kind, plain, peer, address, certificate=certificate)
+
+    async def _start_session(self, kind: type[Session], stream: trio.SocketStream, peer: str, address: str,
+                             *, certificate: str | None = None) -> None:
         session = kind(self, stream, peer)
         session.admitted_from = address
+        session.certificate = certificate
         self.sessions.add(session)
         self.counters["connections"] += 1
-        log_event(log, logging.INFO, f"{session.role} connection from {peer}", role=session.role, peer=peer)
+        log_event(log, logging.INFO, f"{session.role} connection from {peer}" + (" (TLS)" if certificate is not None
+                  else ""), role=session.role, peer=peer, tls=certificate is not None)
         await session.run()
 
     async def _turn_away(self, stream: trio.SocketStream, role: str, address: str, refusal: Refusal) -> None:
         """Refuse a connection before its handshake: one error frame if the socket takes it, then close."""
         reason = self.admission.describe(refusal, address)
-        error = Error(code="busy", message=f"connection refused: {reason}", fatal=True)
-        frame = encode_frame(error.frame_type, frame_lane(error.frame_type), 0, 0, 0, encode_body(error))
-        fd = stream.socket.fileno()
-        try:
-            os.write(fd, frame)  # non-blocking: a full socket simply misses the explanation
-            # Read what the peer already sent, so closing does not reset the connection
-            # (a reset can discard the error frame before the peer reads it).
-            while recv_some(fd, 65536):
-                pass
-        except OSError:
-            pass
+        await door.refuse(stream, Error(code="busy", message=f"connection refused: {reason}", fatal=True))
         held = self.admission.logs.due((address, refusal.value), trio.current_time())
         if held is not None:
             log_event(log, logging.WARNING, f"refused a {role} connection from {address}: {reason}"
                       + (f" ({held} more refused since the last line)" if held else ""),
                       decision="refuse", role=role, peer=address, reason=refusal.value, suppressed=held)
-        with trio.CancelScope(shield=True), trio.move_on_after(1):
-            await stream.aclose()
 
     def _signed_in(self, session: Session) -> None:
         """The session no longer counts against its address's unauthenticated allowance."""
@@ -471,6 +514,9 @@ class Relay:
             secret = self.registry.secret(identity)
             if secret is None:
                 raise AuthenticationFailed(f"button {identity!r} is not in the registry")
+            if self.config.tls_client_ca is not None and session.certificate != identity:
+                raise AuthenticationFailed(
+                    f"button {identity!r} presented the TLS certificate of {session.certificate!r}")
             conn.verify(secret, last)
         else:
             operator = self.operators.get(identity)

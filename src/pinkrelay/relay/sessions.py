@@ -97,6 +97,8 @@ class Session:
         self.close_reason = ""
         #: The source address while this session counts as not signed in (relay/limits.py).
         self.admitted_from: str | None = None
+        #: On a TLS listener: the CN of the client's certificate ("" without one); None: plaintext.
+        self.certificate: str | None = None
         self._rearm = trio.Event()
         self._scope: trio.CancelScope | None = None
         self.connected_at = now
