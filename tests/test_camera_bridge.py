@@ -156,7 +156,7 @@ async def test_the_command_runs_the_bridge_and_takes_a_press(tmp_path, h264_file
         async with pinkrelay.open_relay(relay_config(tmp_path), registry=registry()) as relay:
             command = [sys.executable, "-m", "pinkrelay", "camera-bridge", "--relay", str(relay.buttons_address),
                        "--rtsp", camera.url, "--id", CAMERA, "--secret-file", str(secret),
-                       "--press-on", f"http:127.0.0.1:{port}", "--duration", "8"]
+                       "--press-on", f"http:127.0.0.1:{port}", "--duration", "5"]
             log = tmp_path / "bridge.out"
             with log.open("w") as out:
                 process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
