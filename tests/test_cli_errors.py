@@ -308,7 +308,9 @@ def test_console_without_any_token_says_where_to_get_one(tmp_path: Path) -> None
         env={"PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 2
-    assert "no console token" in result.stderr and "PINKRELAY_CONSOLE_TOKEN" in result.stderr
+    assert "no secret for operator 'duty-officer'" in result.stderr
+    assert "PINKRELAY_CONSOLE_TOKEN" in result.stderr and "--token-file FILE" in result.stderr
+    assert "looked for var/duty-officer.secret" in result.stderr
 
 
 def test_console_has_no_token_flag() -> None:
