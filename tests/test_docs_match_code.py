@@ -128,7 +128,8 @@ def test_every_flag_of_serve_is_in_the_flag_table_of_section_3():
 def test_the_settings_table_lists_exactly_the_settings_of_the_code():
     section = OPERATIONS[OPERATIONS.index("### 4.3 Settings"):]
     section = section[: section.index("\n## ")]
-    rows = re.findall(r"^\| `([a-z_]+)` \|", section, re.M)
+    rows = [name for cell in re.findall(r"^\| (`[a-z_]+`(?:, `[a-z_]+`)*) \|", section, re.M)
+            for name in re.findall(r"`([a-z_]+)`", cell)]
     assert sorted(rows) == sorted(SETTINGS)
     assert len(rows) == len(set(rows)), "a setting is listed twice"
 
