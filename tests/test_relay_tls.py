@@ -7,8 +7,15 @@ ButtonClient/ConsoleClient over TLS, with real H.264 + Opus where media matters.
 from __future__ import annotations
 
 import datetime
+import json
 import logging
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -180,3 +187,54 @@ async def test_reloaded_certificates_serve_new_handshakes_and_keep_open_sessions
         third = button_client(relay, BUTTONS[2], tls=client_tls(ca=renewed / "ca.pem"))
         await nursery.start(third.run)
         nursery.cancel_scope.cancel()
+
+
+def test_serve_and_the_button_command_over_tls(tmp_path):
+    """The commands an operator and a device maker run: serve with TLS from a config file, button --ca."""
+    def free_port() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+
+    root = Path(__file__).resolve().parents[1]
+    example = root / "examples" / "peshawar-buttons.csv"
+    button_id = "kp-pesh-002"
+    pki = tmp_path / "pki"
+    assert subprocess.run([sys.executable, "-m", "pinkrelay", "certs", "init", str(pki), "--host", "127.0.0.1",
+                           "--registry", str(example)], capture_output=True, timeout=120).returncode == 0
+    buttons, consoles = free_port(), free_port()
+    config = tmp_path / "relay.toml"
+    config.write_text(f'tls_cert = "{pki / "relay.pem"}"\ntls_key = "{pki / "relay.key"}"\n'
+                      f'tls_client_ca = "{pki / "ca.pem"}"\n')
+    relay = subprocess.Popen(
+        [sys.executable, "-m", "pinkrelay", "serve", "--no-web", "--config", str(config), "--registry",
+         str(example), "--data-dir", str(tmp_path / "var"), "--buttons-listen", f"127.0.0.1:{buttons}",
+         "--consoles-listen", f"127.0.0.1:{consoles}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        secret = tmp_path / "secret"
+        secret.write_text(next(line.split(",")[1] for line in example.read_text().splitlines()
+                               if line.startswith(button_id + ",")) + "\n")
+        device = pki / "devices" / button_id
+        command = [sys.executable, "-m", "pinkrelay", "button", "--relay", f"127.0.0.1:{buttons}", "--id", button_id,
+                   "--secret-file", str(secret), "--video", "320x240@15", "--press-after", "0.5", "--duration", "2",
+                   "--json"]
+        deadline = time.monotonic() + 20
+        while True:  # the relay may still be starting
+            result = subprocess.run([*command, "--ca", str(pki / "ca.pem"), "--cert", f"{device}.pem", "--key",
+                                     f"{device}.key"], capture_output=True, text=True, timeout=60,
+                                    stdin=subprocess.DEVNULL)
+            if result.returncode == 0 or time.monotonic() > deadline:
+                break
+        assert result.returncode == 0, result.stderr
+        events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+        assert [e["event"] for e in events][0] == "connected" and events[-1]["acks"] == 1
+        assert events[-1]["video_frames"] >= 25
+        plaintext = subprocess.run(command, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert plaintext.returncode != 0
+        assert "speaks TLS 1.3 only" in plaintext.stderr + plaintext.stdout
+    finally:
+        relay.send_signal(signal.SIGTERM)
+        _, stderr = relay.communicate(timeout=15)
+    assert relay.returncode == 0, stderr
+    assert "sent plaintext to a TLS listener" in stderr

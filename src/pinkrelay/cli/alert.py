@@ -23,7 +23,15 @@ import trio
 from ..clients import ConsoleClient
 from ..logs import setup_logging
 from ..protocol import Alert, AlertUpdate, Error
-from .common import DEFAULT_CONSOLES_PORT, CommandError, add_relay_option, relay_address, run_trio, say_goodbye
+from .common import (
+    DEFAULT_CONSOLES_PORT,
+    CommandError,
+    add_relay_option,
+    client_tls_of,
+    relay_address,
+    run_trio,
+    say_goodbye,
+)
 
 #: Seconds after sign-in within which the relay's snapshot of open alerts has arrived.
 SNAPSHOT_WAIT = 0.5
@@ -115,7 +123,8 @@ async def _main(args: argparse.Namespace) -> int:
     action = ACTIONS[args.action]
     note = outcome_note(getattr(args, "outcome", None), args.note)
     relay = relay_address(args.relay)
-    client = ConsoleClient(relay, args.operator, read_token(args.token_file, args.operator), reconnect=False)
+    client = ConsoleClient(relay, args.operator, read_token(args.token_file, args.operator), reconnect=False,
+                           tls=client_tls_of(args))
     alerts: dict[str, Alert] = {}
     answer: list[Any] = []
     async with trio.open_nursery() as nursery:
