@@ -136,10 +136,13 @@ async def test_a_camera_that_switches_to_hevc_is_refused_clearly_and_nothing_els
             host, port = bridge.http_addresses[0]
             async with httpx.AsyncClient(timeout=10) as http:  # and the camera's press still gets through
                 pressed = await http.post(f"http://{host}:{port}/press")
+                status = (await http.get(f"http://{host}:{port}/status")).json()
             stored = await relay.journal.get(pressed.json()["alert_id"])
             nursery.cancel_scope.cancel()
     finally:
         camera.kill()
+    assert status["counters"]["unsupported_stream"] >= 2 and not status["camera_up"]
+    assert "sends HEVC video" in status["last_error"]
     assert "sends HEVC video; pinkrelay relays H.264 only" in bridge.last_error
     assert "set the camera's video encoding to H.264" in bridge.last_error
     assert any("sends HEVC video" in record.getMessage() for record in caplog.records)

@@ -12,7 +12,8 @@ the camera down the bridge connects just for the press.
 Presses (``--press-on``, repeatable):
 
 * ``http:HOST:PORT``: ``POST /press`` on this address raises an alert and
-  answers 200 with the alert id once the relay stored it;
+  answers 200 with the alert id once the relay stored it; ``GET /status``
+  shows the camera, the relay link and the failure counters;
 * ``file:PATH``: each line read from PATH is a press: a serial line (a
   character device such as /dev/ttyUSB0 sending a line per press), a FIFO,
   or a GPIO input exported as a character stream.
@@ -119,6 +120,12 @@ class CameraBridge:
                     nursery.start_soon(self._read_press_lines, where)
             nursery.start_soon(self._camera_loop)
             task_status.started(self)
+
+    def status(self) -> dict[str, Any]:
+        """What ``GET /status`` answers: the camera, the relay link, the counters and the last error."""
+        return {"button": self.button.button_id, "camera_up": self.camera_up,
+                "connected": self.button.connected.is_set(), "counters": dict(self.counters),
+                "last_error": self.last_error}
 
     # -- the relay link: up while the camera streams or a press waits ------------------
 
@@ -269,8 +276,10 @@ class CameraBridge:
                     return
         if request is None:
             return
-        if request.method != b"POST" or request.target != b"/press":
-            status, body = 404, {"error": "POST /press raises an alert"}
+        if request.method == b"GET" and request.target == b"/status":
+            status, body = 200, self.status()
+        elif request.method != b"POST" or request.target != b"/press":
+            status, body = 404, {"error": "POST /press raises an alert; GET /status shows the bridge"}
         else:
             with trio.move_on_after(30) as waiting:
                 alert_id = await self.press()
