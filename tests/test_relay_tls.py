@@ -238,3 +238,29 @@ def test_serve_and_the_button_command_over_tls(tmp_path):
         _, stderr = relay.communicate(timeout=15)
     assert relay.returncode == 0, stderr
     assert "sent plaintext to a TLS listener" in stderr
+
+
+@trio_test
+async def test_plaintext_on_a_network_address_must_be_stated_twice(tmp_path, pki):
+    from pinkrelay import Relay, RelayConfig
+    from pinkrelay.config import Address, load_config
+    from pinkrelay.errors import ConfigError
+
+    # The rule is checked before binding, so an address no interface has shows it (loopback is always allowed).
+    exposed = Address("192.0.2.10", 7400)  # TEST-NET-1: never bound, the check refuses first
+    config = RelayConfig(buttons_listen=exposed, consoles_listen=Address("127.0.0.1", 0), data_dir=tmp_path / "v")
+    with pytest.raises(ConfigError, match=r"buttons_listen 192\.0\.2\.10:7400 is not a loopback address and has no "
+                                          r"TLS: set tls_cert.*allow_plaintext = \[\"192\.0\.2\.10:7400\"\]"):
+        await Relay(config).serve()
+    stated = load_config(environ={"PINKRELAY_ALLOW_PLAINTEXT": "192.0.2.10:7400"},
+                         overrides={"buttons_listen": "192.0.2.10:7400", "consoles_listen": "127.0.0.1:0",
+                                    "data_dir": str(tmp_path / "w")})
+    assert stated.allow_plaintext == ("192.0.2.10:7400",)
+    with pytest.raises(ConfigError, match="cannot listen for buttons on 192.0.2.10:7400"):
+        await Relay(stated).serve()  # past the rule: only the bind fails, since no interface has it
+    with pytest.raises(ConfigError, match="allow_plaintext"):
+        load_config(environ={"PINKRELAY_ALLOW_PLAINTEXT": "not-an-address"})
+    tls = RelayConfig(buttons_listen=exposed, consoles_listen=Address("127.0.0.1", 0), data_dir=tmp_path / "x",
+                      tls_cert=pki / "relay.pem", tls_key=pki / "relay.key")
+    with pytest.raises(ConfigError, match="cannot listen for buttons"):
+        await Relay(tls).serve()  # with TLS the rule does not apply

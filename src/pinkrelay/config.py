@@ -79,6 +79,9 @@ class RelayConfig:
     tls_key: Path | None = None
     #: With this CA, every button must present a certificate it signed, whose CN is the button id.
     tls_client_ca: Path | None = None
+    #: Listener addresses (HOST:PORT, as in buttons_listen/consoles_listen) allowed to run without TLS
+    #: although they are not loopback: naming an address here as well states the choice twice.
+    allow_plaintext: tuple[str, ...] = ()
     heartbeat_interval: float = 10.0
     supervision_window: float = 20.0
     handshake_timeout: float = 10.0
@@ -297,6 +300,12 @@ def _convert(name: str, value: Any, source: str) -> Any:
         return dict(value)
     if name == "sinks":
         return parse_sinks(value, source)
+    if name == "allow_plaintext":
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
+            raise ConfigError(f"{source}: allow_plaintext must be a list of HOST:PORT, not {value!r}")
+        return tuple(str(Address.parse(item.strip(), what=f"{source}: allow_plaintext")) for item in items
+                     if item.strip())
     if name == "escalation_groups":
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):

@@ -18,6 +18,7 @@ buttons are alive (the supervisor). Sessions (``sessions.py``) move bytes.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import secrets
@@ -243,6 +244,7 @@ class Relay:
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Listen on both addresses and run until cancelled or ``shutdown()``."""
         config = self.config
+        _refuse_unencrypted_network(config)
         button_listeners = await _listen(config.buttons_listen, "buttons")
         try:
             console_listeners = await _listen(config.consoles_listen, "consoles")
@@ -1223,6 +1225,33 @@ async def _listen(address: Address, what: str) -> list[trio.SocketListener]:
             f"cannot listen for {what} on {address}: {error.strerror or error} "
             "(is another relay running? choose another port with --" + what + "-listen)"
         ) from None
+
+
+def _refuse_unencrypted_network(config: RelayConfig) -> None:
+    """Plaintext only on loopback, unless the address is named in allow_plaintext too.
+
+    The live video of a woman in danger must not cross a network readable by
+    anyone on the path because a TLS setting was forgotten.
+    """
+    if config.tls_cert is not None:
+        return
+    for setting, address in (("buttons_listen", config.buttons_listen), ("consoles_listen", config.consoles_listen)):
+        if _is_loopback(address.host) or str(address) in config.allow_plaintext:
+            continue
+        raise ConfigError(
+            f"{setting} {address} is not a loopback address and has no TLS: set tls_cert and tls_key "
+            f"('pinkrelay certs init DIR' makes them), or, on a network that is already encrypted (VPN, "
+            f"private APN), allow plaintext on it by naming it again: allow_plaintext = [\"{address}\"]"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _prepare_data_dir(path: Path) -> None:
