@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,24 @@ def test_sinks_from_a_config_file_and_clear_errors(tmp_path: Path):
         load_config(config, environ={})
     with pytest.raises(ConfigError, match="sinks are set as"):
         load_config(None, environ={"PINKRELAY_SINKS": "x"})
+
+
+@trio_test
+async def test_an_outbox_that_cannot_be_read_pauses_the_sink_not_the_relay(tmp_path, caplog):
+    caplog.set_level(logging.ERROR, logger="pinkrelay.integrations")
+    with WebhookPeer(SECRET) as peer:
+        async with running_relay(tmp_path, sinks=(webhook("hook", peer.url),)) as relay, \
+                trio.open_nursery() as nursery:
+            relay.integrations._poll_interval = 0.2
+            with sqlite3.connect(tmp_path / "journal.sqlite3") as conn:  # storage trouble only the outbox sees
+                conn.execute("ALTER TABLE outbox RENAME TO outbox_moved")
+            await wait_until(lambda: relay.integrations.status["hook"].failing, timeout=10)
+            with sqlite3.connect(tmp_path / "journal.sqlite3") as conn:
+                conn.execute("ALTER TABLE outbox_moved RENAME TO outbox")
+            button = button_client(relay, button_ids(1)[0])
+            await nursery.start(button.run)
+            await button.press(timeout=5)  # the relay kept running throughout
+            await wait_until(lambda: len(peer.stored) == 1, timeout=10)
+            nursery.cancel_scope.cancel()
+    assert any("the outbox cannot be read or updated" in r.getMessage() and "no such table" in r.getMessage()
+               for r in caplog.records)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 import trio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from ..alerts.journal import JournalError
 from ..errors import DeliveryFailed
 from ..logs import event as log_event
 from .outbox import Delivery, OutboxStore
@@ -119,7 +121,11 @@ class Dispatcher:
 
     async def run(self) -> None:
         try:
-            counts = await self.store.counts()
+            try:
+                counts = await self.store.counts()
+            except (JournalError, sqlite3.Error) as error:
+                log.error("the outbox cannot be read (%s); each sink tries again on its own", error)
+                counts = {}
             for name, status in self.status.items():
                 status.pending = counts.get(name, 0)
                 if status.pending:
@@ -140,13 +146,20 @@ class Dispatcher:
         status = self.status[name]
         while True:
             self._wakeups[name] = trio.Event()
-            batch, status.pending = await self.store.pending(name)
+            try:
+                batch, status.pending = await self.store.pending(name)
+                for delivery in batch:
+                    await self._deliver_until_confirmed(sink, delivery, status)
+            except (JournalError, sqlite3.Error) as error:
+                # The journal's own failures are reported where alerts are stored;
+                # here they only pause this sink, never the relay.
+                status.failing, status.last_error = True, f"the outbox cannot be read or updated: {error}"
+                log.error("sink %s: %s; trying again in %g s", name, status.last_error, self._poll_interval)
+                await trio.sleep(self._poll_interval)
+                continue
             if not batch:
                 with trio.move_on_after(self._poll_interval):
                     await self._wakeups[name].wait()
-                continue
-            for delivery in batch:
-                await self._deliver_until_confirmed(sink, delivery, status)
 
     async def _deliver_until_confirmed(self, sink: Sink, delivery: Delivery, status: SinkStatus) -> None:
         failures = delivery.attempts
