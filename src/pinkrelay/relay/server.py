@@ -49,6 +49,7 @@ from ..protocol import (
     frame_lane,
 )
 from ..protocol.events import Event
+from ..protocol.media_rules import checking
 from ..operators import SCRYPT_N, SCRYPT_P, SCRYPT_R, OperatorStore
 from ..protocol import auth
 from ..ids import uuid7
@@ -674,7 +675,7 @@ class Relay:
                 self.hub.close_stream(previous.stream_state)
         self.sessions_by_button[button_id] = session
         stream = session.stream_state = self.hub.open_stream(button_id, track_ids)
-        session.conn.media_sink = self._media_sink(session, stream)
+        session.conn.media_sink = checking(self._media_sink(session, stream))
         log_event(log, logging.INFO, f"button {button_id} authenticated from {session.peer}",
                   role="button", identity=button_id, peer=session.peer)
         self.button_seen(button_id, now)
