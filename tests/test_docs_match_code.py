@@ -146,7 +146,7 @@ def test_the_example_config_has_every_setting_at_its_default(tmp_path):
     values = re.findall(r"^# ([a-z_]+) = (.+)$", text, re.M)
     unset = re.findall(r"^# ([a-z_]+): (?:unset|none) by default", text, re.M)
     assert sorted(name for name, _ in values) + sorted(unset) and sorted([n for n, _ in values] + unset) == sorted(
-        SETTINGS), "examples/pinkrelay.toml must name every setting exactly once"
+        SETTINGS), "examples/pinkrelay.toml must name every setting exactly once: run scripts/write-example-config.py"
     defaults = RelayConfig()
     for name in unset:
         assert getattr(defaults, name) in (None, ()), f"{name} is marked unset but defaults to {getattr(defaults, name)!r}"
