@@ -127,6 +127,7 @@ async def _main(args: argparse.Namespace) -> int:
                            tls=client_tls_of(args))
     alerts: dict[str, Alert] = {}
     answer: list[Any] = []
+    target: Alert | None = None
     async with trio.open_nursery() as nursery:
         await nursery.start(client.run)
         sent = trio.Event()
@@ -135,7 +136,7 @@ async def _main(args: argparse.Namespace) -> int:
             async for event in client.events():
                 if isinstance(event, Alert):
                     alerts[event.alert_id] = event
-                elif sent.is_set() and (isinstance(event, Error) or (
+                elif target is not None and sent.is_set() and (isinstance(event, Error) or (
                         isinstance(event, AlertUpdate) and event.alert_id == target.alert_id
                         and event.state == action.state)):
                     answer.append(event)
