@@ -58,7 +58,9 @@ def test_alert_one_shots_ack_dispatch_resolve_and_refusals(serve, tmp_path):
     acked = pinkrelay_cli("alert", "ack", first[:13], *auth)
     assert acked.returncode == 0, acked.stdout + acked.stderr
     assert acked.stdout.strip() == f"OK: alert {first} (kp-pesh-001) is acknowledged, by duty-officer"
-    dispatched = pinkrelay_cli("alert", "dispatch", first, "--unit", "rescue-15-van-7", *auth)
+    # --data-dir instead of --token-file: DATA_DIR/duty-officer.secret.
+    dispatched = pinkrelay_cli("alert", "dispatch", first, "--unit", "rescue-15-van-7", "--relay", str(relay.consoles),
+                               "--data-dir", str(relay.data_dir))
     assert dispatched.returncode == 0 and ", unit rescue-15-van-7" in dispatched.stdout, dispatched.stdout
 
     # A data directory made before the file was renamed: the console still finds console-token.

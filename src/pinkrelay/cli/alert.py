@@ -27,6 +27,7 @@ from .common import (
     DEFAULT_CONSOLES_PORT,
     CommandError,
     add_relay_option,
+    add_secret_dir_option,
     client_tls_of,
     relay_address,
     run_trio,
@@ -102,6 +103,7 @@ def add_parser(subparsers: Any) -> None:
                          help=f"operator name (default {DEFAULT_OPERATOR})")
         sub.add_argument("--token-file", metavar="FILE",
                          help=f"file with the operator's secret (else ${TOKEN_ENV}, else var/OPERATOR.secret)")
+        add_secret_dir_option(sub)
         sub.add_argument("--note", default="", metavar="TEXT", help="text recorded with the step")
         if action.needs_unit:
             sub.add_argument("--unit", required=True, metavar="UNIT", help="the unit or team sent")
@@ -123,7 +125,8 @@ async def _main(args: argparse.Namespace) -> int:
     action = ACTIONS[args.action]
     note = outcome_note(getattr(args, "outcome", None), args.note)
     relay = relay_address(args.relay)
-    client = ConsoleClient(relay, args.operator, read_token(args.token_file, args.operator), reconnect=False,
+    client = ConsoleClient(relay, args.operator, read_token(args.token_file, args.operator, data_dir=args.data_dir),
+                           reconnect=False,
                            tls=client_tls_of(args))
     alerts: dict[str, Alert] = {}
     answer: list[Any] = []

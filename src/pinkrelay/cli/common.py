@@ -350,3 +350,9 @@ def data_dir_of(args: argparse.Namespace) -> Path:
     from ..config import load_config
 
     return load_config(getattr(args, "config", None)).data_dir
+
+
+def add_secret_dir_option(parser: argparse.ArgumentParser) -> None:
+    """``--data-dir`` for a command that signs in as an operator: where ``OPERATOR.secret`` is looked for."""
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="the relay's data directory, where OPERATOR.secret is looked for (default ./var)")

@@ -47,6 +47,7 @@ from .common import (
     CommandError,
     Output,
     add_relay_option,
+    add_secret_dir_option,
     positive_float,
     read_text_file,
     relay_address,
@@ -91,8 +92,9 @@ def add_parser(subparsers: Any) -> None:
         help=f"operator name (default {DEFAULT_OPERATOR})",
     )
     parser.add_argument(
-        "--token-file", metavar="FILE", help="file with the operator's console token"
+        "--token-file", metavar="FILE", help="file with the operator's secret or console token"
     )
+    add_secret_dir_option(parser)
     parser.add_argument(
         "--watch",
         nargs="+",
@@ -117,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
     return run_trio(_main, args, Output(args.json))
 
 
-def read_token(token_file: str | None, operator: str, environ: Any = os.environ) -> bytes:
+def read_token(token_file: str | None, operator: str, environ: Any = os.environ,
+               data_dir: str | Path | None = None) -> bytes:
     """The operator's secret or token: ``--token-file``, else the environment, else ``var/OPERATOR.secret``.
 
     A file holds either the secret alone (``DATA_DIR/duty-officer.secret``,
@@ -127,7 +130,8 @@ def read_token(token_file: str | None, operator: str, environ: Any = os.environ)
     if token_file is None and environ.get(TOKEN_ENV):
         return environ[TOKEN_ENV].strip().encode()
     if token_file is None:
-        candidates = [DEFAULT_DATA_DIR / SECRET_FILE.format(operator=operator), DEFAULT_DATA_DIR / LEGACY_SECRET_FILE]
+        where = Path(data_dir) if data_dir else DEFAULT_DATA_DIR
+        candidates = [where / SECRET_FILE.format(operator=operator), where / LEGACY_SECRET_FILE]
         found = next((path for path in candidates if path.exists()), None)
         if found is None:
             raise CommandError(
@@ -154,7 +158,7 @@ def read_token(token_file: str | None, operator: str, environ: Any = os.environ)
 
 async def _main(args: argparse.Namespace, out: Output) -> int:
     relay = relay_address(args.relay)
-    token = read_token(args.token_file, args.operator)
+    token = read_token(args.token_file, args.operator, data_dir=args.data_dir)
     record_dir = _record_dir(args.record)
     client = ConsoleClient(relay, args.operator, token, reconnect=False, tls=client_tls_of(args))
     view = ConsoleView(client, out, record_dir=record_dir)
