@@ -180,3 +180,9 @@ def test_registry_check_counts_disabled_rows_and_rejects_a_bad_flag(tmp_path):
     path.write_text(HEADER + f"{STREAMING},{secret_for(STREAMING).decode()},Site,market,34,71,maybe\n")
     with pytest.raises(pinkrelay.RegistryError, match="field disabled 'maybe' must be true or false"):
         pinkrelay.load_registry(path)
+
+
+def test_the_shipped_unit_reloads_with_one_sighup():
+    unit = (Path(__file__).resolve().parents[1] / "examples" / "systemd" / "pinkrelay.service").read_text()
+    reloads = [line for line in unit.splitlines() if line.startswith("ExecReload=")]
+    assert reloads == ["ExecReload=/bin/kill -HUP $MAINPID"], "systemd runs every ExecReload= line: one SIGHUP"
