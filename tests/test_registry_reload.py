@@ -157,6 +157,7 @@ def test_reload_ends_removed_and_disabled_buttons_only_and_refuses_an_invalid_fi
     assert any(isinstance(e, Error) and e.code == "auth" for e in results["removed_still"])
     assert results["media_after_refusal"] > 3
     assert "registry reload refused" in stderr and "registry reloaded from" in stderr
+    assert f"ending the session of button {REMOVED}" in stderr and f"ending the session of button {DISABLED}" in stderr
 
     with sqlite3.connect(data_dir / "journal.sqlite3") as db:
         audit = db.execute("SELECT operator, action, detail FROM audit WHERE action LIKE 'registry%' ORDER BY at").fetchall()

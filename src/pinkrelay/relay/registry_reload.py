@@ -117,7 +117,9 @@ def _end_button(relay: Relay, button_id: str, how: str) -> None:
         return
     reason = f"button {button_id} was {how} the registry"
     error = AuthenticationFailed(f"{reason}; session ended", public_reason=f"{reason}; ask the operator to re-register it")
-    relay.auth_refused(session, error)
+    # Not counted as an authentication failure: the relay ends the session, nobody failed to sign in.
+    log_event(log, logging.WARNING, f"ending the session of button {button_id} ({session.peer}): {reason}",
+              decision="disconnect", button=button_id, peer=session.peer, reason="registry-reload")
     session.refuse(error)
 
 
