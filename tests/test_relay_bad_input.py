@@ -164,3 +164,22 @@ async def test_oversize_media_frame_drops_only_that_button(tmp_path):
             isinstance(e, pinkrelay.AlertAck) for e in evs), timeout=3)
         assert any(isinstance(e, pinkrelay.AlertAck) for e in acks)
         await good_stream.aclose()
+
+
+@trio_test
+async def test_a_handshake_cut_short_by_garbage_is_logged_as_the_garbage(tmp_path, caplog):
+    """hello and bad bytes in one write: the log names the bad bytes, not the challenge the relay could not send."""
+    caplog.set_level(logging.DEBUG, "pinkrelay.relay")
+    async with running_relay(tmp_path) as relay:
+        conn = raw_button(button_ids(1)[0])
+        stream = await trio.open_tcp_stream(relay.buttons_address.host, relay.buttons_address.port)
+        await stream.send_all(conn.hello(trio.current_time()) + b"garbage-garbage-garbage-garbage")
+        with trio.move_on_after(2):
+            while await stream.receive_some(65536):
+                pass
+        await stream.aclose()
+        await trio.sleep(0.1)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert any("protocol error from button" in w and "bad magic" in w for w in warnings), warnings
+        assert not any("cannot send" in w for w in warnings), warnings
+        assert relay.counters["protocol_errors"] == 1

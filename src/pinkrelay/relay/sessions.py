@@ -255,6 +255,14 @@ class Session:
     # -- events ----------------------------------------------------------------
 
     async def handle(self, event: Any, now: float) -> None:
+        if isinstance(event, (Hello, Authenticate)) and self.conn.state is State.CLOSED:
+            # The same read that brought this handshake step also ended the connection
+            # (the peer closed, or sent bytes that broke the protocol). There is nobody
+            # to answer; the events that follow say why it ended, and that is what is
+            # logged, not the reply the relay can no longer send.
+            log.debug("%s: not answering its %s, the connection already ended", self.describe(),
+                      type(event).__name__)
+            return
         if isinstance(event, Hello):
             salt, kdf = self.relay.challenge_for(self)
             challenge = self.conn.challenge(now, relay=self.relay.config.relay_name, salt=salt, kdf=kdf)
