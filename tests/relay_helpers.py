@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -175,3 +176,14 @@ async def wait_until(predicate: Any, timeout: float = 5.0, what: str = "the cond
             await trio.sleep(0.01)
         return
     raise AssertionError(f"waited {timeout:g} s for {what}")
+
+
+async def post_sign_in(http: Any, name: str, secret: str) -> Any:
+    """What the web room's sign-in form does: load the page (its login-CSRF token), post name, secret and token.
+
+    ``http`` is an httpx.AsyncClient on the room that sends ``Origin`` as a browser does.
+    """
+    page = await http.get("/signin")
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert token, "the sign-in page carries no CSRF token"
+    return await http.post("/signin", data={"name": name, "secret": secret, "csrf": token.group(1)})

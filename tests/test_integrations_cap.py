@@ -22,7 +22,7 @@ from pinkrelay.integrations.settings import WebhookConfig
 from pinkrelay.operators import OperatorStore
 from pinkrelay.web import serve_web
 
-from relay_helpers import button_client, button_ids, make_registry, relay_config, wait_until
+from relay_helpers import button_client, button_ids, make_registry, post_sign_in, relay_config, wait_until
 from webhook_peer import WebhookPeer, press_acknowledge_resolve
 
 SCHEMA = etree.XMLSchema(etree.parse(str(Path(__file__).parent / "data" / "CAP-v1.2.xsd")))
@@ -104,9 +104,10 @@ async def test_cap_of_an_alert_and_the_sinks_status_from_the_web_api(tmp_path):
             await nursery.start(button.run)
             receipt = await button.press(timeout=5)
             await wait_until(lambda: len(peer.stored) == 1, timeout=10)
-            async with httpx.AsyncClient(base_url=room.url, timeout=10.0) as http:
+            async with httpx.AsyncClient(base_url=room.url, timeout=10.0,
+                                         headers={"origin": room.url.rstrip("/")}) as http:
                 assert (await http.get(f"/api/alerts/{receipt.alert_id}/cap")).status_code == 401
-                signed_in = await http.post("/signin", data={"name": operator, "secret": secret})
+                signed_in = await post_sign_in(http, operator, secret)
                 assert signed_in.status_code == 303
                 cap = await http.get(f"/api/alerts/{receipt.alert_id}/cap")
                 missing = await http.get("/api/alerts/no-such-alert/cap")

@@ -45,7 +45,15 @@ from pinkrelay.web import ControlRoom, SessionStore, SignInThrottle, serve_web
 from pinkrelay.web import app as web_app
 from pinkrelay.web.live import FLAG_AUDIO, FLAG_CATCHUP, FLAG_KEYFRAME, HEADER
 
-from relay_helpers import button_client, make_registry, relay_config, running_relay, secret_for, stream_clip
+from relay_helpers import (
+    button_client,
+    make_registry,
+    post_sign_in,
+    relay_config,
+    running_relay,
+    secret_for,
+    stream_clip,
+)
 
 OPERATOR, OPERATOR_SECRET = "asma", "asma-secret-for-tests-1"
 SUPERVISOR, SUPERVISOR_SECRET = "saima", "saima-secret-for-tests-2"
@@ -73,13 +81,16 @@ async def web_room(
             nursery.cancel_scope.cancel()
 
 
-def client(room: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=room.url, timeout=10.0)
+def client(room: Any, source: str | None = None) -> httpx.AsyncClient:
+    """A client that sends Origin as a browser does (from the loopback address ``source``, if given)."""
+    transport = httpx.AsyncHTTPTransport(local_address=source) if source else None
+    return httpx.AsyncClient(base_url=room.url, timeout=10.0, headers={"origin": room.url.rstrip("/")},
+                             transport=transport)
 
 
 async def sign_in(http: httpx.AsyncClient, name: str = OPERATOR, secret: str = OPERATOR_SECRET) -> str:
     """Sign in; returns the CSRF token (the cookie stays in the client)."""
-    response = await http.post("/signin", data={"name": name, "secret": secret})
+    response = await post_sign_in(http, name, secret)
     assert response.status_code == 303, response.text
     session = await http.get("/api/session")
     assert session.status_code == 200
@@ -294,7 +305,7 @@ async def test_an_operator_of_another_room_neither_sees_nor_acts_on_a_main_alert
 @trio_test
 async def test_sign_in_gives_a_strict_http_only_cookie_and_sign_out_ends_it(tmp_path):
     async with web_room(tmp_path) as (_relay, room), client(room) as http:
-        response = await http.post("/signin", data={"name": OPERATOR, "secret": OPERATOR_SECRET})
+        response = await post_sign_in(http, OPERATOR, OPERATOR_SECRET)
         assert response.status_code == 303 and response.headers["location"] == "/"
         cookie = response.headers["set-cookie"]
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
@@ -318,28 +329,55 @@ async def test_sign_in_gives_a_strict_http_only_cookie_and_sign_out_ends_it(tmp_
 
 
 @trio_test
-async def test_wrong_secrets_are_refused_then_rate_limited_per_name_and_per_address(tmp_path):
-    async with web_room(tmp_path) as (_relay, room), client(room) as http:
-        for attempt in range(5):
-            response = await http.post("/signin", data={"name": OPERATOR, "secret": f"guess-{attempt}"})
+async def test_wrong_secrets_are_throttled_per_address_and_name_never_locking_out_the_operator(tmp_path):
+    async with web_room(tmp_path) as (_relay, room), client(room) as http, client(room, "127.0.0.2") as desk:
+        for attempt in range(3):
+            response = await post_sign_in(http, OPERATOR, f"guess-{attempt}")
             assert response.status_code == 401, attempt
             assert "Wrong operator name or secret" in response.text
-        # The sixth try is refused before the secret is even checked, even the right one.
-        response = await http.post("/signin", data={"name": OPERATOR, "secret": OPERATOR_SECRET})
+        # The fourth try from this address is refused before the secret is even checked, even the right one.
+        response = await post_sign_in(http, OPERATOR, OPERATOR_SECRET)
         assert response.status_code == 429
-        assert 1 <= int(response.headers["retry-after"]) <= 60
+        assert int(response.headers["retry-after"]) == 2  # base delay; it doubles with every further failure
         assert "Try again in" in response.text
         assert "pinkrelay_session" not in response.headers.get("set-cookie", "")
-        # Another account from the same address still works until the address's limit...
+        # Whoever guessed cannot lock the operator out: her own workstation signs in at once.
+        await sign_in(desk, OPERATOR, OPERATOR_SECRET)
+        # Another account from the guessing address still works until the address's limit...
         await sign_in(http, SUPERVISOR, SUPERVISOR_SECRET)
-        for attempt in range(5):
-            response = await http.post("/signin", data={"name": f"nobody-{attempt}", "secret": "x"})
+        http.cookies.clear()  # signed out again: the sign-in page is shown, not the board
+        for attempt in range(7):
+            response = await post_sign_in(http, f"nobody-{attempt}", "x")
             assert response.status_code == 401
         # ...ten wrong secrets from one address, whatever the names.
-        response = await http.post("/signin", data={"name": "someone-else", "secret": "x"})
+        response = await post_sign_in(http, "someone-else", "x")
         assert response.status_code == 429
         refused = audit_rows(tmp_path, "sign-in-refused")
         assert len(refused) == 10 and refused[0][0] == OPERATOR
+        throttled = audit_rows(tmp_path, "sign-in-throttled")
+        assert [row[0] for row in throttled] == [OPERATOR, "someone-else"]
+        assert all("127.0.0.1" in row[3] and "wait" in row[3] for row in throttled)
+
+
+@trio_test
+async def test_sign_in_needs_its_page_token_and_posts_need_an_origin(tmp_path):
+    async with web_room(tmp_path) as (_relay, room), client(room) as http:
+        # Login CSRF: a post without the page's token (another site's form) signs nobody in.
+        forged = await http.post("/signin", data={"name": OPERATOR, "secret": OPERATOR_SECRET})
+        assert forged.status_code == 403 and "out of date" in forged.text
+        stale = await http.post("/signin", data={"name": OPERATOR, "secret": OPERATOR_SECRET, "csrf": "made-up"})
+        assert stale.status_code == 403
+        csrf = await sign_in(http)
+        url = "/api/alerts/00000000-0000-7000-8000-000000000000/actions"
+        async with httpx.AsyncClient(base_url=room.url, cookies=http.cookies) as bare:
+            stripped = await bare.post(url, json={"state": "acknowledged"}, headers={"x-csrf-token": csrf})
+            assert stripped.status_code == 403  # neither Origin nor Referer
+            referred = await bare.post(url, json={"state": "acknowledged"},
+                                       headers={"x-csrf-token": csrf, "referer": room.url.rstrip("/") + "/"})
+            assert referred.status_code == 404  # a Referer of this page passes: no such alert
+            elsewhere = await bare.post(url, json={"state": "acknowledged"},
+                                        headers={"x-csrf-token": csrf, "referer": "http://evil.example/page"})
+            assert elsewhere.status_code == 403
 
 
 @trio_test
@@ -422,7 +460,7 @@ async def test_a_disabled_operator_is_signed_out_everywhere_within_seconds(tmp_p
         await socket.aclose()
         assert (await http.get("/api/alerts")).status_code == 401
         assert (await http.get("/")).status_code == 303
-        response = await http.post("/signin", data={"name": OPERATOR, "secret": OPERATOR_SECRET})
+        response = await post_sign_in(http, OPERATOR, OPERATOR_SECRET)
         assert response.status_code == 403 and "disabled" in response.text
         assert any("account disabled" in row[3] for row in audit_rows(tmp_path, "sign-out"))
 
@@ -497,16 +535,22 @@ def test_sessions_expire_after_idle_time_and_after_a_shift():
     assert store.get(busy.token) is None
 
 
-def test_throttle_lets_a_name_try_again_once_the_window_passes():
+def test_throttle_backs_off_exponentially_per_address_and_name():
     now = [0.0]
-    throttle = SignInThrottle(per_name=5, per_address=10, window=60, clock=lambda: now[0])
-    for _ in range(5):
+    throttle = SignInThrottle(free_failures=3, base_delay=2, max_delay=300, per_address=100, clock=lambda: now[0])
+    for _ in range(3):
         assert throttle.retry_after("asma", "10.0.0.1") == 0
         throttle.failed("asma", "10.0.0.1")
-        now[0] += 1
-    assert throttle.retry_after("asma", "10.0.0.1") == pytest.approx(55)
-    assert throttle.retry_after("saima", "10.0.0.2") == 0
-    now[0] += 56
+    waits = []
+    for _ in range(9):
+        waits.append(throttle.retry_after("asma", "10.0.0.1"))
+        now[0] += waits[-1]
+        throttle.failed("asma", "10.0.0.1")
+    assert waits == [2, 4, 8, 16, 32, 64, 128, 256, 300]
+    # Another address, or another name from this address, is untouched.
+    assert throttle.retry_after("asma", "10.0.0.2") == 0
+    assert throttle.retry_after("saima", "10.0.0.1") == 0
+    throttle.succeeded("asma", "10.0.0.1")
     assert throttle.retry_after("asma", "10.0.0.1") == 0
 
 
@@ -573,8 +617,9 @@ async def test_https_with_a_certificate_gives_a_secure_cookie(tmp_path, certific
                                            certfile=str(cert), keyfile=str(key)))
         assert room.url.startswith("https://127.0.0.1:")
         trust = ssl.create_default_context(cafile=str(cert))
-        async with httpx.AsyncClient(base_url=room.url, verify=trust) as http:
-            response = await http.post("/signin", data={"name": OPERATOR, "secret": OPERATOR_SECRET})
+        async with httpx.AsyncClient(base_url=room.url, verify=trust,
+                                     headers={"origin": room.url.rstrip("/")}) as http:
+            response = await post_sign_in(http, OPERATOR, OPERATOR_SECRET)
             assert response.status_code == 303
             assert "Secure" in response.headers["set-cookie"].split("; ")
             assert (await http.get("/api/session")).json()["operator"] == OPERATOR

@@ -35,6 +35,7 @@ import json
 import logging
 import math
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -68,6 +69,8 @@ from .live import LiveBridge, Viewer
 log = logging.getLogger("pinkrelay.web")
 
 COOKIE = "pinkrelay_session"
+#: The sign-in page's login-CSRF token (double-submitted: cookie and form field).
+SIGNIN_COOKIE = "pinkrelay_signin"
 MAX_STREAMS_PER_SOCKET = 16
 SWEEP_INTERVAL = 1.0
 #: Static files anyone may fetch: what the sign-in page itself needs.
@@ -189,13 +192,22 @@ class Request:
     def cookie(self) -> str | None:
         return parse_cookies(self.header("cookie") or "").get(COOKIE)
 
+    def names_its_origin(self) -> bool:
+        """A browser names where a state-changing request came from (Origin, or at least Referer).
+
+        One that names neither is refused: a stripped request cannot prove it came from this page.
+        """
+        return self.header("origin") is not None or self.header("referer") is not None
+
     def same_origin(self) -> bool:
-        """False only when the browser names another origin (or an opaque one)."""
-        origin = self.header("origin")
-        if origin is None:
-            return True
+        """False when the browser names another origin (or an opaque one), in Origin or else in Referer."""
         host = self.header("host") or ""
-        return origin in (f"http://{host}", f"https://{host}")
+        ours = (f"http://{host}", f"https://{host}")
+        origin = self.header("origin")
+        if origin is not None:
+            return origin in ours
+        referer = self.header("referer")
+        return referer is None or any(referer == o or referer.startswith(o + "/") for o in ours)
 
     @property
     def secure(self) -> bool:
@@ -462,7 +474,7 @@ class ControlRoom:
                 return await self._respond(request, 401, b"sign in first\n", "text/plain; charset=utf-8")
             return await self._respond(request, 401, b"sign in first\n", "text/plain; charset=utf-8")
         if method == "POST":
-            if not request.same_origin():
+            if not request.same_origin() or not request.names_its_origin():
                 return await self._json(request, 403, {"error": "cross-origin request refused"})
             token = request.header("x-csrf-token")
             form: dict[str, list[str]] = {}
@@ -537,22 +549,36 @@ class ControlRoom:
         page = page.replace("{{message}}", f'<p class="error" role="alert">{html.escape(message)}</p>'
                             if message else "")
         page = page.replace("{{name}}", html.escape(name, quote=True))
-        await self._respond(request, status, page.encode(), "text/html; charset=utf-8", headers)
+        # Login CSRF: the form carries a token that must match this cookie, so another site
+        # cannot sign a workstation in to an account of its choosing.
+        token = secrets.token_urlsafe(24)
+        page = page.replace("{{csrf}}", token)
+        cookie = [f"{SIGNIN_COOKIE}={token}", "Path=/signin", "HttpOnly", "SameSite=Strict"]
+        if request.secure:
+            cookie.append("Secure")
+        await self._respond(request, status, page.encode(), "text/html; charset=utf-8",
+                            [*(headers or []), (b"set-cookie", "; ".join(cookie).encode())])
 
     async def _sign_in(self, request: Request) -> None:
-        if not request.same_origin():
+        if not request.same_origin() or not request.names_its_origin():
             return await self._signin_page(request, 403, "Sign-in refused: the form came from another site.")
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
         name = (form.get("name") or [""])[0].strip().lower()
         secret = (form.get("secret") or [""])[0]
+        expected = parse_cookies(request.header("cookie") or "").get(SIGNIN_COOKIE, "")
+        given = (form.get("csrf") or [""])[0]
+        if not expected or not given or not tokens_equal(given, expected):
+            return await self._signin_page(request, 403, "Sign-in refused: the sign-in page was out of date. "
+                                           "Please enter your name and secret again.", name[:64])
         address = request.remote_host
         wait = self.throttle.retry_after(name, address)
         if wait > 0:
             seconds = math.ceil(wait)
             log_event(log, logging.WARNING, f"web sign-in as {name!r} from {request.remote} throttled "
                       f"for {seconds} s", operator=name, peer=request.remote, decision="throttle")
+            await self._audit(name, "sign-in-throttled", "web", f"{request.remote}: wait {seconds} s")
             return await self._signin_page(
-                request, 429, f"Too many wrong secrets for this name or from this workstation. "
+                request, 429, f"Too many wrong secrets from this workstation. "
                 f"Try again in {seconds} s.", name, [(b"retry-after", str(seconds).encode())])
         if not name or not secret or len(name) > MAX_NAME_LENGTH or len(secret) > MAX_SECRET_LENGTH:
             return await self._signin_page(request, 400, "Enter your operator name and secret.", name[:64])
@@ -568,7 +594,7 @@ class ControlRoom:
         if operator.disabled:
             await self._audit(name, "sign-in-refused", "web", f"{request.remote}: account disabled")
             return await self._signin_page(request, 403, "This operator account is disabled.", name)
-        self.throttle.succeeded(name)
+        self.throttle.succeeded(name, address)
         previous = self.sessions.get(request.cookie, touch=False)
         if previous is not None:  # a new sign-in in this browser replaces its old session
             self.sessions.end(previous, "signed in again")

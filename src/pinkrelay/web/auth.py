@@ -223,28 +223,63 @@ class RateLimiter:
 
 
 class SignInThrottle:
-    """Wrong secrets per operator name and per client address."""
+    """Wrong secrets, throttled per (address, name) with exponential backoff and per address.
+
+    Throttling by name alone would let anyone who knows an operator's name
+    lock that operator out of the control room during an emergency. Here only
+    the address that failed waits: after ``free_failures`` wrong secrets for a
+    name from one address, that address waits ``base_delay`` seconds for that
+    name, doubling with every further failure up to ``max_delay``; and an
+    address with ``per_address`` failures in ``window`` seconds (whatever the
+    names: a password spray) waits for every name. A correct secret from an
+    address that has not failed is always checked.
+    """
 
     def __init__(
         self,
         *,
-        per_name: int = 5,
+        free_failures: int = 3,
+        base_delay: float = 2.0,
+        max_delay: float = 300.0,
         per_address: int = 10,
         window: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 10_000,
     ) -> None:
-        self.names = RateLimiter(per_name, window, clock=clock)
+        self.free_failures = free_failures
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.clock = clock
+        self.max_keys = max_keys
         self.addresses = RateLimiter(per_address, window, clock=clock)
+        #: (address, name) -> (failures in a row, time of the last one)
+        self._pairs: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
+
+    def delay_after(self, failures: int) -> float:
+        """How long an (address, name) waits after this many failures in a row."""
+        if failures < self.free_failures:
+            return 0.0
+        return min(self.max_delay, self.base_delay * 2 ** (failures - self.free_failures))
 
     def retry_after(self, name: str, address: str) -> float:
-        return max(self.names.retry_after(name), self.addresses.retry_after(address))
+        """Seconds until ``address`` may try ``name`` again (0: now)."""
+        wait = self.addresses.retry_after(address)
+        pair = self._pairs.get((address, name))
+        if pair is not None:
+            failures, last = pair
+            wait = max(wait, last + self.delay_after(failures) - self.clock())
+        return max(0.0, wait)
 
     def failed(self, name: str, address: str) -> None:
-        self.names.fail(name)
+        failures, _ = self._pairs.pop((address, name), (0, 0.0))
+        self._pairs[(address, name)] = (failures + 1, self.clock())
+        while len(self._pairs) > self.max_keys:
+            self._pairs.popitem(last=False)
         self.addresses.fail(address)
 
-    def succeeded(self, name: str) -> None:
-        self.names.clear(name)
+    def succeeded(self, name: str, address: str) -> None:
+        """The right secret: that address's run of failures for that name is over."""
+        self._pairs.pop((address, name), None)
 
 
 def parse_cookies(header: str) -> dict[str, str]:
