@@ -37,3 +37,36 @@ def test_text_lines_are_one_line_per_event():
     event(logging.getLogger("pinkrelay.relay"), logging.INFO, "button kp-1 online", button="kp-1")
     lines = stream.getvalue().splitlines()
     assert len(lines) == 1 and lines[0].endswith("INFO    button kp-1 online")
+
+
+def test_repeat_limiter_passes_a_burst_per_kind_and_peer_then_says_what_it_held_back():
+    import io
+
+    from pinkrelay.logs import RepeatLimiter, TextFormatter
+
+    now = [0.0]
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(TextFormatter())
+    limiter = RepeatLimiter(handler, burst=3, interval=10.0, clock=lambda: now[0])
+    handler.addFilter(limiter)
+    logger = logging.getLogger("pinkrelay.test-repeat")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    for port in range(50):  # one address, many ports: one kind
+        event(logger, logging.WARNING, f"protocol error from 127.0.0.5:{port}: bad magic {port}",
+              peer=f"127.0.0.5:{port}")
+    event(logger, logging.WARNING, "protocol error from 127.0.0.6:1: bad magic 1", peer="127.0.0.6:1")
+    for n in range(10):  # a press from another button is never held back by that flood
+        event(logger, logging.WARNING, f"ALERT panic from button kp-{n}", button=f"kp-{n}")
+    lines = out.getvalue().splitlines()
+    assert sum("127.0.0.5" in line for line in lines) == 3
+    assert sum("127.0.0.6" in line for line in lines) == 1
+    assert sum("ALERT panic" in line for line in lines) == 10
+    assert limiter.suppressed_total == 47
+    now[0] = 10.5  # the interval is over: the next line of any kind brings the summary first
+    event(logger, logging.INFO, "something else")
+    lines = out.getvalue().splitlines()
+    assert "suppressed 47 similar lines in 10 s, like: protocol error from 127.0.0.5:0" in lines[-2]
+    assert lines[-1].endswith("something else")

@@ -22,13 +22,26 @@ line is due so that a flood is logged once per interval, not once per attempt.
 from __future__ import annotations
 
 import enum
+import random
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 #: Seconds between two log lines about the same refusal of the same address.
 LOG_INTERVAL = 10.0
 #: Seconds without a dropped message that end a button's media overrun.
 OVERRUN_QUIET = 1.0
+
+
+def backoff_delay(attempt: int, *, first: float = 1.0, cap: float = 30.0,
+                  rng: Callable[[], float] = random.random) -> float:
+    """Seconds before retry number ``attempt`` (1, 2, …): doubling from ``first`` up to ``cap``, with jitter.
+
+    The jitter (a random half of the delay) keeps thousands of alerts that
+    failed together, on a full disk say, from retrying together.
+    """
+    delay = min(cap, first * 2 ** max(0, attempt - 1))
+    return delay * (0.5 + rng() / 2)
 
 
 class Refusal(enum.StrEnum):

@@ -66,7 +66,7 @@ from ..outbox import Outbox
 from . import door
 from .. import tls
 from .hub import Hub
-from .limits import Admission, MediaRate, Refusal, Verdict
+from .limits import Admission, MediaRate, Refusal, Verdict, backoff_delay
 from .sequencer import CursorSequencer
 from .sessions import ButtonSession, ConsoleSession, Session, wall_us
 from .supervision import Supervisor
@@ -158,11 +158,14 @@ class Relay:
         self._supervision_wakeup = trio.Event()
         self._escalation_wakeup = trio.Event()
         self._unstored: dict[str, Alert] = {}
+        self._unstored_error = ""
         self._storing: dict[str, trio.Event] = {}
         self.alert_index = AlertIndex(merge_window_us=int(self.config.merge_window * 1e6))
         #: Alerts this run has broadcast as stored, most recent last (see alert_pressed).
         self._announced: OrderedDict[str, None] = OrderedDict()
         self._offline_alerts: dict[str, str] = {}
+        #: Escalations that could not be recorded, by alert: how often they were tried (for the backoff).
+        self._escalation_retries: dict[str, int] = {}
         self.stopping = False
 
     # -- configuration -----------------------------------------------------------
@@ -289,6 +292,7 @@ class Relay:
             nursery.start_soon(self._escalate)
             nursery.start_soon(self._watch_operators)
             nursery.start_soon(self._report_drops)
+            nursery.start_soon(self._report_unstored)
             nursery.start_soon(self._unblock_sequencer)
             if self.integrations is not None:
                 nursery.start_soon(self.integrations.run)
@@ -592,6 +596,20 @@ class Relay:
             await trio.sleep(0.25)
             self._sequencer.tick(trio.current_time())
 
+    async def _report_unstored(self) -> None:
+        """One line per interval while alerts wait to be stored (shown to consoles, not acknowledged).
+
+        The buttons keep retrying each of them, and each retry that fails is
+        logged only a few times per button and interval (logs.RepeatLimiter):
+        this line is the count an operator needs.
+        """
+        while True:
+            await trio.sleep(DROP_REPORT_INTERVAL * 2)
+            if self._unstored:
+                log_event(log, logging.ERROR, f"{len(self._unstored)} alerts waiting to be stored: "
+                          f"{self._unstored_error}", decision="no-ack", waiting=len(self._unstored),
+                          reason=self._unstored_error)
+
     async def _report_drops(self) -> None:
         """One log line per slow console and interval: media dropped to keep it live."""
         reported: dict[Session, tuple[int, int]] = {}
@@ -809,7 +827,7 @@ class Relay:
         except JournalError as error:
             # Consoles have it already; it must not be lost: keep trying in the background.
             log_event(log, logging.ERROR, f"offline alert {alert.alert_id} for {button_id} not stored "
-                      f"({error}); retrying every {ESCALATION_RETRY:g} s", button=button_id,
+                      f"({error}); retrying from {ESCALATION_RETRY:g} s, backing off to 30 s", button=button_id,
                       alert_id=alert.alert_id, reason=str(error))
             if self._nursery is not None:
                 self._nursery.start_soon(self._store_offline_later, button_id, alert)
@@ -827,8 +845,10 @@ class Relay:
         self._escalation_wakeup.set()
 
     async def _store_offline_later(self, button_id: str, alert: Alert) -> None:
+        attempt = 0
         while True:
-            await trio.sleep(ESCALATION_RETRY)
+            attempt += 1
+            await trio.sleep(backoff_delay(attempt, first=ESCALATION_RETRY))
             try:
                 await self.journal.record(alert)
             except JournalError:
@@ -920,6 +940,7 @@ class Relay:
         except JournalError as error:
             # Shown to consoles, not acknowledged: the button keeps retrying.
             self._unstored[alert_id] = decided
+            self._unstored_error = str(error)
             log_event(log, logging.ERROR, f"alert {alert_id} from {session.identity} NOT stored, not "
                       f"acknowledged: {error}", button=session.identity, alert_id=alert_id, decision="no-ack")
             return
@@ -1032,15 +1053,20 @@ class Relay:
                     await self._apply_step(step, level=level)
                 except StaleStep as error:
                     self.escalator.stop(alert_id)
+                    self._escalation_retries.pop(alert_id, None)
                     log.info("not escalating %s: %s", alert_id, error)
                     continue
                 except JournalError as error:
                     # A storage failure must not silence an alert nobody answered: try again.
-                    self.escalator.retry(alert_id, level, trio.current_time() + ESCALATION_RETRY)
+                    attempt = self._escalation_retries.get(alert_id, 0) + 1
+                    self._escalation_retries[alert_id] = attempt
+                    delay = backoff_delay(attempt, first=ESCALATION_RETRY)
+                    self.escalator.retry(alert_id, level, trio.current_time() + delay)
                     log_event(log, logging.ERROR, f"alert {alert_id} reached escalation level {level} but it "
-                              f"could not be recorded ({error}); retrying in {ESCALATION_RETRY:g} s",
+                              f"could not be recorded ({error}); retrying in {delay:.1f} s",
                               alert_id=alert_id, level=level, reason=str(error))
                     continue
+                self._escalation_retries.pop(alert_id, None)
                 log_event(log, logging.WARNING, f"alert {alert_id} escalated to level {level}: not "
                           f"acknowledged within {after:g} s", alert_id=alert_id, level=level)
 
