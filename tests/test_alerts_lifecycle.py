@@ -84,11 +84,20 @@ def test_the_protocol_document_lists_the_same_edges():
     assert note_row, "§8.2 must say that a note is allowed in every state"
 
 
+#: A valid outcome for each closing state (any step closing an alert must carry one).
+CLOSING = {"resolved": {"outcome": "genuine", "category": "harassment"},
+           "false_alarm": {"outcome": "false", "category": "accidental"}}
+
+
+def closing(requested: str) -> dict[str, str]:
+    return CLOSING.get(requested, {})
+
+
 def test_the_table_is_the_documented_path():
     path = ["raised", "acknowledged", "dispatched", "on_scene", "resolved"]
     state = path[0]
     for target in path[1:]:
-        step = transition("a1", state, target, operator="op", at=1, unit="Mobile-7")
+        step = transition("a1", state, target, operator="op", at=1, unit="Mobile-7", **closing(target))
         assert (step.previous, step.state) == (state, target)
         state = step.state
     assert AlertState.RESOLVED in TERMINAL_STATES and AlertState.FALSE_ALARM in TERMINAL_STATES
@@ -101,11 +110,11 @@ def test_the_table_is_the_documented_path():
 def test_every_pair_follows_the_table(current, requested):
     allowed = (current, requested) in EXPECTED_EDGES
     if allowed:
-        step = transition("a1", current, requested, operator="op", at=5, unit="unit-1")
+        step = transition("a1", current, requested, operator="op", at=5, unit="unit-1", **closing(requested))
         assert step.state == requested and step.operator == "op" and step.at == 5
     else:
         with pytest.raises(LifecycleError) as caught:
-            transition("a1", current, requested, operator="op", at=5, unit="unit-1")
+            transition("a1", current, requested, operator="op", at=5, unit="unit-1", **closing(requested))
         message = str(caught.value)
         assert f"from {current} to {requested}" in message
         assert ("is final" in message) or ("it can go to" in message)
@@ -120,6 +129,33 @@ def test_errors_name_what_is_missing():
         transition("a1", "raised", "closed", operator="op", at=1)
     with pytest.raises(LifecycleError, match="needs text"):
         transition("a1", "raised", NOTE, operator="op", at=1, note="  ")
+
+
+@pytest.mark.parametrize(("requested", "fields", "expected"), [
+    ("resolved", {}, "needs an outcome: one of genuine, false, test"),
+    ("false_alarm", {}, "needs an outcome: one of false, test"),
+    ("false_alarm", {"outcome": "genuine", "category": "x"}, "outcome 'genuine' does not fit false_alarm"),
+    ("resolved", {"outcome": "maybe"}, "outcome 'maybe' does not fit resolved"),
+    ("resolved", {"outcome": "false"}, "a false alarm needs its category: one of malicious, accidental"),
+    ("resolved", {"outcome": "false", "category": "bored"}, "not 'bored'"),
+    ("resolved", {"outcome": "genuine", "category": " "}, "needs a category"),
+    ("resolved", {"outcome": "test", "category": "x"}, "a test outcome takes no category"),
+    ("acknowledged", {"outcome": "test"}, "only resolving or marking a false alarm records an outcome"),
+    (NOTE, {"outcome": "test"}, "records no outcome"),
+])
+def test_closing_needs_a_fitting_outcome_and_nothing_else_takes_one(requested, fields, expected):
+    current = "raised" if requested in ("false_alarm", "acknowledged") else "acknowledged"
+    with pytest.raises(LifecycleError, match=re.escape(expected)):
+        transition("a1", current, requested, operator="op", at=1, note="n", **fields)
+
+
+@pytest.mark.parametrize(("requested", "outcome", "category"), [
+    ("resolved", "genuine", "harassment"), ("resolved", "false", "device_fault"), ("resolved", "test", ""),
+    ("false_alarm", "false", "malicious"), ("false_alarm", "test", ""),
+])
+def test_a_fitting_outcome_is_carried_by_the_step(requested, outcome, category):
+    step = transition("a1", "acknowledged", requested, operator="op", at=1, outcome=outcome, category=category)
+    assert (step.state, step.outcome, step.category) == (requested, outcome, category)
 
 
 def test_a_note_keeps_the_state_in_any_state():
@@ -167,7 +203,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         at = len(self.history)
         try:
             step = transition("a1", self.state, requested, operator="op", console="console 127.0.0.1:50412",
-                              at=at, unit=unit)
+                              at=at, unit=unit, **closing(requested))
         except LifecycleError as error:
             assert not legal, f"{self.state} -> {requested} (unit {unit!r}) refused: {error}"
             message = str(error)

@@ -47,9 +47,17 @@ async def test_operators_work_an_alert_and_every_console_sees_each_step(tmp_path
             (desk2, "dispatched", {"unit": "Mobile-4", "note": "two officers"}),
             (desk1, "on_scene", {}),
             (desk2, "note", {"note": "victim safe, suspect left"}),
-            (desk1, "resolved", {}),
+            (desk1, "resolved", {"outcome": "genuine", "category": "harassment", "note": "suspect warned"}),
         ]
         for count, (desk, state, extra) in enumerate(actions, start=1):
+            if state == "resolved":  # closing without an outcome is refused, to that desk only, non-fatally
+                desk.update_alert(alert_id, state)
+                await wait_until(lambda: sum(isinstance(e, Error) for e in seen1) == 2)
+                refused = [e for e in seen1 if isinstance(e, Error)][-1]
+                assert refused.code == "bad-transition" and not refused.fatal
+                assert refused.message == (f"closing alert {alert_id} as resolved needs an outcome: "
+                                           "one of genuine, false, test")
+                assert not any(isinstance(e, Error) for e in seen2)
             desk.update_alert(alert_id, state, **extra)
             await wait_until(lambda n=count: len(steps(seen1)) == n and len(steps(seen2)) == n)
         expected = [
@@ -63,6 +71,10 @@ async def test_operators_work_an_alert_and_every_console_sees_each_step(tmp_path
         updates = [e for e in seen1 if isinstance(e, AlertUpdate)]
         assert [u.cursor for u in updates] == sorted(u.cursor for u in updates)
         assert updates[1].unit == "Mobile-4" and updates[3].note == "victim safe, suspect left"
+        for seen in (seen1, seen2):
+            closed = [e for e in seen if isinstance(e, AlertUpdate)][-1]
+            assert (closed.outcome, closed.category, closed.note) == ("genuine", "harassment", "suspect warned")
+        assert all(u.outcome == "" for u in updates[:-1])
         stored = await relay.journal.get(alert_id)
         assert stored.state == "resolved"
         nursery.cancel_scope.cancel()
@@ -144,7 +156,7 @@ async def test_console_resume_receives_exactly_what_it_missed_in_order(tmp_path)
         await nursery.start(other.run)
         second = await other.press(timeout=5)
         worker.update_alert(second.alert_id, "acknowledged")
-        worker.update_alert(second.alert_id, "resolved")
+        worker.update_alert(second.alert_id, "resolved", outcome="false", category="accidental")
         await trio.sleep(0.3)
         missed = [e for e in await relay.journal.events_since(cursor)]
         assert len(missed) == 4
@@ -166,6 +178,8 @@ async def test_console_resume_receives_exactly_what_it_missed_in_order(tmp_path)
     ]
     assert [e.cursor for e in missed_part] == sorted(e.cursor for e in missed_part)
     assert all(e.cursor > cursor for e in missed_part)
+    replayed_close = [e for e in missed_part if isinstance(e, AlertUpdate) and e.state == "resolved"]
+    assert [(e.outcome, e.category) for e in replayed_close] == [("false", "accidental")]
 
 
 @trio_test

@@ -71,10 +71,10 @@ def test_alert_one_shots_ack_dispatch_resolve_and_refusals(serve, tmp_path):
     assert again.returncode == 1, again.stdout + again.stderr
     assert again.stdout.startswith("REFUSED: ") and "(bad-transition)" in again.stdout
 
-    resolved = pinkrelay_cli("alert", "resolve", first, "--outcome", "genuine", "--note", "suspects gone", *auth)
+    resolved = pinkrelay_cli("alert", "resolve", first, "--outcome", "genuine:harassment", "--note", "suspects gone", *auth)
     assert resolved.returncode == 0, resolved.stdout + resolved.stderr
     bad_outcome = pinkrelay_cli("alert", "resolve", first, "--outcome", "maybe", *auth)
-    assert bad_outcome.returncode == 2 and "--outcome 'maybe': use one of genuine" in bad_outcome.stderr
+    assert bad_outcome.returncode == 2 and "--outcome 'maybe': use one of genuine:CATEGORY" in bad_outcome.stderr
     closed = pinkrelay_cli("alert", "ack", first, *auth)
     assert closed.returncode == 2 and f"no open alert with id {first!r}" in closed.stderr
     no_unit = subprocess.run([*COMMAND, "alert", "dispatch", first, *auth], capture_output=True, text=True)
@@ -86,7 +86,7 @@ def test_alert_one_shots_ack_dispatch_resolve_and_refusals(serve, tmp_path):
     assert steps == [
         ("acknowledged", "duty-officer", "", ""),
         ("dispatched", "duty-officer", "rescue-15-van-7", ""),
-        ("resolved", "duty-officer", "", "outcome: genuine; suspects gone"),
+        ("resolved", "duty-officer", "", "suspects gone"),
     ], shown["events"]
 
 
@@ -101,7 +101,7 @@ def test_console_keys_act_on_the_oldest_open_alert(serve):
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     assert console.stdin is not None
-    for line in ("a", "d rescue-15-van-2", "x", f"a {newer[:13]}", "r all calm", "d"):
+    for line in ("a", "d rescue-15-van-2", "x", f"a {newer[:13]}", "r genuine:harassment all calm", "d"):
         time.sleep(0.8)  # the relay's answer updates the state the next key picks from
         console.stdin.write(line + "\n")
         console.stdin.flush()

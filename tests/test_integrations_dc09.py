@@ -115,7 +115,7 @@ async def test_press_acknowledgement_and_resolve_reach_pysiaalarm(tmp_path, cont
                 console.update_alert(receipt.alert_id, "acknowledged")
                 await wait_until(lambda: relay.integrations.status["arc"].pending == 0
                                  and relay.integrations.status["arc"].delivered == 2, timeout=10)
-                console.update_alert(receipt.alert_id, "resolved")
+                console.update_alert(receipt.alert_id, "resolved", outcome="test")
                 await wait_until(lambda: len(receiver.codes()) == len(expected), timeout=10, what="the resolve")
                 nursery.cancel_scope.cancel()
         finally:
@@ -165,7 +165,7 @@ async def test_the_receiver_down_for_a_while_then_everything_arrives_in_order_on
                 went_down = trio.current_time()
                 console.update_alert(first.alert_id, "acknowledged")
                 await wait_until(lambda: relay.integrations.status["arc"].pending == 1, timeout=5)
-                console.update_alert(first.alert_id, "resolved")
+                console.update_alert(first.alert_id, "resolved", outcome="test")
                 await wait_until(lambda: relay.integrations.status["arc"].pending == 2, timeout=5)
                 started = trio.current_time()
                 await button.press(timeout=5)  # the sink being down does not slow a press

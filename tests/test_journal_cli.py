@@ -49,7 +49,8 @@ async def write_history(journal: SqliteJournal) -> None:
         ("dispatched", 60, {"unit": "rescue-15-van-7"}),
         ("note", 90, {"note": 'caller: two men, one armed, "blue" car'}),
         ("on_scene", 400, {}),
-        ("resolved", 900, {"note": "suspects gone, shopkeeper unhurt"}),
+        ("resolved", 900, {"note": "suspects gone, shopkeeper unhurt", "outcome": "genuine",
+                            "category": "armed-threat"}),
     ]
     for requested, after, fields in steps:
         current = await journal.get(A)
@@ -207,6 +208,7 @@ def test_show_a_repeat_by_unique_prefix_and_as_json(data_dir, capsys):
         ("transition", "resolved", "desk-1 (10.0.0.5:50412)", ""),
     ]
     assert body["events"][-1]["at"] == "2025-10-09T09:15:00.000Z"
+    assert (body["events"][-1]["outcome"], body["events"][-1]["category"]) == ("genuine", "armed-threat")
     cursors = [e["cursor"] for e in body["events"]]
     assert cursors == sorted(cursors)
 
@@ -245,6 +247,8 @@ def test_export_csv_to_a_file(data_dir, capsys, tmp_path):
     assert (a["dispatched_at"], a["unit"]) == ("2025-10-09T09:01:00.000Z", "rescue-15-van-7")
     assert a["on_scene_at"] == "2025-10-09T09:06:40.000Z"
     assert (a["closed_at"], a["closed_by"], a["event_count"]) == ("2025-10-09T09:15:00.000Z", "desk-1", "6")
+    assert (a["outcome"], a["outcome_category"]) == ("genuine", "armed-threat")
+    assert (rows[2]["outcome"], rows[2]["outcome_category"]) == ("", ""), "still open: no outcome yet"
     assert (rows[1]["state"], rows[1]["duplicate_of"], rows[1]["attempt"]) == ("duplicate", A, "2")
     assert rows[2]["site_name"] == "" and rows[2]["acknowledged_at"] == ""
     assert rows[3]["kind"] == "offline"
@@ -265,6 +269,8 @@ def test_export_since_filters_and_json_has_every_event(data_dir, capsys):
     alerts = json.loads(out)["alerts"]
     assert alerts[0]["alert_id"] == A and [e["state"] for e in alerts[0]["events"]] == [
         "raised", "acknowledged", "dispatched", "dispatched", "on_scene", "resolved"]
+    assert (alerts[0]["events"][-1]["outcome"], alerts[0]["events"][-1]["category"]) == ("genuine", "armed-threat")
+    assert alerts[0]["outcome"] == "genuine"
     code, out, _ = run(capsys, "export", "--data-dir", str(data_dir), "--since", "2030-01-01", "--format", "csv")
     assert code == 0 and len(list(csv.reader(io.StringIO(out)))) == 1, "only the header"
 

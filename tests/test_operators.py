@@ -82,7 +82,7 @@ async def test_accounts_sign_in_roles_are_enforced_and_disabling_is_immediate(tm
             refusal = await next_of(operator, Error)
             assert "needs a supervisor" in refusal.message and not refusal.fatal
             await next_of(supervisor, Alert)
-            supervisor.update_alert(receipt.alert_id, "false_alarm")
+            supervisor.update_alert(receipt.alert_id, "false_alarm", outcome="false", category="accidental")
             update = await next_of(supervisor, AlertUpdate)
             assert (update.state, update.operator) == ("false_alarm", "farah")
 

@@ -481,7 +481,12 @@ def test_keys_act_on_the_right_alert(browser, tmp_path):
             page.keyboard.press("a")  # the selected alert, not the more urgent y
             wait_state(page, z, "acknowledged")
             assert journal_state(room, y).state == "raised"
-            page.keyboard.press("r")
+            page.keyboard.press("r")  # asks for the outcome first
+            outcome = card(page, z).locator('select[name="outcome"]')
+            outcome.wait_for()
+            assert page.evaluate("() => document.activeElement.name") == "outcome"
+            outcome.select_option("test")
+            card(page, z).locator('form button[type="submit"]').click()
             wait_state(page, z, "resolved")
             page.keyboard.press("ArrowUp")
             page.keyboard.press("ArrowUp")

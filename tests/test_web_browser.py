@@ -262,9 +262,28 @@ def test_acknowledge_then_resolve_from_the_board(page, room):
     card.locator('button[data-action="acknowledged"]').click()
     page.wait_for_selector(f'li.alert[data-alert-id="{alert_id}"][data-state="acknowledged"]')
     card.locator('button[data-action="resolved"]').click()
+    # Resolving asks how it ended; the form does not go without an outcome.
+    outcome = card.locator('select[name="outcome"]')
+    outcome.wait_for()
+    submit = card.locator('form button[type="submit"]')
+    submit.click()
+    page.wait_for_timeout(300)
+    assert room.call(room.relay.journal.get, alert_id).state == "acknowledged", "no outcome, not sent"
+    assert [o.get_attribute("value") for o in outcome.locator("option").all()] == [
+        "", "genuine", "false:malicious", "false:accidental", "false:device_fault", "test"]
+    outcome.select_option("genuine")
+    category = card.locator('input[name="category"]')
+    assert category.is_visible() and category.get_attribute("required") is not None
+    category.fill("harassment")
+    card.locator('form input[name="note"]').fill("suspect left before police came")
+    submit.click()
     page.wait_for_selector(f'li.alert[data-alert-id="{alert_id}"][data-state="resolved"]')
     stored = room.call(room.relay.journal.get, alert_id)
     assert stored.state == "resolved"
+    closed = [e for e in room.call(room.relay.journal.events_since, 0)
+              if isinstance(e, pinkrelay.AlertUpdate) and e.alert_id == alert_id][-1]
+    assert (closed.outcome, closed.category, closed.note) == ("genuine", "harassment", "suspect left before police came")
+    assert f"resolved (genuine: harassment) by {OPERATOR}" in (card.locator(".alert-history").text_content() or "")
     # The operator may not close it as a false alarm: the server says so on the card.
     other = room.press("kp-test-004")
     other_card = page.locator(f'li.alert[data-alert-id="{other}"]')
@@ -420,6 +439,9 @@ def test_an_unanswered_alert_shows_its_level_then_is_dispatched_on_scene_and_res
         card.locator('button[data-action="on_scene"]').click()
         state_is("on_scene")
         card.locator('button[data-action="resolved"]').click()
+        card.locator('select[name="outcome"]').select_option("false:device_fault")
+        assert card.locator('input[name="category"]').is_hidden(), "a false alarm's category is in the choice"
+        card.locator('form button[type="submit"]').click()
         state_is("resolved")
         assert card.locator(".error:visible").count() == 0
         page.screenshot(path=str(artefacts / "board-dispatched-and-resolved.png"))

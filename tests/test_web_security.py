@@ -393,7 +393,7 @@ async def test_an_operator_cannot_act_as_a_supervisor(tmp_path):
             alerts = (await operator.get("/api/alerts")).json()["alerts"]
             assert [a["alert_id"] for a in alerts] == [alert_id]
 
-            def act(http: httpx.AsyncClient, csrf: str, state: str, **extra: str) -> Any:
+            def act(http: httpx.AsyncClient, csrf: str, state: str, **extra: Any) -> Any:
                 return http.post(f"/api/alerts/{alert_id}/actions", json={"state": state, **extra},
                                  headers={"x-csrf-token": csrf})
 
@@ -411,7 +411,17 @@ async def test_an_operator_cannot_act_as_a_supervisor(tmp_path):
             response = await act(operator, operator_csrf, "note", note="caller says two men near the gate")
             assert response.status_code == 200
             response = await act(supervisor, supervisor_csrf, "false_alarm", note="cleaning staff pressed it")
+            assert response.status_code == 409 and response.json()["error"] == (
+                f"closing alert {alert_id} as false_alarm needs an outcome: one of false, test")
+            response = await act(supervisor, supervisor_csrf, "false_alarm", outcome="false", category="bored")
+            assert response.status_code == 409 and "one of malicious, accidental, device_fault" in response.json()["error"]
+            response = await act(supervisor, supervisor_csrf, "false_alarm", outcome=7)
+            assert response.status_code == 400 and "outcome and category must be strings" in response.json()["error"]
+            response = await act(supervisor, supervisor_csrf, "false_alarm", note="cleaning staff pressed it",
+                                 outcome="false", category="accidental")
             assert response.status_code == 200
+            assert (response.json()["update"]["outcome"], response.json()["update"]["category"]) == (
+                "false", "accidental")
             assert (await relay.journal.get(alert_id)).state == "false_alarm"
             missing = await operator.post("/api/alerts/no-such-alert/actions", json={"state": "acknowledged"},
                                           headers={"x-csrf-token": operator_csrf})

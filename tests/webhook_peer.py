@@ -89,6 +89,6 @@ async def press_acknowledge_resolve(relay: Any, nursery: Any, peer: WebhookPeer)
     receipt = await button.press(timeout=5)
     await wait_until(lambda: len(peer.stored) == 1, timeout=10)
     for count, state in enumerate(("acknowledged", "resolved"), start=2):
-        console.update_alert(receipt.alert_id, state)
+        console.update_alert(receipt.alert_id, state, **({"outcome": "test"} if state == "resolved" else {}))
         await wait_until(lambda n=count: len(peer.stored) == n, timeout=10, what=f"step {state} at the receiver")
     return receipt

@@ -41,10 +41,11 @@ from ..integrations.outbox import SCHEMA as OUTBOX_SCHEMA
 from ..integrations.outbox import queue_outbound
 from ..protocol import Alert, AlertUpdate, Site
 from .lifecycle import OPEN_STATES, AlertState, Step
+from .migrations import CURRENT_VERSION, migrate
 
 log = logging.getLogger("pinkrelay.journal")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = CURRENT_VERSION
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS alerts (
@@ -240,18 +241,19 @@ def _describe_sqlite_error(path: Path, error: BaseException) -> str:
 
 def _events_after(conn: sqlite3.Connection, cursor: int, limit: int) -> list[Alert | AlertUpdate]:
     rows = conn.execute(
-        "SELECT cursor, alert_id, kind, state, level, operator, unit, note, at FROM events "
+        "SELECT cursor, alert_id, kind, state, level, operator, unit, note, at, outcome, category FROM events "
         "WHERE cursor > ? ORDER BY cursor LIMIT ?",
         (cursor, limit),
     ).fetchall()
     out: list[Alert | AlertUpdate] = []
-    for event_cursor, alert_id, kind, state, level, operator, unit, note, at in rows:
+    for event_cursor, alert_id, kind, state, level, operator, unit, note, at, outcome, category in rows:
         if kind in ("raised", "duplicate"):
             row = conn.execute(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
             out.append(replace(_alert_from_row(row), state=state, level=level, cursor=event_cursor))
         else:
             out.append(AlertUpdate(alert_id=alert_id, state=state, operator=operator, note=note,
-                                   unit=unit, at=at, level=level, cursor=event_cursor))
+                                   unit=unit, at=at, level=level, cursor=event_cursor,
+                                   outcome=outcome, category=category))
     return out
 
 
@@ -316,9 +318,7 @@ class SqliteJournal:
             if check != "ok":
                 raise sqlite3.DatabaseError(f"database disk image is malformed ({check})")
             conn.executescript(SCHEMA + OUTBOX_SCHEMA)
-            conn.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
+            migrate(conn)
         except sqlite3.Error as error:
             if conn is not None:
                 conn.close()
@@ -595,10 +595,10 @@ class SqliteJournal:
                 "escalated" if level is not None else "transition"
             )
             cursor = conn.execute(
-                "INSERT INTO events (cursor, alert_id, kind, state, level, operator, console, unit, note, at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO events (cursor, alert_id, kind, state, level, operator, console, unit, note, at, "
+                "outcome, category) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (event_cursor, step.alert_id, kind, step.state, new_level, step.operator, step.console,
-                 step.unit, step.note, step.at),
+                 step.unit, step.note, step.at, step.outcome, step.category),
             ).lastrowid
             queue_outbound(conn, cursor, self.outbound_sinks)
             conn.execute(
@@ -606,7 +606,8 @@ class SqliteJournal:
                 (step.state, new_level, step.at, step.alert_id),
             )
             return AlertUpdate(alert_id=step.alert_id, state=step.state, operator=step.operator,
-                               note=step.note, unit=step.unit, at=step.at, level=new_level, cursor=cursor)
+                               note=step.note, unit=step.unit, at=step.at, level=new_level, cursor=cursor,
+                               outcome=step.outcome, category=step.category)
 
         update = await self._call(work)
         self._outbound_committed()

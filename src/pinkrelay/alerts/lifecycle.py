@@ -55,6 +55,19 @@ NOTE = "note"
 #: Transitions that need more than who and when.
 REQUIRES_UNIT = frozenset({AlertState.DISPATCHED})
 
+#: How an alert ended. Police withdraw response from sites with repeated false
+#: calls, so closing an alert must say which it was: ``genuine`` (with a free
+#: category such as ``harassment``), ``false`` (with one of FALSE_CATEGORIES)
+#: or ``test``.
+OUTCOMES = ("genuine", "false", "test")
+FALSE_CATEGORIES = ("malicious", "accidental", "device_fault")
+
+#: Closing transitions, each with the outcomes it accepts.
+REQUIRES_OUTCOME: dict[AlertState, tuple[str, ...]] = {
+    AlertState.RESOLVED: OUTCOMES,
+    AlertState.FALSE_ALARM: ("false", "test"),
+}
+
 
 class LifecycleError(StateError):
     """An operator asked for a transition the lifecycle does not allow."""
@@ -74,6 +87,30 @@ class Step:
     at: int
     unit: str = ""
     note: str = ""
+    outcome: str = ""
+    category: str = ""
+
+
+def check_outcome(alert_id: str, target: AlertState, outcome: str, category: str) -> None:
+    """Refuse a closing step without a valid outcome, or an outcome on any other step."""
+    accepted = REQUIRES_OUTCOME.get(target)
+    if accepted is None:
+        if outcome or category:
+            raise LifecycleError(f"only resolving or marking a false alarm records an outcome, "
+                                 f"not moving alert {alert_id} to {target.value}")
+        return
+    if not outcome:
+        raise LifecycleError(
+            f"closing alert {alert_id} as {target.value} needs an outcome: one of {', '.join(accepted)}")
+    if outcome not in accepted:
+        raise LifecycleError(f"outcome {outcome!r} does not fit {target.value}; one of {', '.join(accepted)}")
+    if outcome == "false" and category not in FALSE_CATEGORIES:
+        raise LifecycleError(f"a false alarm needs its category: one of {', '.join(FALSE_CATEGORIES)}"
+                             + (f", not {category!r}" if category else ""))
+    if outcome == "genuine" and not category.strip():
+        raise LifecycleError(f"a genuine outcome for alert {alert_id} needs a category (e.g. harassment)")
+    if outcome == "test" and category:
+        raise LifecycleError(f"a test outcome takes no category (got {category!r})")
 
 
 def transition(
@@ -86,6 +123,8 @@ def transition(
     at: int,
     unit: str = "",
     note: str = "",
+    outcome: str = "",
+    category: str = "",
 ) -> Step:
     """Check an operator's request against the table; return the step to record."""
     try:
@@ -93,6 +132,8 @@ def transition(
     except ValueError:
         raise LifecycleError(f"alert {alert_id} is in unknown state {current!r}") from None
     if requested == NOTE:
+        if outcome or category:
+            raise LifecycleError(f"a note on alert {alert_id} records no outcome; resolve it instead")
         if not note.strip():
             raise LifecycleError(f"a note on alert {alert_id} needs text")
         return Step(alert_id=alert_id, previous=current, state=current, operator=operator,
@@ -114,10 +155,11 @@ def transition(
         )
     if target in REQUIRES_UNIT and not unit.strip():
         raise LifecycleError(f"dispatching alert {alert_id} needs the unit or team sent")
+    check_outcome(alert_id, target, outcome, category)
     if not operator:
         raise LifecycleError(f"a change to alert {alert_id} must name the operator")
     return Step(alert_id=alert_id, previous=current, state=target.value, operator=operator,
-                console=console, at=at, unit=unit, note=note)
+                console=console, at=at, unit=unit, note=note, outcome=outcome, category=category)
 
 
 def is_open(state: str) -> bool:

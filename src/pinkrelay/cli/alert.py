@@ -20,6 +20,8 @@ from typing import Any
 
 import trio
 
+from ..alerts.lifecycle import FALSE_CATEGORIES
+from ..alerts.lifecycle import OUTCOMES as OUTCOME_KINDS
 from ..clients import ConsoleClient
 from ..logs import setup_logging
 from ..protocol import Alert, AlertUpdate, Error
@@ -38,8 +40,8 @@ from .common import (
 SNAPSHOT_WAIT = 0.5
 #: Seconds to wait for the relay to record or refuse the step.
 ANSWER_TIMEOUT = 10.0
-#: What ``resolve --outcome`` takes until outcomes are their own protocol field (issue 13).
-OUTCOMES = ("genuine", "false:malicious", "false:accidental", "false:device-fault", "test")
+#: What ``--outcome`` takes: the lifecycle's outcomes, a category after a colon.
+OUTCOMES = ("genuine:CATEGORY", *(f"false:{c.replace('_', '-')}" for c in FALSE_CATEGORIES), "test")
 OPEN_STATES = ("raised", "acknowledged", "dispatched", "on_scene")
 
 
@@ -50,6 +52,7 @@ class Action:
     word: str
     state: str
     needs_unit: bool = False
+    needs_outcome: bool = False
 
 
 ACTIONS = {
@@ -57,19 +60,20 @@ ACTIONS = {
     for action in (
         Action("ack", "acknowledged"),
         Action("dispatch", "dispatched", needs_unit=True),
-        Action("resolve", "resolved"),
-        Action("false-alarm", "false_alarm"),
+        Action("resolve", "resolved", needs_outcome=True),
+        Action("false-alarm", "false_alarm", needs_outcome=True),
     )
 }
 
 
-def outcome_note(outcome: str | None, note: str) -> str:
-    """The note a resolve sends: the outcome first, so it is in the journal with the step."""
-    if outcome is None:
-        return note
-    if outcome not in OUTCOMES and not outcome.startswith("genuine:"):
-        raise CommandError(f"--outcome {outcome!r}: use one of {', '.join(OUTCOMES)} or genuine:CATEGORY")
-    return f"outcome: {outcome}" + (f"; {note}" if note else "")
+def parse_outcome(text: str) -> tuple[str, str]:
+    """``genuine:harassment``, ``false:device-fault`` or ``test`` as the (outcome, category) sent."""
+    outcome, _, category = text.partition(":")
+    category = category.replace("-", "_") if outcome == "false" else category
+    if outcome not in OUTCOME_KINDS or (outcome == "false" and category not in FALSE_CATEGORIES) \
+            or (outcome == "genuine" and not category) or (outcome == "test" and category):
+        raise CommandError(f"--outcome {text!r}: use one of {', '.join(OUTCOMES)}")
+    return outcome, category
 
 
 def match_alert(alerts: dict[str, Alert], prefix: str) -> Alert:
@@ -107,10 +111,9 @@ def add_parser(subparsers: Any) -> None:
         sub.add_argument("--note", default="", metavar="TEXT", help="text recorded with the step")
         if action.needs_unit:
             sub.add_argument("--unit", required=True, metavar="UNIT", help="the unit or team sent")
-        if action.word == "resolve":
-            sub.add_argument("--outcome", metavar="OUTCOME",
-                             help=f"how it ended: {', '.join(OUTCOMES)} or genuine:CATEGORY "
-                                  "(recorded at the start of the note)")
+        if action.needs_outcome:
+            sub.add_argument("--outcome", required=True, metavar="OUTCOME",
+                             help=f"how it ended (required): {', '.join(OUTCOMES)}")
     parser.set_defaults(handler=run)
 
 
@@ -123,7 +126,7 @@ async def _main(args: argparse.Namespace) -> int:
     from .console import read_token
 
     action = ACTIONS[args.action]
-    note = outcome_note(getattr(args, "outcome", None), args.note)
+    outcome, category = parse_outcome(args.outcome) if action.needs_outcome else ("", "")
     relay = relay_address(args.relay)
     client = ConsoleClient(relay, args.operator, read_token(args.token_file, args.operator, data_dir=args.data_dir),
                            reconnect=False,
@@ -153,7 +156,8 @@ async def _main(args: argparse.Namespace) -> int:
             await say_goodbye([client.link], "nothing to do")
             nursery.cancel_scope.cancel()
             raise
-        client.update_alert(target.alert_id, action.state, note=note, unit=getattr(args, "unit", ""))
+        client.update_alert(target.alert_id, action.state, note=args.note, unit=getattr(args, "unit", ""),
+                            outcome=outcome, category=category)
         sent.set()
         with trio.move_on_after(ANSWER_TIMEOUT):
             while not answer:

@@ -48,12 +48,15 @@ ALERT_COLUMNS = (
     "alert_id", "button", "kind", "pressed_at", "received_at", "attempt", "state", "level",
     "duplicate_of", "site", "cursor", "updated_at",
 )
-EVENT_COLUMNS = ("cursor", "alert_id", "kind", "state", "level", "operator", "console", "unit", "note", "at")
+EVENT_COLUMNS = ("cursor", "alert_id", "kind", "state", "level", "operator", "console", "unit", "note", "at",
+                 "outcome", "category")
+#: Event columns a journal from before outcomes (schema 1) lacks; read as "" (alerts/migrations.py).
+LATER_EVENT_COLUMNS = ("outcome", "category")
 EXPORT_FIELDS = (
     "alert_id", "kind", "state", "level", "button", "site_name", "site_kind", "site_address",
     "site_district", "latitude", "longitude", "pressed_at", "received_at", "attempt", "duplicate_of",
     "acknowledged_at", "acknowledged_by", "dispatched_at", "unit", "on_scene_at", "closed_at", "closed_by",
-    "last_change_at", "event_count", "cursor",
+    "last_change_at", "event_count", "cursor", "outcome", "outcome_category",
 )
 
 
@@ -192,6 +195,12 @@ def _alert(row: Sequence[Any]) -> dict[str, Any]:
     return alert
 
 
+def event_select(conn: sqlite3.Connection) -> str:
+    """The event columns to SELECT; a journal no newer relay has opened yet reads its missing ones as ''."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+    return ", ".join(f"'' AS {c}" if c in LATER_EVENT_COLUMNS and c not in present else c for c in EVENT_COLUMNS)
+
+
 def _event(row: Sequence[Any]) -> dict[str, Any]:
     return dict(zip(EVENT_COLUMNS, row, strict=True))
 
@@ -244,7 +253,7 @@ def find_alert(conn: sqlite3.Connection, alert_id: str, path: Path) -> dict[str,
 
 
 def history(conn: sqlite3.Connection, alert_id: str) -> list[dict[str, Any]]:
-    rows = conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE alert_id = ? ORDER BY cursor",
+    rows = conn.execute(f"SELECT {event_select(conn)} FROM events WHERE alert_id = ? ORDER BY cursor",
                         (alert_id,)).fetchall()
     return [_event(row) for row in rows]
 
@@ -315,7 +324,7 @@ def summary(alert: dict[str, Any], events: list[dict[str, Any]]) -> dict[str, An
         "attempt": alert["attempt"], "duplicate_of": alert["duplicate_of"],
         "acknowledged_at": "", "acknowledged_by": "", "dispatched_at": "", "unit": "", "on_scene_at": "",
         "closed_at": "", "closed_by": "", "last_change_at": iso_utc(alert["updated_at"]),
-        "event_count": len(events), "cursor": alert["cursor"],
+        "event_count": len(events), "cursor": alert["cursor"], "outcome": "", "outcome_category": "",
     }
     for event in events:
         if event["kind"] != "transition":
@@ -329,6 +338,7 @@ def summary(alert: dict[str, Any], events: list[dict[str, Any]]) -> dict[str, An
             row["on_scene_at"] = iso_utc(event["at"])
         elif state in ("resolved", "false_alarm"):
             row["closed_at"], row["closed_by"] = iso_utc(event["at"]), event["operator"]
+            row["outcome"], row["outcome_category"] = event["outcome"], event["category"]
     return row
 
 
@@ -424,7 +434,7 @@ def do_export(args: argparse.Namespace, path: Path) -> int:
         events: dict[str, list[dict[str, Any]]] = {alert["alert_id"]: [] for alert in alerts}
         if alerts:
             first_cursor = min(alert["cursor"] for alert in alerts)
-            for row in conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE cursor >= ? "
+            for row in conn.execute(f"SELECT {event_select(conn)} FROM events WHERE cursor >= ? "
                                     "ORDER BY cursor", (first_cursor,)):
                 event = _event(row)
                 if event["alert_id"] in events:

@@ -7,8 +7,9 @@ oldest open alert it applies to, the one a hurried operator means:
 
     a [ID]               acknowledge (default: the oldest unacknowledged alert)
     d UNIT [ID]          dispatch UNIT (default: the oldest acknowledged alert, else unacknowledged)
-    r [ID] [NOTE...]     resolve (default: the oldest open alert)
-    f [ID] [NOTE...]     close as a false alarm (supervisors only)
+    r [ID] OUTCOME [NOTE...]  resolve (default: the oldest open alert); OUTCOME as for
+                         ``pinkrelay alert resolve --outcome``: genuine:CATEGORY, false:accidental...
+    f [ID] OUTCOME [NOTE...]  close as a false alarm (supervisors only): false:CATEGORY or test
     l                    list the open alerts
     h                    this help
 
@@ -26,7 +27,7 @@ from typing import Any
 import trio
 
 from ..protocol import Alert
-from .alert import ACTIONS, OPEN_STATES, match_alert
+from .alert import ACTIONS, OPEN_STATES, match_alert, parse_outcome
 from .common import CommandError, Output
 
 KEYS = {"a": "ack", "d": "dispatch", "r": "resolve", "f": "false-alarm"}
@@ -37,8 +38,9 @@ DEFAULT_FROM: dict[str, tuple[tuple[str, ...], ...]] = {
     "resolve": (OPEN_STATES,),
     "false-alarm": (OPEN_STATES,),
 }
-HELP = ("keys (then Enter): a [ID] acknowledge, d UNIT [ID] dispatch, r [ID] [NOTE] resolve, "
-        "f [ID] [NOTE] false alarm, l list open alerts, h help; without ID: the oldest open alert")
+HELP = ("keys (then Enter): a [ID] acknowledge, d UNIT [ID] dispatch, r [ID] OUTCOME [NOTE] resolve, "
+        "f [ID] OUTCOME [NOTE] false alarm (OUTCOME: genuine:CATEGORY, false:malicious|accidental|device-fault, "
+        "test), l list open alerts, h help; without ID: the oldest open alert")
 
 
 class ConsoleKeys:
@@ -77,8 +79,14 @@ class ConsoleKeys:
         target = self._pick(word, rest[0]) if rest and self._is_alert(rest[0]) else self._pick(word, None)
         if rest and self._is_alert(rest[0]):
             rest = rest[1:]
+        outcome = category = ""
+        if action.needs_outcome:
+            if not rest:
+                raise CommandError(f"{word} needs an outcome, e.g. 'r genuine:harassment all calm' or 'r test'")
+            outcome, category = parse_outcome(rest[0])
+            rest = rest[1:]
         note = " ".join(rest)
-        self.send(target.alert_id, action.state, note=note, unit=unit)
+        self.send(target.alert_id, action.state, note=note, unit=unit, outcome=outcome, category=category)
         self.out.say(f"sent: {action.state} for alert {target.alert_id} ({target.button})")
 
     def _is_alert(self, word: str) -> bool:

@@ -164,12 +164,14 @@ class ConsoleClient:
         if link is not None:
             link.send(KeyframeRequest(button=button))
 
-    def update_alert(self, alert_id: str, state: str, *, note: str = "", unit: str = "") -> None:
-        """Ask the relay to move an alert along its lifecycle (acknowledge, dispatch...)."""
+    def update_alert(self, alert_id: str, state: str, *, note: str = "", unit: str = "",
+                     outcome: str = "", category: str = "") -> None:
+        """Ask the relay to move an alert along its lifecycle (acknowledge, dispatch, resolve with an outcome...)."""
         link = self._link()
         if link is None:
             raise ConnectionError("not connected to the relay; the action was not sent")
-        link.send(AlertUpdate(alert_id=alert_id, state=state, operator=self.operator, note=note, unit=unit))
+        link.send(AlertUpdate(alert_id=alert_id, state=state, operator=self.operator, note=note, unit=unit,
+                              outcome=outcome, category=category))
 
     def close(self, reason: str = "console closed") -> None:
         self.reconnect = False

@@ -294,6 +294,7 @@ class AlertUpdate(Event):
     """A lifecycle step: a console asks for it, the relay broadcasts it once recorded."""
 
     frame_type: ClassVar[int] = FrameType.ALERT_UPDATE
+    omit_when_empty: ClassVar[tuple[str, ...]] = ("outcome", "category")
     alert_id: str
     state: str
     operator: str = ""
@@ -302,10 +303,14 @@ class AlertUpdate(Event):
     at: int = 0
     level: int = 0
     cursor: int = 0
+    outcome: str = ""
+    category: str = ""
 
     def __post_init__(self) -> None:
         _check_id("alert_id", self.alert_id)
         _check_id("state", self.state)
+        _check_id("outcome", self.outcome, allow_empty=True)
+        _check_id("category", self.category, allow_empty=True)
         _check_id("operator", self.operator, allow_empty=True)
         _check_text("note", self.note)
         _check_id("unit", self.unit, allow_empty=True)

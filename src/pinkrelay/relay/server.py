@@ -781,8 +781,10 @@ class Relay:
             for state in ([target, AlertState.RESOLVED] if target == AlertState.ACKNOWLEDGED else [target]):
                 current = await self.journal.get(alert_id)
                 assert current is not None
+                closing = state == AlertState.RESOLVED
                 step = transition(alert_id, current.state, state, operator="relay", at=wall_us(),
-                                  note="button back online")
+                                  note="button back online", outcome="false" if closing else "",
+                                  category="device_fault" if closing else "")
                 await self._apply_step(step)
         except (JournalError, LifecycleError) as error:
             log.error("could not resolve offline alert %s: %s", alert_id, error)
@@ -974,6 +976,8 @@ class Relay:
                 unit=update.unit,
                 note=update.note,
                 room=session.recipient.room,
+                outcome=update.outcome,
+                category=update.category,
             )
         except (LifecycleError, JournalError) as error:
             code = error.code if isinstance(getattr(error, "code", None), str) else "journal"
@@ -990,6 +994,8 @@ class Relay:
         unit: str = "",
         note: str = "",
         room: str = DEFAULT_ROOM,
+        outcome: str = "",
+        category: str = "",
     ) -> AlertUpdate:
         """An operator acts on an alert: check role, room and lifecycle, record it, tell the consoles.
 
@@ -1011,7 +1017,8 @@ class Relay:
                     f"{room!r}; it reaches room {room!r} only if it is escalated to it"
                 )
             step = transition(
-                alert_id, alert.state, state, operator=operator, console=console, at=wall_us(), unit=unit, note=note
+                alert_id, alert.state, state, operator=operator, console=console, at=wall_us(), unit=unit, note=note,
+                outcome=outcome, category=category,
             )
             recorded = await self._apply_step(step)
         except (LifecycleError, JournalError) as error:

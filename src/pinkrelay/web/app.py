@@ -149,6 +149,8 @@ def update_json(update: AlertUpdate) -> dict[str, Any]:
         "at": update.at,
         "level": update.level,
         "cursor": update.cursor,
+        "outcome": update.outcome,
+        "category": update.category,
     }
 
 
@@ -619,8 +621,9 @@ class ControlRoom:
         if not isinstance(body, dict):
             return await self._json(request, 400, {"error": "the body must be a JSON object"})
         state, unit, note = body.get("state"), body.get("unit", ""), body.get("note", "")
-        if not all(isinstance(v, str) for v in (state, unit, note)):
-            return await self._json(request, 400, {"error": "state, unit and note must be strings"})
+        outcome, category = body.get("outcome", ""), body.get("category", "")
+        if not all(isinstance(v, str) for v in (state, unit, note, outcome, category)):
+            return await self._json(request, 400, {"error": "state, unit, note, outcome and category must be strings"})
         if len(unit) > 64 or _CONTROL_CHARS.search(unit) or len(note) > 1024 or len(state) > 64:
             return await self._json(request, 400, {"error": "unit: at most 64 characters on one line; "
                                                             "note: at most 1024 characters"})
@@ -636,6 +639,7 @@ class ControlRoom:
             update = await self.relay.act_on_alert(
                 alert_id=alert_id, state=state, operator=session.operator, role=session.role,
                 console=f"web {request.remote}", unit=unit.strip(), note=note.strip(), room=session.room,
+                outcome=outcome.strip(), category=category.strip(),
             )
         except LifecycleError as error:
             return await self._json(request, 409, {"error": str(error)})

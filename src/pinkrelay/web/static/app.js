@@ -39,13 +39,13 @@ function stateOf(button) {
   return room.buttonStates.get(button) || "offline";
 }
 
-async function act(alertId, state, unit, note) {
+async function act(alertId, state, unit, note, outcome = {}) {
   let response;
   try {
     response = await fetch(`/api/alerts/${encodeURIComponent(alertId)}/actions`, {
       method: "POST",
       headers: { "content-type": "application/json", "x-csrf-token": room.csrf },
-      body: JSON.stringify({ state, unit, note }),
+      body: JSON.stringify({ state, unit, note, ...outcome }),
     });
   } catch (error) {
     return { ok: false, error: "The relay did not answer; the action was not recorded. Try again." };

@@ -22,6 +22,17 @@ const ACTION_LABEL = {
   resolved: "Resolve",
   false_alarm: "False alarm",
 };
+
+// Outcomes a closing step may record (alerts/lifecycle.py); "false:<category>" carries the category.
+const FALSE_OUTCOMES = [
+  ["false:malicious", "False: malicious"],
+  ["false:accidental", "False: accidental"],
+  ["false:device_fault", "False: device fault"],
+];
+const OUTCOME_CHOICES = {
+  resolved: [["genuine", "Genuine"], ...FALSE_OUTCOMES, ["test", "Test"]],
+  false_alarm: [...FALSE_OUTCOMES, ["test", "Test"]],
+};
 const STATE_LABEL = {
   raised: "raised",
   acknowledged: "acknowledged",
@@ -239,11 +250,12 @@ export class Board {
         if (u.operator === "relay" && u.state === "raised" && u.level) { // the relay's escalation step
           return el("li", "escalation", `${clockTime(u.at)} ${u.note || `escalated to level ${u.level}`}`);
         }
-        const what = u.state === alert.state && u.note && !u.unit ? "note" : STATE_LABEL[u.state] || u.state;
+        const what = u.state === alert.state && u.note && !u.unit && !u.outcome ? "note" : STATE_LABEL[u.state] || u.state;
         const by = u.operator ? ` by ${u.operator}` : "";
         const unit = u.unit ? `, unit ${u.unit}` : "";
         const note = u.note ? `: “${u.note}”` : "";
-        return el("li", "", `${clockTime(u.at)} ${what}${by}${unit}${note}`);
+        const outcome = u.outcome ? ` (${[u.outcome, u.category].filter(Boolean).join(": ").replace("_", " ")})` : "";
+        return el("li", "", `${clockTime(u.at)} ${what}${outcome}${by}${unit}${note}`);
       }),
     );
     if (item.shownState !== alert.state) {
@@ -280,7 +292,9 @@ export class Board {
       }
       button.addEventListener("click", () => {
         if (state === "dispatched") this.showForm(item, "dispatched");
-        else this.send(item, state, "", "");
+        else if (state in OUTCOME_CHOICES && (state !== "false_alarm" || this.role === "supervisor")) {
+          this.showOutcomeForm(item, state);
+        } else this.send(item, state, "", "");
       });
       buttons.push(button);
     }
@@ -331,9 +345,50 @@ export class Board {
     (unit || note).focus();
   }
 
-  async send(item, state, unit, note) {
+  // Closing an alert records how it ended (genuine, false, test): the relay refuses it otherwise.
+  showOutcomeForm(item, state) {
+    const form = item.form;
+    const outcome = el("select");
+    outcome.name = "outcome";
+    outcome.required = true;
+    const blank = el("option", "", "How did it end?");
+    blank.value = "";
+    outcome.append(blank, ...OUTCOME_CHOICES[state].map(([value, label]) => {
+      const option = el("option", "", label);
+      option.value = value;
+      return option;
+    }));
+    const category = el("input");
+    category.name = "category";
+    category.placeholder = "Category (e.g. harassment)";
+    category.maxLength = 64;
+    category.hidden = true;
+    outcome.addEventListener("change", () => {
+      category.hidden = outcome.value !== "genuine";
+      category.required = outcome.value === "genuine";
+    });
+    const note = el("input");
+    note.name = "note";
+    note.placeholder = "Notes (optional)";
+    note.maxLength = 1024;
+    const submit = el("button", "primary", ACTION_LABEL[state]);
+    submit.type = "submit";
+    const cancel = el("button", "", "Cancel");
+    cancel.type = "button";
+    cancel.addEventListener("click", () => { form.hidden = true; });
+    form.replaceChildren(outcome, category, note, submit, cancel);
+    form.onsubmit = (event) => {
+      event.preventDefault();
+      const [kind, falseCategory] = outcome.value.split(":");
+      this.send(item, state, "", note.value, { outcome: kind, category: falseCategory || category.value });
+    };
+    form.hidden = false;
+    outcome.focus();
+  }
+
+  async send(item, state, unit, note, outcome = {}) {
     item.error.hidden = true;
-    const result = await this.act(item.alert.alert_id, state, unit, note);
+    const result = await this.act(item.alert.alert_id, state, unit, note, outcome);
     if (result.ok) {
       item.form.hidden = true;
       return;
