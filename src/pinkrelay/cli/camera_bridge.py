@@ -16,7 +16,11 @@ Presses (``--press-on``, repeatable):
   shows the camera, the relay link and the failure counters;
 * ``file:PATH``: each line read from PATH is a press: a serial line (a
   character device such as /dev/ttyUSB0 sending a line per press), a FIFO,
-  or a GPIO input exported as a character stream.
+  or a GPIO input exported as a character stream;
+* ``onvif:URL``: the camera's own ONVIF events (``URL`` is its device
+  service, ``http://USER:PASS@HOST/onvif/device_service``; ``#TOKEN`` keeps
+  one digital input): a ``tns1:Device/Trigger/DigitalInput`` turning on is a
+  press (pinkrelay.integrations.onvif).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import h11
 import trio
 
 from ..clients import ButtonClient
+from ..integrations.onvif import OnvifPresses, OnvifTarget
 from ..logs import setup_logging
 from ..media import MediaError, RtspSource, SourceUnavailable, UnsupportedStream
 from ..tls import ClientTls
@@ -63,7 +68,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--rtsp", required=True, metavar="URL", help="the camera's RTSP URL (H.264)")
     parser.add_argument("--id", required=True, metavar="ID", help="the camera's button id in the registry")
     parser.add_argument("--secret-file", required=True, metavar="FILE", help="file holding its secret")
-    parser.add_argument("--press-on", action="append", default=[], metavar="http:HOST:PORT|file:PATH",
+    parser.add_argument("--press-on", action="append", default=[], metavar="http:HOST:PORT|file:PATH|onvif:URL",
                         help="where presses come from (repeatable)")
     parser.add_argument("--retry-max", type=positive_float, default=30.0, metavar="S",
                         help="longest wait between attempts to reach the camera (default 30)")
@@ -82,9 +87,15 @@ def parse_press_inputs(specs: list[str]) -> list[tuple[str, Any]]:
             inputs.append(("http", (match["host"].strip("[]"), int(match["port"]))))
         elif spec.startswith("file:") and len(spec) > 5:
             inputs.append(("file", Path(spec[5:])))
+        elif spec.startswith("onvif:"):
+            try:
+                inputs.append(("onvif", OnvifTarget.parse(spec[6:])))
+            except ValueError as error:
+                raise CommandError(f"--press-on {spec!r}: {error}") from None
         else:
-            raise CommandError(f"--press-on {spec!r}: use http:HOST:PORT (e.g. http:127.0.0.1:8081) "
-                               "or file:PATH (e.g. file:/dev/ttyUSB0)")
+            raise CommandError(f"--press-on {spec!r}: use http:HOST:PORT (e.g. http:127.0.0.1:8081), "
+                               "file:PATH (e.g. file:/dev/ttyUSB0) or onvif:URL (e.g. "
+                               "onvif:http://user:pass@192.0.2.64/onvif/device_service#DigitalInput1)")
     return inputs
 
 
@@ -116,10 +127,16 @@ class CameraBridge:
             for kind, where in self.press_inputs:
                 if kind == "http":
                     self.http_addresses.append(await nursery.start(self._serve_http, where))
+                elif kind == "onvif":
+                    nursery.start_soon(OnvifPresses(where, self.press, counters=self.counters,
+                                                    on_error=self._input_failed).run)
                 else:
                     nursery.start_soon(self._read_press_lines, where)
             nursery.start_soon(self._camera_loop)
             task_status.started(self)
+
+    def _input_failed(self, reason: str) -> None:
+        self.last_error = reason
 
     def status(self) -> dict[str, Any]:
         """What ``GET /status`` answers: the camera, the relay link, the counters and the last error."""
