@@ -9,7 +9,7 @@ console watching it, are not disturbed.
 from __future__ import annotations
 
 import pytest
-import trio
+
 from trio.testing import trio_test
 
 from pinkrelay.media import encode_clip

@@ -246,14 +246,14 @@ def _events_after(conn: sqlite3.Connection, cursor: int, limit: int) -> list[Ale
         (cursor, limit),
     ).fetchall()
     out: list[Alert | AlertUpdate] = []
-    for event_cursor, alert_id, kind, state, level, operator, unit, note, at, outcome, category in rows:
+    for event_cursor, alert_id, kind, state, level, operator, unit, note, at, step_outcome, category in rows:
         if kind in ("raised", "duplicate"):
             row = conn.execute(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
             out.append(replace(_alert_from_row(row), state=state, level=level, cursor=event_cursor))
         else:
             out.append(AlertUpdate(alert_id=alert_id, state=state, operator=operator, note=note,
                                    unit=unit, at=at, level=level, cursor=event_cursor,
-                                   outcome=outcome, category=category))
+                                   outcome=step_outcome, category=category))
     return out
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import trio
 
-from .._core import Lane, deliver, encode_frame, recv_some
+from .._core import Lane, deliver, encode_frame
 from ..config import Address, RelayConfig
 from ..errors import AuthenticationFailed, ConfigError, ProtocolError
 from ..logs import event as log_event
