@@ -596,4 +596,7 @@ def test_simulate_flags_and_its_reconnect_and_error_events_across_a_relay_restar
     assert steady, events
     # 40 kb/s of video plus ~44 kb/s of Opus; the default 250k would give ~90 kb/s of video
     # even at this size (the test pattern needs no more), so the flag is what keeps it low.
-    assert all(60 <= e["kbps"] <= 115 for e in steady), steady
+    # One window can swing by a third (the encoder's rate control evens out over a GOP, and a
+    # loaded machine shifts frames between windows), so the claim is about the median window.
+    rates = sorted(e["kbps"] for e in steady)
+    assert 60 <= rates[len(rates) // 2] <= 115, steady
