@@ -13,7 +13,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
-	PINKRELAY_PUREPYTHON=1 $(PY) -m pytest -q -p no:cacheprovider -m "not compiled_only" tests
+	PINKRELAY_PUREPYTHON=1 $(PY) -m pytest -q -p no:cacheprovider -m "not compiled_only and not core_independent" tests
 
 bench: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider benchmarks --benchmark-only --benchmark-columns=min,median,ops --benchmark-sort=name
