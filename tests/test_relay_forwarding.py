@@ -38,7 +38,7 @@ from relay_helpers import (
     stream_clip,
 )
 
-#: The relay's limit (server.KEYFRAME_REQUEST_INTERVAL), as documented in §9.2.
+#: The relay's limit (relay/media_desk.py, KEYFRAME_REQUEST_INTERVAL), as documented in §9.2.
 INTERVAL = 0.5
 
 

@@ -52,7 +52,7 @@ from ..integrations.cap import CONTENT_TYPE as CAP_CONTENT_TYPE
 from ..integrations.cap import alert_cap
 from ..logs import event as log_event
 from ..protocol import Alert, AlertUpdate, ButtonState, Site
-from ..relay.server import SUPERVISOR_ONLY
+from ..relay.alert_desk import SUPERVISOR_ONLY
 from .auth import (
     MAX_NAME_LENGTH,
     MAX_SECRET_LENGTH,

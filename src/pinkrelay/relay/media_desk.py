@@ -1,0 +1,186 @@
+"""Media: track ids, streams and watchers, bitrate limits, subscriptions, keyframe requests.
+
+The hub (hub.py) moves the messages; this desk decides which track ids a
+button uses, which console watches which button, what a late joiner gets
+first, and reports what slow consoles lost.
+
+A part of ``Relay`` (server.py), which is composed of these desks; they
+share its state, set up in ``Relay.__init__``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+
+from ..errors import ProtocolError
+from ..logs import event as log_event
+from ..outbox import Outbox
+from ..protocol import (
+    Error,
+    KeyframeRequest,
+    StreamDescription,
+    Subscribed,
+)
+from .limits import MediaRate, Verdict
+from .sessions import ButtonSession, ConsoleSession, Session
+
+log = logging.getLogger("pinkrelay.relay")
+
+KEYFRAME_REQUEST_INTERVAL = 0.5
+
+DROP_REPORT_INTERVAL = 5.0
+
+#: What ``Relay.traffic()`` counts.
+TRAFFIC_KEYS = ("media_messages_in", "media_bytes_in", "bytes_out", "dropped_video", "dropped_audio")
+
+
+class MediaDesk:
+    """Media: track ids, streams and watchers, bitrate limits, subscriptions, keyframe requests."""
+
+    def _track_block(self, button_id: str) -> tuple[int, ...]:
+        """Relay-wide track ids for a button, the same for the relay's whole life."""
+        block = self._track_blocks.get(button_id)
+        if block is None:
+            size = self.config.max_tracks
+            if self._next_track + size - 1 > 0xFFFF:
+                raise ProtocolError("the relay has no track ids left; restart it or lower max_tracks", code="capacity")
+            block = tuple(range(self._next_track, self._next_track + size))
+            self._next_track += size
+            self._track_blocks[button_id] = block
+        return block
+
+    def _media_sink(self, session: ButtonSession, stream: Any) -> Any:
+        """Where a button's media messages go: the hub, through its bitrate limit when one is set."""
+        publish = self.hub.publish
+        if not self.config.max_button_bitrate:
+            return lambda message: publish(stream, message)
+        rate = MediaRate(self.config.max_button_bitrate, close_after=self.config.media_overrun_close,
+                         now=trio.current_time())
+        limit = f"max_button_bitrate {self.config.max_button_bitrate} bit/s"
+
+        def sink(message: Any) -> None:
+            now = trio.current_time()
+            verdict = rate.offer(message.wire_size, now)
+            if verdict is Verdict.PASS:
+                publish(stream, message)
+                return
+            self.counters["media_over_bitrate"] += 1
+            if verdict is Verdict.CLOSE:
+                self.counters["closed_over_bitrate"] += 1
+                error = ProtocolError(f"media above {limit} for {self.config.media_overrun_close:g} s "
+                                      f"(button {session.identity}); connection closed", code="limit")
+                log_event(log, logging.WARNING, f"closing button {session.identity} ({session.peer}): {error}",
+                          decision="disconnect", button=session.identity, reason="bitrate")
+                session.refuse(error)
+                return
+            held = self.admission.logs.due((session.identity, "bitrate"), now)
+            if held is not None:
+                log_event(log, logging.WARNING, f"button {session.identity} sends media above {limit}: "
+                          f"dropping what is over ({rate.dropped} messages so far); it is disconnected after "
+                          f"{self.config.media_overrun_close:g} s over the limit",
+                          decision="drop", button=session.identity, reason="bitrate", dropped=rate.dropped)
+
+        return sink
+
+    def stream_described(self, session: ButtonSession, description: StreamDescription) -> None:
+        if session.stream_state is None:
+            return
+        self.hub.describe(session.stream_state, description.tracks)
+        self._notify_watchers(session.identity, StreamDescription(button=session.identity, tracks=description.tracks))
+        log_event(log, logging.INFO, f"button {session.identity} described {len(description.tracks)} track(s): "
+                  + ", ".join(f"{t.track_id}={t.kind}/{t.codec}" for t in description.tracks),
+                  button=session.identity)
+
+    def _notify_watchers(self, button_id: str, description: StreamDescription) -> None:
+        for console in self.consoles:
+            if console.outbox in self.hub.watchers.get(button_id, ()):
+                console.send(description)
+                _start_at_keyframe(console.outbox, description.tracks)
+
+    def subscribe(self, session: ConsoleSession, button_id: str, now: float) -> None:
+        if button_id not in self.registry:
+            session.send(Error(code="unknown-button", message=f"no button {button_id!r} in the registry", fatal=False))
+            return
+        limit = self.config.max_subscriptions_per_console
+        if session.outbox not in self.hub.watchers.get(button_id, ()) and self.hub.watching(session.outbox) >= limit:
+            self.counters["subscriptions_refused"] += 1
+            session.send(Error(code="subscription-limit", fatal=False, message=(
+                f"console {session.identity} already watches {limit} buttons (max_subscriptions_per_console); "
+                f"unsubscribe from one before watching {button_id}")))
+            return
+        stream = self.hub.subscribe(button_id, session.outbox)
+        catchup = self.hub.catchup(stream)
+        if stream is not None and stream.gop_bytes > session.outbox.max_video_bytes:
+            catchup = []  # it would be dropped on arrival; start at the next keyframe instead
+        if not catchup and stream is not None:
+            _start_at_keyframe(session.outbox, stream.tracks.values())
+        tracks = tuple(stream.tracks.values()) if stream is not None else ()
+        session.send(Subscribed(button=button_id, tracks=tracks, catchup_frames=len(catchup)))
+        self.hub.push_gop(session.outbox, catchup, now)
+        if stream is not None and (not catchup or now - stream.gop_started_at > self.config.join_keyframe_age):
+            self.request_keyframe(button_id, now, requested_by=session.identity)
+        log_event(log, logging.INFO, f"console {session.identity} watching button {button_id} "
+                  f"({len(catchup)} cached frames)", operator=session.identity, button=button_id,
+                  action="subscribe")
+
+    def request_keyframe(self, button_id: str, now: float, *, requested_by: str = "") -> None:
+        session = self.sessions_by_button.get(button_id)
+        if session is None or not session.ready:
+            return
+        if now - self._keyframe_requested.get(button_id, float("-inf")) < KEYFRAME_REQUEST_INTERVAL:
+            return
+        self._keyframe_requested[button_id] = now
+        session.send(KeyframeRequest(button=button_id))
+
+    async def _report_drops(self) -> None:
+        """One log line per slow console and interval: media dropped to keep it live."""
+        reported: dict[Session, tuple[int, int]] = {}
+        while True:
+            await trio.sleep(DROP_REPORT_INTERVAL)
+            for session in list(self.consoles):
+                outbox = session.outbox
+                before = reported.get(session, (0, 0))
+                now = (outbox.dropped_video, outbox.dropped_audio)
+                if now != before:
+                    log_event(log, logging.WARNING,
+                              f"console {session.identity} ({session.peer}) is behind: dropped "
+                              f"{now[0] - before[0]} video and {now[1] - before[1]} audio messages in the "
+                              f"last {DROP_REPORT_INTERVAL:g} s (video restarts at the next keyframe)",
+                              decision="drop", operator=session.identity, peer=session.peer,
+                              dropped_video=now[0] - before[0], dropped_audio=now[1] - before[1])
+                    reported[session] = now
+            for session in [s for s in reported if s not in self.consoles]:
+                del reported[session]
+
+    def traffic(self) -> dict[str, int]:
+        """Media in, bytes out and media dropped for slow consoles, since the relay started.
+
+        Read at a metrics scrape, never on the per-frame path: it walks the sessions.
+        """
+        totals = dict(self._ended_traffic)
+        for session in self.sessions:
+            for key, value in _session_traffic(session).items():
+                totals[key] += value
+        return totals
+
+
+def _session_traffic(session: Session) -> dict[str, int]:
+    outbox = session.outbox
+    stream = getattr(session, "stream_state", None)
+    return {
+        "media_messages_in": stream.messages_in if stream is not None else 0,
+        "media_bytes_in": stream.bytes_in if stream is not None else 0,
+        "bytes_out": outbox.bytes_sent,
+        "dropped_video": outbox.dropped_video,
+        "dropped_audio": outbox.dropped_audio,
+    }
+
+
+def _start_at_keyframe(outbox: Outbox, tracks: Any) -> None:
+    """A subscriber gets a stream's video from a keyframe on, never a frame it cannot decode."""
+    for track in tracks:
+        if track.kind == "video":
+            outbox.wait_for_keyframe(track.track_id)
