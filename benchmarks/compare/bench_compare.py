@@ -170,6 +170,20 @@ def tmpdir(kind: str, base: str | None = None) -> Path:
 # -- the servers ---------------------------------------------------------------------------
 
 
+#: Every load process connects from 127.0.0.1, hundreds of clients at once: the per-address
+#: admission limits that protect a relay on a real network would refuse them, and the bulk
+#: streams of the alert section run above the default per-button bitrate limit. Neither
+#: nginx-rtmp nor mosquitto has these limits configured, so they are lifted alike.
+BENCH_LIMITS = [
+    "max_unauthenticated_per_address = 100000",
+    "max_unauthenticated = 100000",
+    "handshake_rate_per_address = 100000.0",
+    "handshake_burst_per_address = 100000",
+    "max_button_bitrate = 0",
+    "max_subscriptions_per_console = 10000",
+]
+
+
 class Pinkrelay:
     name = "pinkrelay"
 
@@ -181,7 +195,8 @@ class Pinkrelay:
         registry.write_text("\n".join(lines) + "\n")
         self.tokens = {op: f"token-{op}-0123456789abcdef" for op in operators}
         config = tmp / "relay.toml"
-        body = ["[relay]", 'relay_name = "bench-compare"', *(options or []), "", "[relay.console_tokens]"]
+        body = ["[relay]", 'relay_name = "bench-compare"', *BENCH_LIMITS, *(options or []), "",
+                "[relay.console_tokens]"]
         body += [f'"{op}" = "{token}"' for op, token in self.tokens.items()]
         config.write_text("\n".join(body) + "\n")
         self.ports = (free_port(), free_port())
@@ -189,7 +204,7 @@ class Pinkrelay:
         self.command = [
             PY, "-m", "pinkrelay", "serve", "--no-web", "--config", str(config), "--registry", str(registry),
             "--data-dir", str(data_dir or tmp / "data"), "--buttons-listen", f"127.0.0.1:{self.ports[0]}",
-            "--consoles-listen", f"127.0.0.1:{self.ports[1]}", "--log-level", "warning",
+            "--consoles-listen", f"127.0.0.1:{self.ports[1]}", "--log-level", "warning", "--no-metrics",
         ]
         self.process = spawn(self.command, cpu=RELAY_CORE, log=self.log, rt=SERVER_RT[0])
         for port in self.ports:

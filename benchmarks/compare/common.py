@@ -131,8 +131,13 @@ def raise_nofile() -> None:
 # -- the clip -----------------------------------------------------------------------------
 
 
-def read_clip(path: str, pad_factor: float = 1.0) -> dict[str, Any]:
+def read_clip(path: str, pad_factor: float = 1.0, *, annexb: bool = False) -> dict[str, Any]:
     """The FLV clip's packets, demuxed once with PyAV: what both relays carry, byte for byte.
+
+    FLV frames H.264 NAL units with 4-byte lengths (AVCC); pinkrelay's
+    protocol carries Annex B (§5.17), checked by the relay. ``annexb`` swaps
+    each length for a 4-byte start code, which keeps every message the same
+    size, so both relays still carry the same number of bytes.
 
     ``pad_factor`` > 1 grows each video packet with an H.264 filler-data NAL
     unit (type 12, skipped by decoders) for a heavier bulk load from the same
@@ -166,12 +171,14 @@ def read_clip(path: str, pad_factor: float = 1.0) -> dict[str, Any]:
                 continue
             data = bytes(packet)
             is_video = packet.stream.type == "video"
+            if is_video and annexb:
+                data = avcc_to_annexb(data)
             if is_video and pad_factor > 1.0:
                 extra = round(len(data) * (pad_factor - 1.0))
                 if extra >= 10:
                     # AVCC (4-byte length) framing, as in FLV: one more NAL unit, type 12
                     nal = b"\x0c" + b"\xff" * (extra - 5) + b"\x80"
-                    data = data + len(nal).to_bytes(4, "big") + nal
+                    data = data + (b"\x00\x00\x00\x01" if annexb else len(nal).to_bytes(4, "big")) + nal
             packets.append((float(packet.pts * packet.time_base), is_video, data, bool(packet.is_keyframe)))
     packets.sort(key=lambda p: (p[0], not p[1]))
     first = packets[0][0]
@@ -184,6 +191,19 @@ def read_clip(path: str, pad_factor: float = 1.0) -> dict[str, Any]:
     info["bits_per_s"] = sum(len(p[2]) for p in packets) * 8 / duration
     info["messages_per_s"] = len(packets) / duration
     return info
+
+
+def avcc_to_annexb(data: bytes) -> bytes:
+    """Replace each NAL unit's 4-byte big-endian length with the start code 00 00 00 01."""
+    out = bytearray(data)
+    at = 0
+    while at + 4 <= len(out):
+        size = int.from_bytes(out[at:at + 4], "big")
+        out[at:at + 4] = b"\x00\x00\x00\x01"
+        at += 4 + size
+    if at != len(out):
+        raise ValueError(f"not AVCC: NAL lengths run to byte {at} of a {len(out)}-byte packet")
+    return bytes(out)
 
 
 class Pacer:

@@ -283,9 +283,10 @@ def pr_button(relay: list[Any], button_id: str, secret: str) -> tuple[socket.soc
 
 
 def publish(settings: dict[str, Any], senders: list[Callable[[bool, bytes, bool], int]],
-            socks: list[socket.socket], control: Control, on_readable: Callable[[socket.socket], None]) -> None:
+            socks: list[socket.socket], control: Control, on_readable: Callable[[socket.socket], None],
+            *, annexb: bool = False) -> None:
     """Pace the clip over every sender from ``media_start``; count bytes sent in ``window``."""
-    clip = read_clip(settings["clip"], settings.get("pad", 1.0))
+    clip = read_clip(settings["clip"], settings.get("pad", 1.0), annexb=annexb)
     emit({"ready": True, "clip_bits_per_s": clip["bits_per_s"], "messages_per_s": clip["messages_per_s"]})
 
     def service(timeout: float) -> None:
@@ -383,7 +384,7 @@ def pr_publish(settings: dict[str, Any]) -> None:
             pass
         sock.setblocking(True)
 
-    publish(settings, [sender(b) for b in buttons], [b["sock"] for b in buttons], control, drain)
+    publish(settings, [sender(b) for b in buttons], [b["sock"] for b in buttons], control, drain, annexb=True)
 
 
 # -- alerts through pinkrelay ------------------------------------------------------------------
