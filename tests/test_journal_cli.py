@@ -177,7 +177,10 @@ def test_show_gives_the_site_and_the_full_history(data_dir, capsys, karachi_time
     assert "Zarsang Bazaar, Gali 1, Andar Shehr; 34.0081, 71.5708" in out
     assert f"repeats    1: {B}" in out
     history = out.split("\nhistory\n")[1].splitlines()
-    assert history[0].split() == ["CURSOR", "WHEN", "WHAT", "STATE", "LEVEL", "WHO", "UNIT", "NOTE"]
+    assert history[0].split() == ["CURSOR", "WHEN", "WHAT", "STATE", "LEVEL", "WHO", "UNIT", "OUTCOME", "NOTE"]
+    assert "  outcome    genuine: armed-threat, by desk-1 at 2025-10-09 14:15:00.000: suspects gone" in out
+    assert "  record     0 false alarms from this site in the last 12 months" in out
+    assert "  plan       none (registry not readable: registry file" in out, "no registry.csv in the data dir"
     events = history[1:]
     assert len(events) == 6
     assert "2025-10-09 14:00:00.000" in events[0] and "raised" in events[0] and "button kp-pesh-001" in events[0]
@@ -186,6 +189,7 @@ def test_show_gives_the_site_and_the_full_history(data_dir, capsys, karachi_time
     assert events[3].split()[3] == "note" and 'caller: two men, one armed, "blue" car' in events[3]
     assert "on_scene" in events[4]
     assert "resolved" in events[5] and "suspects gone, shopkeeper unhurt" in events[5] and "14:15:00.000" in events[5]
+    assert "genuine:armed-threat" in events[5]
 
 
 def test_show_a_repeat_by_unique_prefix_and_as_json(data_dir, capsys):

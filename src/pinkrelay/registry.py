@@ -4,7 +4,12 @@ A registry is a CSV file (one row per button, header row required) or a TOML
 file (``[[button]]`` tables) with the same fields:
 
     id, secret | secret_file, site_name, site_kind, address, district,
-    latitude, longitude, control_rooms, alarm_account, alarm_zone, disabled
+    latitude, longitude, control_rooms, alarm_account, alarm_zone, disabled,
+    plan_steps, plan_contacts, plan_notes | plan_file
+
+The plan fields (alerts/plans.py) give the action plan shown beside the
+button's alerts; a ``plan_file`` shared by the buttons of a site is the
+site's plan.
 
 A row with ``disabled`` true is checked like any other but left out of the
 loaded registry: the relay refuses that button (and, on a reload, ends its
@@ -27,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .alerts import plans
 from .alerts.routing import ROOM_NAME
 from .errors import RegistryError
 from .protocol.events import MAX_ID_LENGTH, Site
@@ -45,6 +51,7 @@ FIELDS = (
     "alarm_account",
     "alarm_zone",
     "disabled",
+    *plans.FIELDS,
 )
 REQUIRED = ("id", "site_name", "latitude", "longitude")
 SITE_KINDS = (
@@ -79,6 +86,9 @@ class Button:
     alarm_zone: int = 0
     #: The row is marked ``disabled``: kept in the file, refused by the relay.
     disabled: bool = False
+    #: The action plan from the registry (alerts/plans.py) and the key its edits are stored under.
+    plan: plans.Plan | None = None
+    plan_key: str = ""
 
 
 class Registry(Mapping[str, Button]):
@@ -213,6 +223,11 @@ def _parse_row(where: str, row: dict[str, Any], base: Path, problems: list[str])
     disabled = _flag(row.get("disabled", ""))
     if disabled is None:
         problems.append(f"{where}: field disabled {row.get('disabled')!r} must be true or false (or empty)")
+    plan_key, plan = "", None
+    try:
+        plan_key, plan = plans.plan_from_row(button_id, row, base)
+    except plans.PlanError as error:
+        problems.append(f"{where}: {error}")
     if len(problems) > before or secret is None or len(coordinates) != 2:
         return None
     try:
@@ -228,7 +243,8 @@ def _parse_row(where: str, row: dict[str, Any], base: Path, problems: list[str])
         problems.append(f"{where}: {error}")
         return None
     return Button(button_id=button_id, secret=secret, site=site, control_rooms=tuple(rooms) or ("main",),
-                  alarm_account=alarm_account, alarm_zone=int(alarm_zone), disabled=bool(disabled))
+                  alarm_account=alarm_account, alarm_zone=int(alarm_zone), disabled=bool(disabled),
+                  plan=plan, plan_key=plan_key)
 
 
 def _flag(value: Any) -> bool | None:

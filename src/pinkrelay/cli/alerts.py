@@ -36,7 +36,9 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
 
-from ..errors import PinkRelayError
+from ..alerts import plans
+from ..alerts.false_alarms import count_for_site
+from ..errors import PinkRelayError, RegistryError
 from .common import add_location_options, data_dir_of
 from .demo import DEMO_DATA_DIR
 
@@ -390,15 +392,72 @@ def do_list(args: argparse.Namespace, path: Path, out: TextIO) -> int:
     return 0
 
 
+def closing(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The step that closed the alert (resolved or false alarm), if any."""
+    closed = [e for e in events if e["kind"] == "transition" and e["state"] in ("resolved", "false_alarm")]
+    return closed[-1] if closed else None
+
+
+def outcome_text(event: dict[str, Any] | None) -> str:
+    if event is None:
+        return "none yet (the alert is open)"
+    if not event["outcome"]:
+        return "not recorded (closed before outcomes existed)"
+    text = event["outcome"] + (f": {event['category'].replace('_', ' ')}" if event["category"] else "")
+    return f"{text}, by {event['operator'] or 'relay'} at {local(event['at'])}" + (
+        f": {event['note']}" if event["note"] else "")
+
+
+def plan_of(args: argparse.Namespace, conn: sqlite3.Connection, button_id: str,
+            data_dir: Path) -> tuple[dict[str, Any] | None, str]:
+    """(the plan shown with this button's alerts, or None; why there is none), from the journal's relay's registry."""
+    from ..config import load_config
+    from ..registry import load_registry
+
+    try:
+        settings = load_config(args.config, overrides={"data_dir": data_dir})
+        registry = load_registry(settings.registry or settings.data_dir / "registry.csv")
+    except (RegistryError, PinkRelayError) as error:
+        return None, f"registry not readable: {str(error).splitlines()[0]}"
+    button = registry.get(button_id)
+    if button is None:
+        return None, f"button {button_id} is not in the registry {registry.source}"
+    if not button.plan_key:
+        return None, f"the registry {registry.source} gives button {button_id} no plan"
+    edits = plans.read_edits(conn)
+    return plans.shown(button.plan_key, button.plan, edits.get(button.plan_key)), ""
+
+
+def plan_lines(plan: dict[str, Any] | None, missing: str) -> list[str]:
+    if plan is None:
+        return [f"  plan       none ({missing})"]
+    source = (f"edited by {plan['edited_by']} at {local(plan['edited_at'])}" if plan["source"] == "edited"
+              else "from the registry")
+    lines = [f"  plan       {plan['key']} ({source})"]
+    lines += [f"    {number}. {step}" for number, step in enumerate(plan["steps"], start=1)]
+    lines += [f"    call {c['name']}" + (f": {c['phone']}" if c["phone"] else "") for c in plan["contacts"]]
+    if plan["notes"]:
+        lines += [f"    note: {line}" for line in plan["notes"].splitlines()]
+    return lines
+
+
 def do_show(args: argparse.Namespace, path: Path, out: TextIO) -> int:
     with read_journal(path) as conn:
         alert = find_alert(conn, args.alert_id, path)
         events = history(conn, alert["alert_id"])
         repeats = linked(conn, alert["alert_id"])
+        site_name = (alert["site"] or {}).get("name", "")
+        false_alarms = count_for_site(conn, site_name, time.time_ns() // 1000)
+        plan, missing = plan_of(args, conn, alert["button"], path.parent)
+    closed = closing(events)
     if args.json:
         body = alert_json(alert)
         body["events"] = [event_json(event, alert) for event in events]
         body["repeats"] = repeats
+        body["outcome"] = closed["outcome"] if closed else ""
+        body["outcome_category"] = closed["category"] if closed else ""
+        body["false_alarms_12m"] = false_alarms
+        body["plan"] = plan
         out.write(json.dumps(body, ensure_ascii=False, indent=2) + "\n")
         return 0
     site = alert["site"]
@@ -419,11 +478,16 @@ def do_show(args: argparse.Namespace, path: Path, out: TextIO) -> int:
         lines.append(f"  repeat of  {alert['duplicate_of']} (the same button pressed again while it was open)")
     if repeats:
         lines.append(f"  repeats    {len(repeats)}: {', '.join(repeats)}")
+    lines.append(f"  outcome    {outcome_text(closed)}")
+    lines.append(f"  record     {false_alarms} false alarm{'' if false_alarms == 1 else 's'} from this site "
+                 "in the last 12 months")
+    lines += plan_lines(plan, missing)
     out.write("\n".join(lines) + "\n\nhistory\n")
-    rows = [["CURSOR", "WHEN", "WHAT", "STATE", "LEVEL", "WHO", "UNIT", "NOTE"]]
+    rows = [["CURSOR", "WHEN", "WHAT", "STATE", "LEVEL", "WHO", "UNIT", "OUTCOME", "NOTE"]]
     for event in events:
+        outcome = event["outcome"] + (f":{event['category']}" if event["category"] else "")
         rows.append([str(event["cursor"]), local(event["at"]), event["kind"], event["state"], str(event["level"]),
-                     who(event, alert), event["unit"], event["note"]])
+                     who(event, alert), event["unit"], outcome, event["note"]])
     _table(rows, out)
     return 0
 

@@ -18,6 +18,7 @@ tests/test_web_security.py walks the /api/ routes of this table)::
     GET  /api/alerts               open alerts, newest first
     GET  /api/sites                every registered button, its site and state
     POST /api/alerts/{id}/actions  {"state": ..., "unit": ..., "note": ...}
+    POST /api/plans                {"key": ..., "plan": {...} or null}: a supervisor edits a plan (web/plans.py)
     GET  /api/alerts/{id}/cap      the alert's latest step as CAP 1.2 XML (pinkrelay/integrations/cap.py)
     GET  /api/integrations         each sink's deliveries, failures and backlog
     WS   /ws                       board events (JSON) and live media (binary)
@@ -65,6 +66,7 @@ from .auth import (
 )
 from .asgi import answer_lifespan
 from .live import LiveBridge, Viewer
+from .plans import AlertContext
 
 log = logging.getLogger("pinkrelay.web")
 
@@ -277,6 +279,8 @@ class ControlRoom:
         self.scrypt_limiter = trio.CapacityLimiter(2)
         self._pump_runs = 0
         self.url = ""
+        #: Action plans and false-alarm counts shown with each alert.
+        self.context = AlertContext(relay, wall_us)
 
     # -- background work ------------------------------------------------------------
 
@@ -305,6 +309,7 @@ class ControlRoom:
 
     async def _pump_events(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with self.relay.open_event_stream(name="web control room") as events:
+            await self.context.load()
             task_status.started()
             self._pump_runs += 1
             if self._pump_runs > 1:  # restarted after a failure: events were missed, so re-read
@@ -323,8 +328,19 @@ class ControlRoom:
                         escalated = (self.relay.escalated_alert(item, session.recipient)
                                      if isinstance(item, AlertUpdate) else None)
                         if escalated is not None:  # this escalation brings the alert to this room
-                            viewer.send_json_text(dumps({"type": "alert", "alert": alert_json(escalated)}))
+                            viewer.send_json_text(dumps({"type": "alert", "alert": self._alert_json(escalated)}))
                     viewer.send_json_text(text)
+                counted = self.context.observe(item)
+                if counted is not None:
+                    self._tell_boards(counted)
+
+    def _tell_boards(self, message: dict[str, Any]) -> None:
+        text = dumps(message)
+        for viewer in list(self.viewers):
+            viewer.send_json_text(text)
+
+    def _alert_json(self, alert: Alert) -> dict[str, Any]:
+        return self.context.extend(alert_json(alert), alert)
 
     async def _open_alerts_for(self, session: WebSession) -> list[Alert]:
         """The open alerts this operator's room sees, newest first."""
@@ -333,10 +349,9 @@ class ControlRoom:
         alerts.sort(key=lambda a: a.received_at, reverse=True)
         return alerts
 
-    @staticmethod
-    def _event_message(item: Any) -> dict[str, Any] | None:
+    def _event_message(self, item: Any) -> dict[str, Any] | None:
         if isinstance(item, Alert):
-            return {"type": "alert", "alert": alert_json(item)}
+            return {"type": "alert", "alert": self._alert_json(item)}
         if isinstance(item, AlertUpdate):
             return {"type": "update", "update": update_json(item)}
         if isinstance(item, ButtonState):
@@ -500,12 +515,20 @@ class ControlRoom:
                                                    "csrf": session.csrf})
         if path == "/api/alerts":
             alerts = await self._open_alerts_for(session)
-            return await self._json(request, 200, {"alerts": [alert_json(a) for a in alerts]})
+            return await self._json(request, 200, {"alerts": [self._alert_json(a) for a in alerts]})
         if path == "/api/sites":
             return await self._json(request, 200, {"sites": self._sites()})
         if path == "/api/integrations":
             sinks = self.relay.integrations.statuses() if self.relay.integrations is not None else []
             return await self._json(request, 200, {"sinks": sinks})
+        if path == "/api/plans":
+            if method != "POST":
+                return await self._method_not_allowed(request, "POST")
+            status, answer = await self.context.edit(await request.body(), session.operator, session.role,
+                                                     f"web {request.remote}")
+            if status == 200:
+                self._tell_boards(answer)
+            return await self._json(request, status, answer)
         match = CAP_PATH.match(path)
         if match:
             return await self._cap(request, session, match.group(1))
@@ -685,7 +708,7 @@ class ControlRoom:
             alerts = await self._open_alerts_for(session)
             viewer.control.appendleft(dumps({
                 "type": "snapshot", "operator": session.operator, "role": session.role, "csrf": session.csrf,
-                "now": wall_us(), "alerts": [alert_json(a) for a in alerts], "sites": self._sites(),
+                "now": wall_us(), "alerts": [self._alert_json(a) for a in alerts], "sites": self._sites(),
             }))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._ws_writer, request, viewer, nursery.cancel_scope)

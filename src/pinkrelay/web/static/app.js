@@ -58,8 +58,24 @@ async function act(alertId, state, unit, note, outcome = {}) {
   return response.ok ? { ok: true } : { ok: false, error: body.error || `refused (${response.status})` };
 }
 
+async function savePlan(key, plan) {
+  let response;
+  try {
+    response = await fetch("/api/plans", {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-csrf-token": room.csrf },
+      body: JSON.stringify({ key, plan }),
+    });
+  } catch (error) {
+    return { ok: false, error: "The relay did not answer; the plan was not saved. Try again." };
+  }
+  const body = await response.json().catch(() => ({}));
+  return response.ok ? { ok: true } : { ok: false, error: body.error || `refused (${response.status})` };
+}
+
 const board = new Board($("alerts"), $("no-alerts"), $("alert-count"), {
   act,
+  savePlan,
   watch: (button) => live.open(button),
   siteOf,
 });
@@ -149,6 +165,12 @@ function onMessage(message) {
       changed();
       break;
     }
+    case "plan":
+      board.setPlan(message.buttons, message.plan);
+      break;
+    case "false-alarms":
+      board.setFalseAlarms(message.site, message.false_alarms_12m);
+      break;
     case "button":
       room.buttonStates.set(message.button, message.state);
       changed();

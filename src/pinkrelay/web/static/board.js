@@ -7,6 +7,7 @@
 // that moves; an unanswered alert flashes when it escalates; a card can be
 // selected (click, or the arrow keys of keys.js) for the keyboard shortcuts.
 import { compareUrgency, receivedAt, urgencyReason } from "./urgency.js";
+import { PlanView, falseAlarmText } from "./plan.js";
 
 const NEXT = {
   raised: ["acknowledged", "false_alarm"],
@@ -55,8 +56,9 @@ export function clockTime(us) {
 }
 
 export class Board {
-  constructor(list, empty, count, { act, watch, siteOf }) {
+  constructor(list, empty, count, { act, watch, siteOf, savePlan }) {
     this.list = list;
+    this.savePlan = savePlan;
     this.empty = empty;
     this.count = count;
     this.act = act;
@@ -192,6 +194,26 @@ export class Board {
     return [item, escalated];
   }
 
+  // A supervisor's edit of a plan, pushed to every board: the cards of these buttons show it.
+  setPlan(buttons, plan) {
+    const shown = new Set(buttons);
+    for (const item of this.items.values()) {
+      if (!shown.has(item.alert.button)) continue;
+      item.alert = { ...item.alert, plan };
+      this.render(item);
+    }
+  }
+
+  // A site's false alarms of 12 months, after a new false outcome.
+  setFalseAlarms(site, count) {
+    for (const item of this.items.values()) {
+      const name = (item.alert.site || this.siteOf(item.alert.button) || {}).name;
+      if (name !== site) continue;
+      item.alert = { ...item.alert, false_alarms_12m: count };
+      this.render(item);
+    }
+  }
+
   flash(item) {
     item.node.classList.remove("flash");
     void item.node.offsetWidth;
@@ -219,6 +241,13 @@ export class Board {
     time.dateTime = new Date(alert.pressed_at / 1000).toISOString();
     meta.append(time);
     item.repeatText = el("div", "repeat");
+    item.record = el("div", "site-record");
+    item.planBox = el("section", "plan");
+    item.planBox.hidden = true;
+    item.planView = new PlanView(item.planBox, {
+      save: (key, plan) => this.savePlan(key, plan),
+      canEdit: () => this.role === "supervisor",
+    });
     item.historyList = el("ul");
     const history = el("div", "alert-history");
     history.append(item.historyList);
@@ -231,7 +260,7 @@ export class Board {
       if (event.animationName === "flash") node.classList.remove("flash");
     });
     node.addEventListener("pointerdown", () => this.select(alert.alert_id));
-    node.append(head, meta, item.repeatText, history, item.actions, item.form, item.error);
+    node.append(head, meta, item.record, item.planBox, item.repeatText, history, item.actions, item.form, item.error);
     return node;
   }
 
@@ -245,6 +274,12 @@ export class Board {
     item.stateTag.textContent = STATE_LABEL[alert.state] || alert.state;
     this.showUrgency(item);
     item.repeatText.textContent = item.repeats ? `Pressed again ×${item.repeats}` : "";
+    item.record.textContent = falseAlarmText(alert.false_alarms_12m);
+    item.record.classList.toggle("warn", (alert.false_alarms_12m || 0) > 0);
+    if (item.shownPlan !== alert.plan) {
+      item.shownPlan = alert.plan;
+      item.planView.show(alert.plan);
+    }
     item.historyList.replaceChildren(
       ...item.history.slice(-3).map((u) => {
         if (u.operator === "relay" && u.state === "raised" && u.level) { // the relay's escalation step
