@@ -37,6 +37,7 @@ from pinkrelay.protocol import (
     StreamDescription,
     Subscribe,
     Subscribed,
+    TalkBack,
     TrackDescription,
     Unsubscribe,
     Welcome,
@@ -154,6 +155,7 @@ EVENT_STRATEGIES: dict[type, st.SearchStrategy] = {
         counter=st.integers(1, 2**64 - 1),
         software=texts,
         protocol=st.integers(1, 255),
+        talkback=st.booleans(),
     ),
     Challenge: st.builds(Challenge, nonce=st.binary(min_size=16, max_size=64), relay=maybe_ids),
     Authenticate: st.builds(Authenticate, proof=st.binary(min_size=32, max_size=32)),
@@ -187,6 +189,16 @@ EVENT_STRATEGIES: dict[type, st.SearchStrategy] = {
     KeyframeRequest: st.builds(KeyframeRequest, button=maybe_ids, track_id=st.integers(0, 0xFFFF)),
     Subscribed: st.builds(
         Subscribed, button=ids, tracks=track_lists, catchup_frames=st.integers(0, 100000)
+    ),
+    TalkBack: st.builds(
+        TalkBack,
+        talk_id=ids,
+        seq=st.integers(0, 0xFFFFFFFF),
+        captured_at=u63,
+        packet=st.binary(max_size=1500),
+        end=st.booleans(),
+        operator=maybe_ids,
+        alert_id=maybe_ids,
     ),
 }
 control_events = st.one_of(*EVENT_STRATEGIES.values())
@@ -702,13 +714,14 @@ RELAY_TO_BUTTON = st.one_of(
     EVENT_STRATEGIES[KeyframeRequest],
     heartbeats,
     st.builds(Error, code=ids, message=texts, fatal=st.just(False)),
+    EVENT_STRATEGIES[TalkBack],
 )
 
 
 @SETTINGS
 @given(st.lists(RELAY_TO_BUTTON, max_size=20), st.randoms(use_true_random=False), st.integers(0, 40))
 def test_relay_to_button_stream_split_anywhere_yields_the_same_events(items, rng, pieces):
-    uncut_pair, cut_pair = button_pair(), button_pair()
+    uncut_pair, cut_pair = button_pair(talkback=True), button_pair(talkback=True)
     wire = b"".join(uncut_pair.relay.send(item) for item in items)
     uncut = _receive_in_pieces(uncut_pair.client, wire, rng, 0)
     cut = _receive_in_pieces(cut_pair.client, wire, rng, pieces)

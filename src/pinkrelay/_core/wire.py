@@ -40,6 +40,7 @@ class FrameType(enum.IntEnum):
     UNSUBSCRIBE = 0x22
     KEYFRAME_REQUEST = 0x23
     SUBSCRIBED = 0x24
+    TALKBACK = 0x30
     MEDIA = 0x40
 
 
@@ -80,6 +81,8 @@ TYPE_LANE: dict[int, int] = {
     FrameType.UNSUBSCRIBE: Lane.CONTROL,
     FrameType.KEYFRAME_REQUEST: Lane.CONTROL,
     FrameType.SUBSCRIBED: Lane.CONTROL,
+    # An operator's voice to a button: only the alert lane goes ahead of it (protocol.md §4.1).
+    FrameType.TALKBACK: Lane.CONTROL,
 }
 
 #: Scheduler weights: chunks a lane may send per round while every lane has

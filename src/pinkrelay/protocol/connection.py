@@ -376,6 +376,7 @@ class _ClientConnection(Connection):
         secret: bytes,
         counter: int | None = None,
         software: str = "pinkrelay",
+        talkback: bool = False,
         limits: ProtocolLimits = DEFAULT_LIMITS,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         now: float = 0.0,
@@ -388,6 +389,8 @@ class _ClientConnection(Connection):
         self._secret = secret
         self.counter = counter if counter is not None else auth.default_counter()
         self.software = software
+        #: Buttons: say in the hello that this device plays talk-back (§5.18).
+        self.talkback = talkback
         self.welcome: ev.Welcome | None = None
         #: Consoles: the last alert cursor seen; the relay replays what came after it.
         self.resume_cursor = 0
@@ -402,6 +405,7 @@ class _ClientConnection(Connection):
                 counter=self.counter,
                 software=self.software,
                 cursor=self.resume_cursor,
+                talkback=self.talkback,
             ),
             now,
         )
@@ -635,3 +639,8 @@ class RelayConnection(Connection):
         if isinstance(event, (ev.Subscribed, ev.StreamDescription)) and self.role == "console":
             for track in event.tracks:
                 self.tracks[track.track_id] = track
+        elif isinstance(event, ev.TalkBack) and not (self.hello is not None and self.hello.talkback):
+            # A button that did not offer talk-back would fail on the unknown frame type.
+            raise StateError(
+                f"button {self.identity!r} did not say talkback in its hello; it cannot play talk-back"
+            )

@@ -21,6 +21,8 @@ CODECS = {"video": ("h264",), "audio": ("opus", "aac")}
 BUTTON_STATES = ("online", "offline")
 MAX_ID_LENGTH = 64
 MAX_TEXT_LENGTH = 1024
+#: Bytes of one talk-back Opus packet: 120 ms of Opus is at most 6 × 1275 bytes, rounded up.
+MAX_TALKBACK_PACKET = 8000
 
 
 def _check_id(name: str, value: str, *, allow_empty: bool = False) -> None:
@@ -90,6 +92,7 @@ class Hello(Event):
     """A client opens a session: who it claims to be, and a fresh counter."""
 
     frame_type: ClassVar[int] = FrameType.HELLO
+    omit_at_default: ClassVar[tuple[str, ...]] = ("talkback",)
     role: str
     identity: str
     counter: int
@@ -97,9 +100,14 @@ class Hello(Event):
     protocol: int = 1
     #: Consoles: the last alert cursor seen, so the relay sends what was missed.
     cursor: int = 0
+    #: Buttons: this device can play an operator's voice (``TalkBack``); the relay
+    #: sends talk-back only to a button that said so, since a v1 button would
+    #: refuse the frame type it does not know.
+    talkback: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("role", self.role, ROLES)
+        _check_bool("talkback", self.talkback)
         _check_id("identity", self.identity)
         _check_int("counter", self.counter, 1, 2**64 - 1)
         _check_text("software", self.software)
@@ -294,7 +302,7 @@ class AlertUpdate(Event):
     """A lifecycle step: a console asks for it, the relay broadcasts it once recorded."""
 
     frame_type: ClassVar[int] = FrameType.ALERT_UPDATE
-    omit_when_empty: ClassVar[tuple[str, ...]] = ("outcome", "category")
+    omit_at_default: ClassVar[tuple[str, ...]] = ("outcome", "category")
     alert_id: str
     state: str
     operator: str = ""
@@ -443,6 +451,42 @@ class Subscribed(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TalkBack(Event):
+    """One packet of an operator's voice, relay → button, in a talk-back session (§5.18).
+
+    A talk-back session is one press-and-hold of the operator: messages with
+    the same ``talk_id``, ``seq`` 0, 1, 2 … The first carries who speaks and
+    the alert answered; the last has ``end`` set (its packet may be empty).
+    ``packet`` is one raw Opus packet (RFC 6716), 48 kHz; ``captured_at`` is
+    when the operator's microphone captured its first sample, µs since the
+    UNIX epoch, so a button can measure mouth-to-speaker latency.
+    """
+
+    frame_type: ClassVar[int] = FrameType.TALKBACK
+    omit_at_default: ClassVar[tuple[str, ...]] = ("end", "operator", "alert_id")
+    talk_id: str
+    seq: int
+    captured_at: int = 0
+    packet: bytes = b""
+    end: bool = False
+    operator: str = ""
+    alert_id: str = ""
+
+    def __post_init__(self) -> None:
+        _check_id("talk_id", self.talk_id)
+        _check_int("seq", self.seq, 0, 0xFFFFFFFF)
+        _check_int("captured_at", self.captured_at, 0, 2**63 - 1)
+        if not isinstance(self.packet, bytes):
+            raise TypeError(f"packet must be bytes, not {type(self.packet).__name__}")
+        if len(self.packet) > MAX_TALKBACK_PACKET:
+            raise ValueError(f"talk-back packet of {len(self.packet)} bytes; the limit is {MAX_TALKBACK_PACKET} "
+                             "(one Opus packet of at most 120 ms)")
+        _check_bool("end", self.end)
+        _check_id("operator", self.operator, allow_empty=True)
+        _check_id("alert_id", self.alert_id, allow_empty=True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Media(Event):
     """One whole media message (an encoded video or audio frame) received.
 
@@ -503,6 +547,7 @@ CONTROL_EVENTS: dict[int, type[Event]] = {
         Unsubscribe,
         KeyframeRequest,
         Subscribed,
+        TalkBack,
     )
 }
 

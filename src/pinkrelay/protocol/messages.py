@@ -26,11 +26,11 @@ _NESTED = {"site": ev.Site, "tracks": ev.TrackDescription}
 
 def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value):
-        # Fields added within v1 are left out while empty, so a body an older peer
-        # knows is byte-for-byte what it always was (docs/protocol.md §5.10).
-        omitted = getattr(value, "omit_when_empty", ())
+        # Fields added within v1 are left out while at their default, so a body an
+        # older peer knows is byte-for-byte what it always was (docs/protocol.md §5.10).
+        omitted = getattr(value, "omit_at_default", ())
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)
-                if not (f.name in omitted and getattr(value, f.name) == "")}
+                if not (f.name in omitted and getattr(value, f.name) == f.default)}
     if isinstance(value, tuple):
         return [_plain(item) for item in value]
     return value

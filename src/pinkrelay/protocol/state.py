@@ -51,7 +51,7 @@ READY_TRAFFIC: dict[tuple[str, str], frozenset[int]] = {
         }
     ),
     ("button", FROM_RELAY): frozenset(
-        {FrameType.HEARTBEAT, FrameType.ALERT_ACK, FrameType.KEYFRAME_REQUEST, FrameType.ERROR}
+        {FrameType.HEARTBEAT, FrameType.ALERT_ACK, FrameType.KEYFRAME_REQUEST, FrameType.TALKBACK, FrameType.ERROR}
     ),
     ("console", TO_RELAY): frozenset(
         {
