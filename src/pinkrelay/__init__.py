@@ -33,6 +33,7 @@ from .errors import (
     RegistryError,
     SlowConsumer,
     StateError,
+    TalkBackRefused,
 )
 from .protocol import (
     Alert,
@@ -43,6 +44,7 @@ from .protocol import (
     Site,
     StreamDescription,
     Subscribed,
+    TalkBack,
     TrackDescription,
 )
 from .registry import Button, Registry, load_registry
@@ -84,6 +86,8 @@ __all__ = [
     "StateError",
     "StreamDescription",
     "Subscribed",
+    "TalkBack",
+    "TalkBackRefused",
     "TrackDescription",
     "load_config",
     "load_registry",

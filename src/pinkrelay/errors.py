@@ -74,6 +74,15 @@ class AuthenticationFailed(PinkRelayError, PermissionError):
         self.public_reason = public_reason
 
 
+class TalkBackRefused(PinkRelayError, PermissionError):
+    """An operator may not talk to that button now; the message says why and who may.
+
+    Only the operator who holds the button's alert (acknowledged it) or a
+    supervisor may talk, to a connected button that can play talk-back, one
+    voice at a time.
+    """
+
+
 class ConfigError(PinkRelayError, ValueError):
     """A configuration file, environment variable or flag is invalid."""
 

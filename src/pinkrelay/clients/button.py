@@ -34,6 +34,7 @@ from ..protocol import (
     KeyframeRequest,
     State,
     StreamDescription,
+    TalkBack,
     TrackDescription,
 )
 from ..tls import ClientTls
@@ -80,6 +81,7 @@ class ButtonClient:
         backoff_max: float = 10.0,
         connect_timeout: float = 5.0,
         tls: ClientTls | None = None,
+        talkback: Any = None,
     ) -> None:
         self.relay = relay if isinstance(relay, Address) else Address.parse(relay, what="relay")
         self.button_id = button_id
@@ -92,6 +94,12 @@ class ButtonClient:
         self.connect_timeout = connect_timeout
         #: TLS to the relay (pinkrelay.tls.client_tls); None: plaintext.
         self.tls = tls
+        #: Plays operators' talk-back (``pinkrelay.media.talkback.TalkBackPlayer``, or anything
+        #: with ``receive(message)``); with one, the hello offers talk-back to the relay.
+        self.talkback = talkback
+        #: Talk-back messages received, and those the player could not play.
+        self.talkback_messages = 0
+        self.talkback_failures = 0
         self.link: Link | None = None
         self.connected = trio.Event()
         self.keyframe_requested = False
@@ -111,7 +119,7 @@ class ButtonClient:
 
     async def connect(self) -> None:
         """One attempt to connect and authenticate; raises OSError or ConnectionRefused."""
-        conn = ButtonConnection(self.button_id, self._secret)
+        conn = ButtonConnection(self.button_id, self._secret, talkback=self.talkback is not None)
         link = await Link.open(self.relay, conn, connect_timeout=self.connect_timeout, tls=self.tls)
         self.link = link
         self._describe(link)
@@ -183,6 +191,15 @@ class ButtonClient:
         elif isinstance(event, KeyframeRequest):
             self.keyframe_requests += 1
             self.keyframe_requested = True
+        elif isinstance(event, TalkBack) and self.talkback is not None:
+            self.talkback_messages += 1
+            try:
+                self.talkback.receive(event)
+            except Exception as error:  # noqa: BLE001 - a broken speaker must never cost the button its link
+                self.talkback_failures += 1
+                if self.talkback_failures == 1 or self.talkback_failures % 500 == 0:
+                    log.error("button %s: cannot play talk-back (%d messages lost so far): %s",
+                              self.button_id, self.talkback_failures, error)
 
     # -- tracks and media -------------------------------------------------------------
 

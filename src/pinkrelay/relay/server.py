@@ -64,6 +64,7 @@ from .sequencer import CursorSequencer
 from .sessions import ButtonSession, ConsoleSession, Session, wall_us
 from .supervision import Supervisor
 from .supervision_desk import SupervisionDesk
+from .talkback import TalkBackDesk
 
 log = logging.getLogger("pinkrelay.relay")
 
@@ -96,6 +97,8 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
         self.routing = Routing(self.config.escalation_groups)
         self.hub = Hub(gop_cache_bytes=self.config.gop_cache_bytes, audio_hold=self.config.audio_hold)
         self.supervisor = Supervisor(self.config.supervision_window)
+        #: Operators' voices to buttons: who may talk, and the audit of every talk (talkback.py).
+        self.talkback = TalkBackDesk(self)
         #: TLS contexts by listener role ("button", "console"); none: that listener is plaintext.
         self.tls_contexts = self._tls_contexts()
         self.tls_stats = {"ok": 0, "plaintext": 0, "handshake": 0, "timeout": 0}

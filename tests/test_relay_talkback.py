@@ -1,0 +1,154 @@
+"""Talk-back through a real relay to a real ButtonClient: who may talk, what the button hears, the audit.
+
+A real relay on loopback, a ButtonClient whose talk-back player decodes into
+a WAV file, Opus packets made by PyAV from a sine tone and handed to the
+relay's talk-back desk as the web control room does. The WAV file's
+dominant frequency must be the tone's.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trio
+from trio.testing import trio_test
+
+import pinkrelay
+from pinkrelay.media import AudioEncoder, ToneSource
+from pinkrelay.media.talkback import SpeakerSink, SpeakerUnavailable, TalkBackPlayer, WavSink
+
+from relay_helpers import button_client, running_relay, wait_until, wall_us
+
+TONE_HZ = 660.0
+BUTTON = "kp-test-001"
+
+
+def opus_tone(seconds: float, frequency: float = TONE_HZ) -> list[bytes]:
+    encoder = AudioEncoder("opus", 48000, 1, 32000)
+    tone = ToneSource(frequency=frequency)
+    packets = []
+    for n in range(int(seconds * 50)):
+        packets += [p.data for p in encoder.encode(tone.frame(n))]
+    return packets
+
+
+def dominant_hz(path: Path) -> tuple[float, int]:
+    with wave.open(str(path)) as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (48000, 1, 2)
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), "<i2").astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.argmax(spectrum) * 48000 / len(samples)), len(samples)
+
+
+def audit(data_dir: Path, action: str) -> list[tuple[str, str, str]]:
+    with sqlite3.connect(data_dir / "journal.sqlite3") as conn:
+        return conn.execute("SELECT operator, subject, detail FROM audit WHERE action = ? ORDER BY at",
+                            (action,)).fetchall()
+
+
+async def talk_of(relay, operator: str, role: str = "operator", room: str = "main", button: str = BUTTON):
+    return await relay.talkback.open(operator=operator, role=role, room=room, button=button, via="test")
+
+
+@trio_test
+async def test_the_holder_talks_and_the_button_plays_the_tone_others_are_refused(tmp_path):
+    wav_path = tmp_path / "heard.wav"
+    player = TalkBackPlayer([WavSink(wav_path)])
+    packets = opus_tone(1.0)
+    async with running_relay(tmp_path, 4) as relay, trio.open_nursery() as nursery:
+        button = button_client(relay, BUTTON, talkback=player)
+        await nursery.start(button.run)
+        mute = button_client(relay, "kp-test-002")  # firmware without a speaker
+        await nursery.start(mute.run)
+        receipt = await button.press(timeout=5)
+
+        # Nobody holds the alert yet: an operator may not talk.
+        with pytest.raises(pinkrelay.TalkBackRefused, match="not acknowledged; acknowledge it"):
+            await talk_of(relay, "asma")
+        await relay.act_on_alert(alert_id=receipt.alert_id, state="acknowledged", operator="asma",
+                                 role="operator", console="test")
+        with pytest.raises(pinkrelay.TalkBackRefused, match="held by asma .acknowledged it.; only asma"):
+            await talk_of(relay, "bilal")
+        with pytest.raises(pinkrelay.TalkBackRefused, match="answered by room main, not by room 'north'"):
+            await talk_of(relay, "nadia", room="north")
+        with pytest.raises(pinkrelay.TalkBackRefused, match="has no open alert"):
+            await talk_of(relay, "asma", button="kp-test-003")
+        with pytest.raises(pinkrelay.TalkBackRefused, match="no button 'kp-nowhere'"):
+            await talk_of(relay, "asma", button="kp-nowhere")
+        with pytest.raises(pinkrelay.TalkBackRefused, match="kp-test-002 cannot play talk-back"):
+            await talk_of(relay, "chief", role="supervisor", button="kp-test-002")
+        with pytest.raises(pinkrelay.TalkBackRefused, match="kp-test-004 is not connected"):
+            await talk_of(relay, "chief", role="supervisor", button="kp-test-004")
+
+        talk = await talk_of(relay, "asma")
+        assert talk.alert_id == receipt.alert_id
+        with pytest.raises(pinkrelay.TalkBackRefused, match="asma is talking to button kp-test-001 now"):
+            await talk_of(relay, "chief", role="supervisor")
+        captured = wall_us()
+        for n, packet in enumerate(packets):
+            assert relay.talkback.send(talk, packet, captured + n * 20_000)
+        await relay.talkback.close(talk)
+        await wait_until(lambda: player.sessions == 1 and player.talk_id == "", what="the end of the talk")
+        assert player.packets == len(packets) and player.undecodable == 0
+
+        # A supervisor may talk without holding the alert; the next session is a new one.
+        supervisor_talk = await talk_of(relay, "chief", role="supervisor", room="north")
+        for packet in opus_tone(0.2, 440.0)[:5]:
+            relay.talkback.send(supervisor_talk, packet, wall_us())
+        await relay.talkback.close(supervisor_talk, "released")
+        await wait_until(lambda: player.sessions == 2 and player.talk_id == "", what="the second talk")
+        assert button.connected.is_set() and mute.connected.is_set()
+        nursery.cancel_scope.cancel()
+    player.close()
+
+    hz, samples = dominant_hz(wav_path)
+    assert samples >= 0.9 * 48000
+    assert abs(hz - TONE_HZ) < 5, f"the button heard {hz:.1f} Hz, the operator said {TONE_HZ} Hz"
+    assert [(o, s) for o, s, _ in audit(tmp_path, "talk-start")] == [("asma", BUTTON), ("chief", BUTTON)]
+    stops = audit(tmp_path, "talk-stop")
+    assert [(o, s) for o, s, _ in stops] == [("asma", BUTTON), ("chief", BUTTON)]
+    assert "released; " in stops[0][2] and f"{len(packets)} packets" in stops[0][2]
+    refused = audit(tmp_path, "talk-refused")
+    assert [o for o, _, _ in refused] == ["asma", "bilal", "nadia", "asma", "asma", "chief", "chief", "chief"]
+    assert "held by asma" in refused[1][2]
+
+
+@trio_test
+async def test_bad_and_flooding_talkback_is_refused_or_dropped_and_a_lost_button_ends_the_talk(tmp_path):
+    player = TalkBackPlayer([WavSink(tmp_path / "flood.wav")])
+    packet = opus_tone(0.1)[0]
+    async with running_relay(tmp_path, 2) as relay, trio.open_nursery() as nursery:
+        button = button_client(relay, BUTTON, talkback=player, reconnect=False)
+        await nursery.start(button.run)
+        talk = await talk_of(relay, "chief", role="supervisor")
+        with pytest.raises(ValueError, match="1 to 8000 bytes of Opus, not 9000"):
+            relay.talkback.send(talk, b"\x00" * 9000, 0)
+        with pytest.raises(ValueError, match="not 0"):
+            relay.talkback.send(talk, b"", 0)
+        sent = sum(relay.talkback.send(talk, packet, 0) for _ in range(500))
+        assert 50 <= sent < 200 and talk.dropped == 500 - sent, "a flood is cut to the packet rate"
+        await wait_until(lambda: player.packets == sent, what="the packets that were let through")
+        assert button.connected.is_set(), "a flood costs the voice, never the button's link"
+        button.close("button switched off")
+        await wait_until(lambda: relay.sessions_by_button.get(BUTTON) is None, what="the button to leave")
+        assert not relay.talkback.send(talk, packet, 0)
+        assert talk.ended == "the button's session ended"
+        await relay.talkback.close(talk)
+        nursery.cancel_scope.cancel()
+    player.close()
+    [(operator, subject, detail)] = audit(tmp_path, "talk-stop")
+    assert (operator, subject) == ("chief", BUTTON)
+    assert detail.startswith("the button's session ended;") and f"{500 - sent} dropped" in detail
+
+
+def test_a_speaker_without_any_audio_output_says_what_to_do(monkeypatch, tmp_path):
+    """A machine with neither sounddevice nor aplay (this one, often) gets told what to install."""
+    monkeypatch.setitem(sys.modules, "sounddevice", None)  # import fails as if not installed
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SpeakerUnavailable, match="pip install sounddevice.*apt-get install alsa-utils.*--talkback-wav"):
+        SpeakerSink()
