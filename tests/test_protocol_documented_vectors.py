@@ -31,6 +31,7 @@ from pinkrelay.protocol import (
     RelayConnection,
     StreamDescription,
     Subscribed,
+    TalkBack,
     TrackDescription,
 )
 from pinkrelay.protocol import auth
@@ -128,12 +129,15 @@ SCRAM_AUTH = "`auth` with the SCRAM test vector of §6.2 (65 bytes)"
 SUBSCRIBED = "`subscribed` (173 bytes"
 ALERT_UPDATE = "`alert_update` reporting an escalation (190 bytes"
 REFUSAL = "A refused lifecycle request (192 bytes"
+TALKBACK_HELLO = "`hello` offering talk-back (118 bytes"
+TALKBACK_FIRST = "`talkback`, the first message of a talk (175 bytes"
+TALKBACK_NEXT = "The next message (109 bytes"
 HMAC_CONTEXT = "Context (73 bytes)"
 SCRAM_CONTEXT = "Context (76 bytes)"
 MARKERS = [
     BUTTON_HELLO, BUTTON_CHALLENGE, BUTTON_AUTH, WELCOME, ALERT_FULL, ALERT_MINIMAL, ALERT_ACK,
     MEDIA, AUTH_ERROR, CONSOLE_HELLO, SCRAM_CHALLENGE, SCRAM_AUTH, SUBSCRIBED, ALERT_UPDATE,
-    REFUSAL, HMAC_CONTEXT, SCRAM_CONTEXT,
+    REFUSAL, TALKBACK_HELLO, TALKBACK_FIRST, TALKBACK_NEXT, HMAC_CONTEXT, SCRAM_CONTEXT,
 ]
 
 
@@ -324,3 +328,32 @@ def test_chunking_example_of_4_3():
     frames = encode_media(1, Lane.VIDEO, 42, MEDIA_TIMESTAMP, payload, True, 256)
     assert [bytes(frame[:HEADER_SIZE]) for frame in frames] == [bytes.fromhex(h) for _, h, _ in rows]
     assert [len(frame) - HEADER_SIZE for frame in frames] == [int(size) for _, _, size in rows]
+
+
+# -- §5.19: talk-back ---------------------------------------------------------------------
+
+TALK_ID = "019acce9-3a1c-7e2b-8d40-5f6a7b8c9d0e"
+
+
+def test_talkback_frames_of_5_19():
+    """A button that offers talk-back, then the relay's first two talk-back messages to it."""
+    button = ButtonConnection(BUTTON_ID, BUTTON_SECRET, counter=COUNTER, software="pb-fw 2.3", talkback=True)
+    relay = RelayConnection(role="button")
+    hello = button.hello(0.0)
+    assert hello == dump_after(TALKBACK_HELLO)
+    [received] = _deliver(relay, hello)
+    assert received.talkback is True
+    _deliver(button, relay.challenge(0.0, nonce=NONCE, relay="relay-1"))
+    _deliver(relay, button.authenticate(0.0))
+    relay.verify(BUTTON_SECRET)
+    _deliver(button, relay.welcome(session="s-0001", track_ids=(1, 2), chunk_size=16384, now=0.0))
+    relay.send(AlertAck(alert_id=ALERT_ID), 0.0)
+    first = TalkBack(talk_id=TALK_ID, seq=0, captured_at=MEDIA_TIMESTAMP, packet=b"\xfc\xff\xfe",
+                     operator=OPERATOR, alert_id=ALERT_ID)
+    frame = relay.send(first, 0.0)
+    assert frame == dump_after(TALKBACK_FIRST)
+    assert _deliver(button, frame) == [first]
+    following = TalkBack(talk_id=TALK_ID, seq=1, captured_at=MEDIA_TIMESTAMP + 20_000, packet=b"\xfc\xff\xfe")
+    frame = relay.send(following, 0.0)
+    assert frame == dump_after(TALKBACK_NEXT)
+    assert _deliver(button, frame) == [following]

@@ -1,4 +1,4 @@
-"""Talk-back (relay → button, docs/protocol.md §5.18) in the sans-IO protocol: who may send it, lane, bodies.
+"""Talk-back (relay → button, docs/protocol.md §5.19) in the sans-IO protocol: who may send it, lane, bodies.
 
 Pairs of protocol objects in memory (protocol_pair.py): no socket. The
 split-anywhere and body round-trip properties cover ``TalkBack`` in

@@ -1,7 +1,7 @@
 """Talk-back playout at the button: Opus packets of an operator's voice → PCM → a speaker or a WAV file.
 
 A button gets talk-back as one Opus packet per message (docs/protocol.md
-§5.18). ``TalkBackPlayer`` decodes each as it arrives and hands 48 kHz mono
+§5.19). ``TalkBackPlayer`` decodes each as it arrives and hands 48 kHz mono
 ``s16`` samples to its sinks at once: no jitter buffer beyond the sound
 card's own, because a few milliseconds of silence between packets on a
 loaded network hurt less than a voice that lags the operator. Each talk

@@ -389,7 +389,7 @@ class _ClientConnection(Connection):
         self._secret = secret
         self.counter = counter if counter is not None else auth.default_counter()
         self.software = software
-        #: Buttons: say in the hello that this device plays talk-back (§5.18).
+        #: Buttons: say in the hello that this device plays talk-back (§5.19).
         self.talkback = talkback
         self.welcome: ev.Welcome | None = None
         #: Consoles: the last alert cursor seen; the relay replays what came after it.

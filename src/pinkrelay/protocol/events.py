@@ -452,7 +452,7 @@ class Subscribed(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TalkBack(Event):
-    """One packet of an operator's voice, relay → button, in a talk-back session (§5.18).
+    """One packet of an operator's voice, relay → button, in a talk-back session (§5.19).
 
     A talk-back session is one press-and-hold of the operator: messages with
     the same ``talk_id``, ``seq`` 0, 1, 2 … The first carries who speaks and

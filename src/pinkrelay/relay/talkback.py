@@ -1,4 +1,4 @@
-"""The talk-back desk: who may speak to a button, and the voice's way to it (docs/protocol.md §5.18).
+"""The talk-back desk: who may speak to a button, and the voice's way to it (docs/protocol.md §5.19).
 
 An operator holds a control in a client (the web control room) and speaks;
 the client opens a talk with ``open()``, hands each Opus packet to
