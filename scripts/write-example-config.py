@@ -25,6 +25,7 @@ EXAMPLES = {
     "tls_cert": "/etc/pinkrelay/certs/relay.pem",
     "tls_key": "/etc/pinkrelay/certs/relay.key",
     "tls_client_ca": "/etc/pinkrelay/certs/ca.pem",
+    "evidence_dir": "/srv/pinkrelay-evidence",
 }
 HEADER = """\
 # pinkrelay settings: every setting at its default, commented out. § numbers are sections of

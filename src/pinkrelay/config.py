@@ -132,6 +132,24 @@ class RelayConfig:
     #: Where every alert and lifecycle step is delivered: ``[[sinks]]`` tables
     #: (pinkrelay/integrations/settings.py, docs/operations.md "Integrations").
     sinks: tuple[SinkConfig, ...] = ()
+    #: Evidence (pinkrelay/relay/evidence/): seconds of every streaming button's media kept in memory
+    #: (whole GOPs) so a recording starts before the press; 0: no pre-roll.
+    pre_roll: float = 20.0
+    #: All pre-roll rings together stay under this many bytes; over it the longest rings lose their oldest GOP.
+    preroll_budget_bytes: int = 256 * 1024 * 1024
+    #: A recording goes on this long after its alert is resolved, and never past max_incident after the press.
+    post_roll: float = 30.0
+    max_incident: float = 7200.0
+    #: Where recordings go (one directory per alert); default DATA_DIR/evidence.
+    evidence_dir: Path | None = None
+    #: Seconds of media per segment file (cut at the first keyframe after this much).
+    evidence_segment: float = 2.0
+    #: Bytes one recording may have waiting for the disk; past it the recording stops loudly, live video goes on.
+    evidence_queue_bytes: int = 64 * 1024 * 1024
+    #: Finished recordings older than this are deleted, unless on legal hold.
+    evidence_retention_days: float = 90.0
+    #: When the evidence disk is fuller than this fraction, the oldest unheld recordings are deleted.
+    evidence_disk_high_water: float = 0.9
 
     def __post_init__(self) -> None:
         _check_number_types(self)
@@ -234,6 +252,22 @@ class RelayConfig:
             )
         if not isinstance(self.merge_window, (int, float)) or self.merge_window < 0:
             raise ConfigError(f"merge_window must be zero or more seconds, not {self.merge_window!r}")
+        for name in ("pre_roll", "post_roll"):
+            if not 0 <= getattr(self, name) <= 3600:
+                raise ConfigError(f"{name} must be 0 to 3600 seconds, not {getattr(self, name)!r}")
+        if not 1 <= self.max_incident <= 7 * 86400:
+            raise ConfigError(f"max_incident must be 1 s to 7 days (604800 s), not {self.max_incident!r}")
+        if not 0.5 <= self.evidence_segment <= 60:
+            raise ConfigError(f"evidence_segment must be 0.5 to 60 seconds, not {self.evidence_segment!r}")
+        if self.preroll_budget_bytes < 0 or self.evidence_queue_bytes < 1024 * 1024:
+            raise ConfigError("preroll_budget_bytes must be zero or more and evidence_queue_bytes at least "
+                              f"1 MiB (1048576), not {self.preroll_budget_bytes} and {self.evidence_queue_bytes}")
+        if self.evidence_retention_days <= 0:
+            raise ConfigError(f"evidence_retention_days must be a positive number of days, not "
+                              f"{self.evidence_retention_days!r}")
+        if not 0.1 <= self.evidence_disk_high_water <= 1.0:
+            raise ConfigError(f"evidence_disk_high_water is a fraction of the disk, 0.1 to 1.0, not "
+                              f"{self.evidence_disk_high_water!r}")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"log_format {self.log_format!r} is not 'text' or 'json'")
         if self.log_level not in ("debug", "info", "warning", "error"):
@@ -242,6 +276,11 @@ class RelayConfig:
             raise ConfigError(
                 f"buttons and consoles cannot share the listener {self.buttons_listen}"
             )
+
+    @property
+    def evidence_root(self) -> Path:
+        """The directory recordings go to: ``evidence_dir``, else DATA_DIR/evidence."""
+        return self.evidence_dir if self.evidence_dir is not None else self.data_dir / "evidence"
 
     def replace(self, **changes: Any) -> RelayConfig:
         return dataclasses.replace(self, **changes)
@@ -288,7 +327,8 @@ def _convert(name: str, value: Any, source: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{source}: {name} must be a string HOST:PORT, not {value!r}")
         return Address.parse(value, what=f"{source}: {name}")
-    if name in ("data_dir", "registry", "console_tokens_file", "tls_cert", "tls_key", "tls_client_ca"):
+    if name in ("data_dir", "registry", "console_tokens_file", "tls_cert", "tls_key", "tls_client_ca",
+                "evidence_dir"):
         if not isinstance(value, (str, Path)) or not str(value):
             raise ConfigError(f"{source}: {name} must be a path, not {value!r}")
         return Path(value)

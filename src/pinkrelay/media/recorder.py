@@ -23,7 +23,7 @@ from .errors import CodecUnavailable, MediaError
 from .packets import EncodedPacket
 from .tracks import TrackInfo
 
-__all__ = ["Recorder"]
+__all__ = ["Recorder", "add_copy_stream", "copy_packet"]
 
 _FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mkv": "matroska"}
 _STREAM_ENCODERS = {"h264": "libx264", "opus": "libopus", "aac": "aac"}
@@ -133,52 +133,14 @@ class Recorder:
             self._origin = pending[0][1].pts_us
         try:
             self._container = av.open(fspath(self.path), "w", format=self._format)
-            self._streams = [self._add_stream(i, track) for i, track in enumerate(self.tracks)]
+            self._streams = [
+                add_copy_stream(self._container, track, self._extradata[i], self.path)
+                for i, track in enumerate(self.tracks)
+            ]
         except av.FFmpegError as err:
             raise MediaError(f"cannot start recording {self.path}: {err}") from err
         for track_index, packet in pending:
             self._mux(track_index, packet)
-
-    def _add_stream(self, index: int, track: TrackInfo) -> av.stream.Stream:
-        """Create a stream whose parameters, including extradata, describe the incoming packets.
-
-        PyAV only builds stream parameters from a codec context, so one is
-        opened for the codec and its extradata replaced by the track's; it
-        never encodes anything.
-        """
-        container = self._container
-        name = _STREAM_ENCODERS[track.codec]
-        if name not in av.codecs_available:
-            raise CodecUnavailable(
-                f"cannot record {track.codec} to {self.path}: this PyAV build lacks {name}; "
-                "install the PyPI 'av' wheel, which bundles it"
-            )
-        if track.kind == "video":
-            rate = frame_rate(track.fps or 30.0)
-            stream = container.add_stream(name, rate=rate)
-            context = stream.codec_context
-            context.width = track.width
-            context.height = track.height
-            context.pix_fmt = "yuv420p"
-            context.time_base = MICROSECOND
-            context.thread_count = 1
-            context.options = {"preset": "ultrafast"}
-            context.open()
-            extradata = self._extradata[index]
-            context.extradata = h264.annexb_to_avcc(extradata) if extradata else None
-            return stream
-        stream = container.add_stream(name, rate=track.sample_rate)
-        context = stream.codec_context
-        context.layout = channel_layout(track.channels)
-        formats = [f.name for f in context.codec.audio_formats or ()]
-        context.format = "s16" if "s16" in formats else formats[0]
-        context.time_base = Fraction(1, track.sample_rate)
-        if track.bitrate:
-            context.bit_rate = track.bitrate
-        context.open()
-        if self._extradata[index]:
-            context.extradata = self._extradata[index]
-        return stream
 
     def _mux(self, track_index: int, packet: EncodedPacket) -> None:
         pts = packet.pts_us - self._origin
@@ -189,15 +151,61 @@ class Recorder:
         data = packet.data
         if self.tracks[track_index].kind == "video":
             data = h264.to_length_prefixed(data)
-        av_packet = av.Packet(data)
-        av_packet.pts = pts
-        av_packet.dts = pts
-        av_packet.duration = packet.duration_us
-        av_packet.time_base = MICROSECOND
-        av_packet.is_keyframe = packet.keyframe
-        av_packet.stream = self._streams[track_index]
         try:
-            self._container.mux(av_packet)
+            self._container.mux(copy_packet(data, pts, packet, self._streams[track_index]))
         except av.FFmpegError as err:
             raise MediaError(f"cannot write {packet.kind} packet at {packet.pts_us} us to {self.path}: {err}") from err
         self.packets_written[track_index] += 1
+
+
+def copy_packet(data: bytes, pts: int, packet: EncodedPacket, stream: av.stream.Stream) -> av.Packet:
+    """An ``av.Packet`` of ``data`` (already in the container's form) at ``pts`` µs, for ``stream``."""
+    av_packet = av.Packet(data)
+    av_packet.pts = av_packet.dts = pts
+    av_packet.duration = packet.duration_us
+    av_packet.time_base = MICROSECOND
+    av_packet.is_keyframe = packet.keyframe
+    av_packet.stream = stream
+    return av_packet
+
+
+def add_copy_stream(
+    container: av.container.OutputContainer, track: TrackInfo, extradata: bytes, path: object
+) -> av.stream.Stream:
+    """Create a stream whose parameters, including extradata, describe the incoming packets.
+
+    PyAV only builds stream parameters from a codec context, so one is
+    opened for the codec and its extradata replaced by the track's; it
+    never encodes anything. ``path`` only names the output in errors.
+    """
+    name = _STREAM_ENCODERS[track.codec]
+    if name not in av.codecs_available:
+        raise CodecUnavailable(
+            f"cannot record {track.codec} to {path}: this PyAV build lacks {name}; "
+            "install the PyPI 'av' wheel, which bundles it"
+        )
+    if track.kind == "video":
+        rate = frame_rate(track.fps or 30.0)
+        stream = container.add_stream(name, rate=rate)
+        context = stream.codec_context
+        context.width = track.width
+        context.height = track.height
+        context.pix_fmt = "yuv420p"
+        context.time_base = MICROSECOND
+        context.thread_count = 1
+        context.options = {"preset": "ultrafast"}
+        context.open()
+        context.extradata = h264.annexb_to_avcc(extradata) if extradata else None
+        return stream
+    stream = container.add_stream(name, rate=track.sample_rate)
+    context = stream.codec_context
+    context.layout = channel_layout(track.channels)
+    formats = [f.name for f in context.codec.audio_formats or ()]
+    context.format = "s16" if "s16" in formats else formats[0]
+    context.time_base = Fraction(1, track.sample_rate)
+    if track.bitrate:
+        context.bit_rate = track.bitrate
+    context.open()
+    if extradata:
+        context.extradata = extradata
+    return stream

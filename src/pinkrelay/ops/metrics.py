@@ -230,6 +230,7 @@ class _RelayCollector(Collector):
         yield _gauge("pinkrelay_send_queue_max_bytes", "Bytes waiting in the fullest send queue",
                      max(depths, default=0))
         yield _gauge("pinkrelay_media_streams", "Buttons streaming media now", stats["streams"])
+        yield from _evidence_metrics(stats)
         try:
             disk = os.statvfs(relay.config.data_dir)
         except OSError:
@@ -238,6 +239,28 @@ class _RelayCollector(Collector):
                      "filesystem", disk.f_bavail * disk.f_frsize)
         yield _gauge("pinkrelay_data_dir_size_bytes", "Size of the data directory's filesystem",
                      disk.f_blocks * disk.f_frsize)
+
+
+def _evidence_metrics(stats: dict[str, Any]) -> Iterator[Any]:
+    """Pre-roll memory and incident recordings (relay/evidence/)."""
+    yield _gauge("pinkrelay_preroll_bytes", "Bytes of media held in every stream's pre-roll ring",
+                 stats["preroll_bytes"])
+    yield _gauge("pinkrelay_preroll_budget_bytes", "The pre-roll rings' shared budget (preroll_budget_bytes)",
+                 stats["preroll_budget_bytes"])
+    yield _gauge("pinkrelay_preroll_rings", "Streams with a pre-roll ring", stats["preroll_rings"])
+    yield _counter("pinkrelay_preroll_gops_cut_for_budget", "GOPs cut from the longest rings to stay in budget",
+                   stats["preroll_gops_cut_for_budget"])
+    yield _gauge("pinkrelay_evidence_recording", "Incident recordings under way", stats["evidence_recording"])
+    yield _gauge("pinkrelay_evidence_queue_bytes", "Media waiting for the evidence writer",
+                 stats["evidence_queue_bytes"])
+    recordings = CounterMetricFamily("pinkrelay_evidence_recordings", "Incident recordings by what happened "
+                                     "(failed: stopped by a full queue or disk)", labels=["event"])
+    for event in ("started", "resumed", "finished", "failed", "deleted"):
+        recordings.add_metric([event], stats[f"evidence_recordings_{event}"])
+    yield recordings
+    yield _counter("pinkrelay_evidence_segments_written", "Evidence segment files written",
+                   stats["evidence_segments_written"])
+    yield _counter("pinkrelay_evidence_bytes_written", "Evidence bytes written", stats["evidence_bytes_written"])
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

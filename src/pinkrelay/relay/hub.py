@@ -77,6 +77,9 @@ class Stream:
     last_keyframe_request: float = float("-inf")
     messages_in: int = 0
     bytes_in: int = 0
+    #: In-process readers of every message (the evidence pre-roll ring, a recording's tap): each has
+    #: ``offer(message, now)``, called in arrival order with the message the fan-out sends, never a copy.
+    taps: tuple[Any, ...] = ()
 
     def reset_gop(self) -> None:
         self.gop = []
@@ -121,6 +124,8 @@ class Hub:
         #: The fan-out task's wait while it is idle (its deadline: held audio due); None while it runs.
         self._parked: trio.CancelScope | None = None
         self._clock = clock
+        #: Told when a stream opens, is described or closes (``stream_opened(stream)`` ...): the evidence desk.
+        self.listeners: list[Any] = []
 
     # -- streams ---------------------------------------------------------------
 
@@ -128,16 +133,22 @@ class Hub:
         stream = Stream(button_id=button_id, track_ids=track_ids)
         stream.subscribers = self.watchers.get(button_id, ())
         self.streams[button_id] = stream
+        for listener in self.listeners:
+            listener.stream_opened(stream)
         return stream
 
     def close_stream(self, stream: Stream) -> None:
         if self.streams.get(stream.button_id) is stream:
             del self.streams[stream.button_id]
         stream.reset_gop()
+        for listener in self.listeners:
+            listener.stream_closed(stream)
 
     def describe(self, stream: Stream, tracks: tuple[TrackDescription, ...]) -> None:
         stream.tracks = {track.track_id: track for track in tracks}
         stream.reset_gop()
+        for listener in self.listeners:
+            listener.stream_described(stream)
 
     def publish(self, stream: Stream, message: Message) -> None:
         """A complete media message from a button: cache it and queue it for fan-out."""
@@ -145,6 +156,8 @@ class Hub:
         stream.messages_in += 1
         stream.bytes_in += message.wire_size
         stream.remember(message, now, self.gop_cache_bytes)
+        for tap in stream.taps:
+            tap.offer(message, now)
         if not stream.subscribers:
             return
         fanout = self._fanout

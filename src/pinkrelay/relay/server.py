@@ -57,6 +57,7 @@ from ..registry import Registry
 from .admission_desk import AdmissionDesk, read_console_tokens
 from .alert_desk import INDEX_HISTORY_US, AlertDesk
 from .event_streams import EventStreams, _EventStream
+from .evidence import EvidenceDesk
 from .hub import Hub
 from .limits import Admission
 from .media_desk import TRAFFIC_KEYS, MediaDesk
@@ -99,6 +100,9 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
         self.supervisor = Supervisor(self.config.supervision_window)
         #: Operators' voices to buttons: who may talk, and the audit of every talk (talkback.py).
         self.talkback = TalkBackDesk(self)
+        #: Pre-roll and incident recordings (relay/evidence/): a reader of the hub's streams.
+        self.evidence = EvidenceDesk(self)
+        self.hub.listeners.append(self.evidence)
         #: TLS contexts by listener role ("button", "console"); none: that listener is plaintext.
         self.tls_contexts = self._tls_contexts()
         self.tls_stats = {"ok": 0, "plaintext": 0, "handshake": 0, "timeout": 0}
@@ -195,6 +199,7 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self.hub.run_fanout)
+            await nursery.start(self.evidence.run)
             nursery.start_soon(self._supervise)
             nursery.start_soon(self._escalate)
             nursery.start_soon(self._watch_operators)
@@ -250,6 +255,7 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
             "consoles_connected": len(self.consoles),
             "buttons_online": len(self.supervisor.online),
             **self.hub.stats(),
+            **self.evidence.stats(),
         }
 
 

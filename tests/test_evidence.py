@@ -1,0 +1,143 @@
+"""Evidence at the relay, with real parts: a real relay, a button streaming real H.264 and Opus, ffprobe.
+
+Short settings keep it in seconds: pre_roll 3 s, post_roll 1 s, segments of
+1 s, a clip with one keyframe a second (the GOP). The button presses once
+it has streamed for longer than the pre-roll; the alert is resolved a few
+seconds later. The recording must start about pre_roll before the press,
+last until resolve + post_roll, verify, and fail verification naming the
+segment when a byte is flipped or a segment removed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from pinkrelay.media import encode_clip
+from pinkrelay.relay.evidence import EvidenceStore
+from pinkrelay.relay.evidence.manifest import load_public_key, verify
+
+from relay_helpers import button_client, button_ids, running_relay, stream_clip, wait_until
+
+PRE_ROLL = 3.0
+POST_ROLL = 1.0
+GOP = 1.0
+SETTINGS = dict(pre_roll=PRE_ROLL, post_roll=POST_ROLL, evidence_segment=1.0)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return encode_clip(2, width=320, height=240, fps=15, bitrate=300_000, label="evidence", gop_seconds=GOP)
+
+
+def tracks_of(clip):
+    return [clip.video.to_dict(), clip.audio.to_dict()]
+
+
+def ffprobe(path: Path) -> dict:
+    result = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration:stream=codec_type,codec_name",
+         "-of", "json", str(path)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+async def record_one_incident(data_dir: Path, clip, *, press_after: float, resolve_after: float, **changes):
+    """Stream, press, resolve; returns (relay stats, alert id, press wall µs, resolve wall µs)."""
+    async with running_relay(data_dir, **SETTINGS, **changes) as relay:
+        button = button_client(relay, button_ids(1)[0], tracks_of(clip))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(button.run)
+            nursery.start_soon(lambda: stream_clip(button, clip, seconds=60.0))
+            await trio.sleep(press_after)
+            receipt = await button.press(timeout=5)
+            press_us = time.time_ns() // 1000
+            alert_id = receipt.alert_id
+            await trio.sleep(resolve_after)
+            await relay.act_on_alert(alert_id=alert_id, state="acknowledged", operator="desk-1",
+                                     role="operator", console="test")
+            await relay.act_on_alert(alert_id=alert_id, state="resolved", operator="desk-1", role="operator",
+                                     console="test", outcome="genuine", category="harassment")
+            resolve_us = time.time_ns() // 1000
+            directory = relay.config.evidence_root / alert_id
+
+            def complete() -> bool:
+                try:
+                    return json.loads((directory / "manifest.json").read_text())["state"] == "complete"
+                except (FileNotFoundError, ValueError):
+                    return False
+
+            await wait_until(complete, timeout=POST_ROLL + 5, what="the recording to complete")
+            stats = relay.stats()
+            nursery.cancel_scope.cancel()
+    return stats, alert_id, press_us, resolve_us
+
+
+@pytest.fixture(scope="module")
+def incident(tmp_path_factory, clip):
+    data_dir = tmp_path_factory.mktemp("evidence")
+    stats, alert_id, press_us, resolve_us = trio.run(
+        lambda: record_one_incident(data_dir, clip, press_after=PRE_ROLL + 1.5, resolve_after=2.5))
+    return data_dir, stats, alert_id, press_us, resolve_us
+
+
+def test_the_recording_starts_a_pre_roll_before_the_press_and_ends_post_roll_after_resolve(incident):
+    data_dir, stats, alert_id, press_us, resolve_us = incident
+    store = EvidenceStore(data_dir / "evidence", data_dir)
+    manifest = store.manifest(alert_id).data
+    assert manifest["state"] == "complete" and manifest["gaps"] == []
+    # The first frame (origin_us, the button's capture clock) is at most one GOP after press - pre_roll.
+    pressed_at = manifest["press_us"]
+    assert pressed_at - manifest["origin_us"] >= (PRE_ROLL - GOP) * 1e6
+    assert pressed_at - manifest["origin_us"] <= (PRE_ROLL + GOP) * 1e6 + 0.3e6
+    probe = ffprobe(store.playable(alert_id))
+    assert sorted(s["codec_name"] for s in probe["streams"]) == ["h264", "opus"]
+    duration = float(probe["format"]["duration"])
+    expected = (resolve_us - manifest["origin_us"]) / 1e6 + POST_ROLL
+    assert abs(duration - expected) <= GOP + 0.3, (duration, expected)
+    assert stats["evidence_recordings_finished"] == 1 and stats["evidence_recordings_failed"] == 0
+    assert stats["preroll_rings"] == 1 and stats["preroll_bytes"] > 0
+
+
+def test_verify_passes_then_names_a_flipped_byte_and_a_removed_segment(incident, tmp_path):
+    data_dir, _, alert_id, _, _ = incident
+    source = data_dir / "evidence" / alert_id
+    key = load_public_key(data_dir / "evidence_key.pub.pem")
+    verdict = verify(source, key)
+    assert verdict.ok, verdict.problems
+    assert verdict.signed and verdict.segments >= 4
+
+    flipped = shutil.copytree(source, tmp_path / "flipped")
+    victim = sorted(flipped.glob("seg-*.m4s"))[2]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.write_bytes(bytes(data))
+    problems = verify(flipped, key).problems
+    assert len(problems) == 1 and victim.name in problems[0] and "altered" in problems[0], problems
+
+    removed = shutil.copytree(source, tmp_path / "removed")
+    victim = sorted(removed.glob("seg-*.m4s"))[3]
+    victim.unlink()
+    problems = verify(removed, key).problems
+    assert len(problems) == 1 and victim.name in problems[0] and "gap from" in problems[0], problems
+
+    reordered = shutil.copytree(source, tmp_path / "reordered")
+    first, second = sorted(reordered.glob("seg-*.m4s"))[1:3]
+    a, b = first.read_bytes(), second.read_bytes()
+    first.write_bytes(b)
+    second.write_bytes(a)
+    problems = verify(reordered, key).problems
+    assert len(problems) == 2 and all("reordered" in p for p in problems), problems
+
+    forged = shutil.copytree(source, tmp_path / "forged")
+    manifest = json.loads((forged / "manifest.json").read_text())
+    manifest["button"] = "someone-else"
+    (forged / "manifest.json").write_text(json.dumps(manifest))
+    problems = verify(forged, key).problems
+    assert problems and "edited or forged" in problems[0], problems
