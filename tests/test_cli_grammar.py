@@ -23,6 +23,7 @@ ACTIONS = {
     "registry": {"check": ["r.csv"], "reload": []},
     "operators": {"add": ["desk-9"], "list": [], "disable": ["desk-9"], "enable": ["desk-9"]},
     "alerts": {"list": [], "show": ["0190"], "export": ["--format", "csv"]},
+    "button-mode": {"test": ["kp-1"], "live": ["kp-1"], "list": []},
 }
 #: Options every subcommand with actions takes before or after its action.
 LOCATION = ["--data-dir", "/srv/relay-data", "--config", "/etc/pinkrelay/relay.toml"]

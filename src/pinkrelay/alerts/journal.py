@@ -578,6 +578,43 @@ class SqliteJournal:
         _, state, duplicate_of, cursor = found
         return Recorded(_stored(alert, state, duplicate_of, cursor), False)
 
+    async def record_test(self, alert: Alert, *, note: str, sinks: tuple[str, ...]) -> Recorded:
+        """Store a press of a button in test mode: closed at once, as a test, in one event.
+
+        The alert is stored ``false_alarm`` with one event of kind ``test``
+        (outcome ``test``, operator ``relay``), queued only for ``sinks``
+        (those whose format marks a test, e.g. CAP status Test). A console
+        resuming from the journal gets it as a step of an alert it never saw,
+        which it ignores: a test pages nobody, not even after a reconnect.
+        A retry of a stored id returns it with ``duplicate`` set.
+        """
+        event_cursor = alert.cursor or self.take_cursor()
+        closed = AlertState.FALSE_ALARM.value
+
+        def work(conn: sqlite3.Connection) -> Any:
+            row = conn.execute(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE alert_id = ?", (alert.alert_id,)).fetchone()
+            if row is not None:
+                return row
+            conn.execute(
+                "INSERT INTO events (cursor, alert_id, kind, state, level, operator, note, at, outcome) "
+                "VALUES (?, ?, 'test', ?, 0, 'relay', ?, ?, 'test')",
+                (event_cursor, alert.alert_id, closed, note, alert.received_at),
+            )
+            queue_outbound(conn, event_cursor, sinks)
+            conn.execute(
+                f"INSERT INTO alerts ({_ALERT_COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (alert.alert_id, alert.button, alert.kind, alert.pressed_at, alert.received_at, alert.attempt,
+                 closed, 0, "", _site_json(alert.site), event_cursor, alert.received_at),
+            )
+            return None
+
+        found = await self._call(work)
+        if found is not None:
+            return Recorded(_alert_from_row(found), True)
+        if sinks:
+            self._outbound_committed()
+        return Recorded(_stored(alert, closed, "", event_cursor), False)
+
     async def apply(self, step: Step, *, level: int | None = None, cursor: int = 0) -> AlertUpdate:
         """Record a lifecycle step (checked against the current state inside the transaction)."""
         event_cursor = cursor or self.take_cursor()

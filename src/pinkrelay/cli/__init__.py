@@ -10,6 +10,7 @@
     pinkrelay operators  manage operator accounts (add, list, disable, enable)
     pinkrelay alerts     read the alert journal (list, show, export)
     pinkrelay alert      act on one alert (ack, dispatch, resolve, false-alarm)
+    pinkrelay button-mode  put a button in test mode for maintenance, or back to live
 
 Each subcommand module has ``add_parser(subparsers)`` and ``run(args) -> int``.
 Errors that a user can fix (bad config, unreachable relay, refused
@@ -27,7 +28,7 @@ from ..errors import PinkRelayError
 
 COMMANDS = (
     "serve", "button", "camera-bridge", "simulate", "console", "demo", "registry", "operators", "alerts",
-    "alert", "certs",
+    "alert", "certs", "button-mode",
 )
 
 

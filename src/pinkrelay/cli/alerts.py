@@ -329,7 +329,7 @@ def summary(alert: dict[str, Any], events: list[dict[str, Any]]) -> dict[str, An
         "event_count": len(events), "cursor": alert["cursor"], "outcome": "", "outcome_category": "",
     }
     for event in events:
-        if event["kind"] != "transition":
+        if event["kind"] not in ("transition", "test"):  # test: a press in test mode, closed at once (§8.6)
             continue
         state = event["state"]
         if state == "acknowledged" and not row["acknowledged_at"]:
@@ -394,7 +394,7 @@ def do_list(args: argparse.Namespace, path: Path, out: TextIO) -> int:
 
 def closing(events: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The step that closed the alert (resolved or false alarm), if any."""
-    closed = [e for e in events if e["kind"] == "transition" and e["state"] in ("resolved", "false_alarm")]
+    closed = [e for e in events if e["kind"] in ("transition", "test") and e["state"] in ("resolved", "false_alarm")]
     return closed[-1] if closed else None
 
 

@@ -44,7 +44,9 @@ def cap_xml(delivery: Delivery, *, relay_name: str) -> bytes:
     """The CAP 1.2 message of one step."""
     first_cursor = delivery.first_cursor
     offline = delivery.alert_kind == "offline"
-    first = delivery.step in ("raised", "duplicate") and delivery.cursor == first_cursor
+    # A press of a button in test mode (relay/test_presses.py): one message, marked Test.
+    test = delivery.step == "test"
+    first = test or (delivery.step in ("raised", "duplicate") and delivery.cursor == first_cursor)
     closing = delivery.state in ("resolved", "false_alarm")
     sender = f"pinkrelay@{relay_name}"
     ET.register_namespace("", NAMESPACE)
@@ -52,7 +54,7 @@ def cap_xml(delivery: Delivery, *, relay_name: str) -> bytes:
     _add(root, "identifier", _identifier(relay_name, delivery.alert_id, delivery.cursor))
     _add(root, "sender", sender)
     _add(root, "sent", _time(delivery.at or delivery.received_at))
-    _add(root, "status", "Actual")
+    _add(root, "status", "Test" if test else "Actual")
     _add(root, "msgType", "Alert" if first else ("Cancel" if delivery.state == "false_alarm" else "Update"))
     _add(root, "scope", "Restricted")
     _add(root, "restriction", "For the control room and the units it dispatches")

@@ -50,7 +50,8 @@ class Delivery:
     cursor: int
     attempts: int
     alert_id: str
-    #: raised, duplicate, transition, escalated or note (the journal's event kinds).
+    #: raised, duplicate, transition, escalated, note or test (the journal's event kinds; test only
+    #: for sinks whose format marks a test, relay/test_presses.py).
     step: str
     state: str
     level: int

@@ -62,6 +62,7 @@ from .hub import Hub
 from .limits import Admission
 from .media_desk import TRAFFIC_KEYS, MediaDesk
 from .sequencer import CursorSequencer
+from .test_presses import TestPresses
 from .sessions import ButtonSession, ConsoleSession, Session, wall_us
 from .supervision import Supervisor
 from .supervision_desk import SupervisionDesk
@@ -94,6 +95,8 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
         self.journal = journal if journal is not None else SqliteJournal(self.config.data_dir / "journal.sqlite3")
         #: Delivers every stored alert and step to the configured sinks (pinkrelay/integrations).
         self.integrations = dispatcher_for(self, self.config.sinks) if self.config.sinks else None
+        #: Buttons in test mode for maintenance: their presses page nobody (relay/test_presses.py).
+        self.test_presses = TestPresses(self)
         self.escalator = Escalator(self.config.escalation_levels)
         self.routing = Routing(self.config.escalation_groups)
         self.hub = Hub(gop_cache_bytes=self.config.gop_cache_bytes, audio_hold=self.config.audio_hold)
@@ -203,6 +206,7 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
             nursery.start_soon(self._supervise)
             nursery.start_soon(self._escalate)
             nursery.start_soon(self._watch_operators)
+            nursery.start_soon(self.test_presses.watch)
             nursery.start_soon(self._report_drops)
             nursery.start_soon(self._report_unstored)
             nursery.start_soon(self._unblock_sequencer)

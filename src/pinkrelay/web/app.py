@@ -19,6 +19,7 @@ tests/test_web_security.py walks the /api/ routes of this table)::
     GET  /api/sites                every registered button, its site and state
     POST /api/alerts/{id}/actions  {"state": ..., "unit": ..., "note": ...}
     POST /api/plans                {"key": ..., "plan": {...} or null}: a supervisor edits a plan (web/plans.py)
+    POST /api/buttons/{id}/mode    {"mode": "test" or "live", "note": ...}: a supervisor's maintenance mode
     GET  /api/alerts/{id}/cap      the alert's latest step as CAP 1.2 XML (pinkrelay/integrations/cap.py)
     GET  /api/integrations         each sink's deliveries, failures and backlog
     WS   /ws                       board events (JSON) and live media (binary)
@@ -66,6 +67,7 @@ from .auth import (
 )
 from .asgi import answer_lifespan
 from .live import LiveBridge, Viewer
+from .maintenance import mode_message, set_button_mode
 from .plans import AlertContext
 
 log = logging.getLogger("pinkrelay.web")
@@ -101,6 +103,7 @@ SECURITY_HEADERS = [
 ]
 ACTIONS_PATH = re.compile(r"^/api/alerts/([^/]{1,64})/actions$")
 CAP_PATH = re.compile(r"^/api/alerts/([^/]{1,64})/cap$")
+MODE_PATH = re.compile(r"^/api/buttons/([^/]{1,64})/mode$")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -281,6 +284,7 @@ class ControlRoom:
         self.url = ""
         #: Action plans and false-alarm counts shown with each alert.
         self.context = AlertContext(relay, wall_us)
+        relay.test_presses.on_change.append(lambda button, change: self._tell_boards(mode_message(button, change)))
 
     # -- background work ------------------------------------------------------------
 
@@ -529,6 +533,14 @@ class ControlRoom:
             if status == 200:
                 self._tell_boards(answer)
             return await self._json(request, status, answer)
+        match = MODE_PATH.match(path)
+        if match:
+            if method != "POST":
+                return await self._method_not_allowed(request, "POST")
+            status, answer = await set_button_mode(self.relay, await request.body(), match.group(1),
+                                                   session.operator, session.role, f"web {request.remote}",
+                                                   self._audit)
+            return await self._json(request, status, answer)
         match = CAP_PATH.match(path)
         if match:
             return await self._cap(request, session, match.group(1))
@@ -560,9 +572,11 @@ class ControlRoom:
 
     def _sites(self) -> list[dict[str, Any]]:
         online = self.relay.supervisor.online
+        modes = self.relay.test_presses.modes
         return [
             {"button": button_id, "site": site_json(button.site),
-             "state": "online" if button_id in online else "offline"}
+             "state": "online" if button_id in online else "offline",
+             "mode": "test" if modes.in_test(button_id) else "live"}
             for button_id, button in sorted(self.relay.registry.items())
         ]
 

@@ -9,6 +9,7 @@ import { BoardKeys } from "./keys.js";
 import { OffscreenAlerts } from "./offscreen.js";
 import { duration } from "./urgency.js";
 import { SinkStatus } from "./sinks.js";
+import { Maintenance } from "./maintenance.js";
 
 const $ = (id) => document.getElementById(id);
 const AUTO_OPEN_KINDS = new Set(["panic", "tamper"]);
@@ -79,6 +80,8 @@ const board = new Board($("alerts"), $("no-alerts"), $("alert-count"), {
   watch: (button) => live.open(button),
   siteOf,
 });
+const maintenance = new Maintenance($("maintenance"), $("n-test"), { csrf: () => room.csrf });
+room.maintenance = maintenance;
 const live = new LiveWall($("streams"), $("no-streams"), send, siteOf);
 const alarm = new Alarm(() => board.highestUnanswered());
 new BoardKeys(board).attach(document);
@@ -140,6 +143,7 @@ function onMessage(message) {
       for (const alert of opening) openAlertVideo(alert);
       if (signingIn || missed.length) alarm.ring(signingIn ? "open at sign-in" : "missed");
       map.draw(message.sites);
+      maintenance.load(message.sites, message.role);
       live.resubscribe();
       changed();
       break;
@@ -165,6 +169,9 @@ function onMessage(message) {
       changed();
       break;
     }
+    case "button-mode":
+      maintenance.changed(message);
+      break;
     case "plan":
       board.setPlan(message.buttons, message.plan);
       break;
