@@ -24,6 +24,8 @@ ACTIONS = {
     "operators": {"add": ["desk-9"], "list": [], "disable": ["desk-9"], "enable": ["desk-9"]},
     "alerts": {"list": [], "show": ["0190"], "export": ["--format", "csv"]},
     "button-mode": {"test": ["kp-1"], "live": ["kp-1"], "list": []},
+    "evidence": {"list": [], "show": ["0190"], "verify": ["0190"], "export": ["0190", "--to", "out"],
+                 "hold": ["0190", "--reason", "case 12"], "release": ["0190"]},
 }
 #: Options every subcommand with actions takes before or after its action.
 LOCATION = ["--data-dir", "/srv/relay-data", "--config", "/etc/pinkrelay/relay.toml"]

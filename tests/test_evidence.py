@@ -11,6 +11,7 @@ segment when a byte is flipped or a segment removed.
 from __future__ import annotations
 
 import json
+import sqlite3
 import shutil
 import subprocess
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from pinkrelay.cli import main
 from pinkrelay.media import encode_clip
 from pinkrelay.relay.evidence import EvidenceStore
 from pinkrelay.relay.evidence.manifest import load_public_key, verify
@@ -141,3 +143,38 @@ def test_verify_passes_then_names_a_flipped_byte_and_a_removed_segment(incident,
     (forged / "manifest.json").write_text(json.dumps(manifest))
     problems = verify(forged, key).problems
     assert problems and "edited or forged" in problems[0], problems
+
+
+def test_cli_verifies_exports_holds_and_audits_each(incident, tmp_path, capsys):
+    data_dir, _, alert_id, _, _ = incident
+    location = ["--data-dir", str(data_dir)]
+    assert main(["evidence", "verify", alert_id, *location]) == 0
+    assert "OK:" in capsys.readouterr().out
+    assert main(["evidence", "list", *location]) == 0
+    assert alert_id in capsys.readouterr().out
+    out = tmp_path / "export"
+    assert main(["evidence", "export", alert_id, "--to", str(out), "--operator", "inv-1", *location]) == 0
+    names = {path.name for path in out.iterdir()}
+    assert {f"{alert_id}.mp4", "manifest.json", "manifest.sig", "evidence_key.pub.pem", "SHA256SUMS",
+            "README.txt", "segments"} <= names
+    assert sorted(s["codec_name"] for s in ffprobe(out / f"{alert_id}.mp4")["streams"]) == ["h264", "opus"]
+    # The README's standard tools: sha256sum over the pieces, openssl over the signature.
+    sums = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True, timeout=30)
+    assert sums.returncode == 0, sums.stdout + sums.stderr
+    signature = subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", "evidence_key.pub.pem",
+                                "-rawin", "-in", "manifest.json", "-sigfile", "manifest.sig"],
+                               cwd=out, capture_output=True, text=True, timeout=30)
+    assert signature.returncode == 0 and "Verified" in signature.stdout, signature.stdout + signature.stderr
+    assert main(["evidence", "hold", alert_id, "--reason", "case 2026/77", "--operator", "sup-1", *location]) == 0
+    store = EvidenceStore(data_dir / "evidence", data_dir)
+    assert store.hold(alert_id)["reason"] == "case 2026/77"
+    # Retention never deletes a held recording, even past its days.
+    assert store.sweep(retention_days=1, high_water=1.0, now_us=time.time_ns() // 1000 + 2 * 86400 * 10**6) == []
+    assert main(["evidence", "release", alert_id, "--operator", "sup-1", *location]) == 0
+    assert main(["evidence", "release", alert_id, *location]) == 2
+    assert "not on hold" in capsys.readouterr().err
+    assert main(["evidence", "verify", "no-such-alert", *location]) == 1
+    with sqlite3.connect(data_dir / "journal.sqlite3") as conn:
+        actions = [row for row in conn.execute("SELECT operator, action, subject FROM audit")]
+    assert ("inv-1", "evidence-export", alert_id) in actions
+    assert ("sup-1", "evidence-hold", alert_id) in actions and ("sup-1", "evidence-release", alert_id) in actions

@@ -11,6 +11,7 @@
     pinkrelay alerts     read the alert journal (list, show, export)
     pinkrelay alert      act on one alert (ack, dispatch, resolve, false-alarm)
     pinkrelay button-mode  put a button in test mode for maintenance, or back to live
+    pinkrelay evidence   incident recordings (list, show, verify, export, hold, release)
 
 Each subcommand module has ``add_parser(subparsers)`` and ``run(args) -> int``.
 Errors that a user can fix (bad config, unreachable relay, refused
@@ -28,7 +29,7 @@ from ..errors import PinkRelayError
 
 COMMANDS = (
     "serve", "button", "camera-bridge", "simulate", "console", "demo", "registry", "operators", "alerts",
-    "alert", "certs", "button-mode",
+    "alert", "certs", "button-mode", "evidence",
 )
 
 
