@@ -11,21 +11,26 @@ segment when a byte is flipped or a segment removed.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import sqlite3
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import trio
 
+from pinkrelay import Address, ButtonClient
 from pinkrelay.cli import main
 from pinkrelay.media import encode_clip
 from pinkrelay.relay.evidence import EvidenceStore
 from pinkrelay.relay.evidence.manifest import load_public_key, verify
 
-from relay_helpers import button_client, button_ids, running_relay, stream_clip, wait_until
+from relay_helpers import button_client, button_ids, running_relay, secret_for, stream_clip, wait_until
 
 PRE_ROLL = 3.0
 POST_ROLL = 1.0
@@ -178,3 +183,89 @@ def test_cli_verifies_exports_holds_and_audits_each(incident, tmp_path, capsys):
         actions = [row for row in conn.execute("SELECT operator, action, subject FROM audit")]
     assert ("inv-1", "evidence-export", alert_id) in actions
     assert ("sup-1", "evidence-hold", alert_id) in actions and ("sup-1", "evidence-release", alert_id) in actions
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _serve(tmp_path: Path, data_dir: Path, buttons: int, consoles: int, **settings: object) -> subprocess.Popen:
+    registry = tmp_path / "buttons.csv"
+    if not registry.exists():
+        button = button_ids(1)[0]
+        registry.write_text("id,secret,site_name,site_kind,address,district,latitude,longitude,control_rooms\n"
+                            f"{button},{secret_for(button).decode()},Evidence site,market,Saddar Road,"
+                            "Cantonment,34.0,71.5,main\n")
+    env = dict(os.environ, **{f"PINKRELAY_{name.upper()}": str(value) for name, value in settings.items()})
+    with open(tmp_path / "relay.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pinkrelay", "serve", "--no-web", "--no-metrics", "--registry", str(registry),
+             "--data-dir", str(data_dir), "--buttons-listen", f"127.0.0.1:{buttons}",
+             "--consoles-listen", f"127.0.0.1:{consoles}"], stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+async def _listening(port: int, process: subprocess.Popen, log: Path) -> None:
+    with trio.fail_after(20):
+        while True:
+            assert process.poll() is None, "the relay exited:\n" + log.read_text()[-3000:]
+            try:
+                (await trio.open_tcp_stream("127.0.0.1", port)).socket.close()
+                return
+            except OSError:
+                await trio.sleep(0.05)
+
+
+def _manifest(directory: Path) -> dict:
+    try:
+        return json.loads((directory / "manifest.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def test_kill_9_mid_incident_then_restart_resumes_the_same_recording_and_states_the_gap(tmp_path, clip):
+    data_dir = tmp_path / "var"
+    buttons, consoles = _free_port(), _free_port()
+    settings = dict(SETTINGS, max_incident=9.0)
+
+    async def main() -> None:
+        relay = _serve(tmp_path, data_dir, buttons, consoles, **settings)
+        try:
+            await _listening(buttons, relay, tmp_path / "relay.log")
+            address = Address("127.0.0.1", buttons)
+            button = ButtonClient(address, button_ids(1)[0], secret_for(button_ids(1)[0]), tracks=tracks_of(clip),
+                                  backoff_initial=0.05, backoff_max=0.3)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(button.run)
+                nursery.start_soon(lambda: stream_clip(button, clip, seconds=60.0))
+                await trio.sleep(PRE_ROLL + 0.5)
+                receipt = await button.press(timeout=5)
+                directory = data_dir / "evidence" / receipt.alert_id
+                await wait_until(lambda: len(_manifest(directory).get("pieces", [])) >= 3, timeout=6,
+                                 what="two segments before the kill")
+                relay.send_signal(signal.SIGKILL)
+                relay.wait()
+                await trio.sleep(1.0)
+                relay = _serve(tmp_path, data_dir, buttons, consoles, **settings)
+                await wait_until(lambda: _manifest(directory).get("state") == "complete", timeout=15,
+                                 what="the resumed recording to complete at max_incident")
+                nursery.cancel_scope.cancel()
+        finally:
+            relay.kill()
+            relay.wait()
+        manifest = _manifest(directory)
+        assert len(manifest["parts"]) == 2 and manifest["parts"][1]["reason"] == "relay restart"
+        assert len(manifest["gaps"]) == 1 and "relay restarted" in manifest["gaps"][0]["reason"]
+        gap = manifest["gaps"][0]
+        assert 0.5e6 < gap["to_us"] - gap["from_us"] < 6e6, gap
+        store = EvidenceStore(data_dir / "evidence", data_dir)
+        verdict = store.verify(receipt.alert_id)
+        assert verdict.ok, verdict.problems
+        assert len(verdict.gaps) == 1 and "relay restarted" in verdict.gaps[0]
+        probe = ffprobe(store.playable(receipt.alert_id))
+        assert sorted(s["codec_name"] for s in probe["streams"]) == ["h264", "opus"]
+        # The playable file spans both parts and the gap between them.
+        assert float(probe["format"]["duration"]) * 1e6 >= gap["to_us"]
+
+    trio.run(main)

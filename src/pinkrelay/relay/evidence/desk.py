@@ -113,6 +113,7 @@ class EvidenceDesk:
             segments = manifest.segments
             recording.last_pts_us = segments[-1]["end_us"] if segments else -1
             recording.gap_reason = "relay restarted mid-incident; recording resumed"
+            recording.next_part_reason = "relay restart"
             now = trio.current_time()
             started_wall = manifest.data["started_at"]
             recording.stop_at = now + self.config.max_incident - (wall_us() - started_wall) / 1e6
@@ -125,6 +126,7 @@ class EvidenceDesk:
                       "is stated in its manifest", alert_id=alert_id, button=recording.button_id)
             stream = self.relay.hub.streams.get(recording.button_id)
             if stream is not None and stream.tracks:
+                recording.next_part_reason = ""
                 self._attach(recording, stream, "relay restart")
         self._wakeup.set()
 
@@ -168,12 +170,14 @@ class EvidenceDesk:
             stream.taps = (ring,) + tuple(t for t in stream.taps if isinstance(t, _Tap))
         recording = self.by_button.get(stream.button_id)
         if recording is not None and recording.active:
-            self._attach(recording, stream, "stream described again" if recording.part else "press")
+            reason, recording.next_part_reason = recording.next_part_reason or "stream described again", ""
+            self._attach(recording, stream, reason)
 
     def stream_closed(self, stream: Any) -> None:
         for tap in stream.taps:
             if isinstance(tap, _Tap):
                 self.writer.end_part(tap.recording, "the button's stream was interrupted")
+                tap.recording.next_part_reason = "button reconnected"
             else:
                 self.preroll.close(stream.button_id, tap)
         stream.taps = ()

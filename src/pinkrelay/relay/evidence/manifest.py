@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 FORMAT = "pinkrelay-evidence/1"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
+NEXT_SIGNATURE = "manifest.sig.next"
 
 
 def genesis(alert_id: str) -> str:
@@ -118,11 +119,19 @@ class Manifest:
         return entry
 
     def save(self, directory: Path, key: Ed25519PrivateKey | None) -> None:
-        """Write manifest.json and its signature, each replaced atomically (temporary file, rename)."""
+        """Write manifest.json and its signature so that a crash at any point leaves a pair that verifies.
+
+        The new signature is written first as ``manifest.sig.next``; then the
+        manifest is replaced, then the signature. Between the two renames
+        ``manifest.sig.next`` is the one that matches (verify tries both).
+        """
         body = json.dumps(self.data, indent=1, sort_keys=True).encode() + b"\n"
+        if key is None:
+            _replace(directory / MANIFEST, body)
+            return
+        _replace(directory / NEXT_SIGNATURE, key.sign(body))
         _replace(directory / MANIFEST, body)
-        if key is not None:
-            _replace(directory / SIGNATURE, key.sign(body))
+        os.replace(directory / NEXT_SIGNATURE, directory / SIGNATURE)
 
 
 def _replace(path: Path, payload: bytes) -> None:
@@ -190,6 +199,17 @@ class Verdict:
         return not self.problems
 
 
+def signature_of(directory: Path, public_key: Ed25519PublicKey, body: bytes) -> Path | None:
+    """The signature file that verifies ``body``: manifest.sig, or manifest.sig.next after a crash between renames."""
+    for name in (SIGNATURE, NEXT_SIGNATURE):
+        try:
+            public_key.verify((directory / name).read_bytes(), body)
+            return directory / name
+        except (FileNotFoundError, InvalidSignature):
+            continue
+    return None
+
+
 def _span(entry: dict[str, Any]) -> str:
     return f"{entry['start_us'] / 1e6:.1f}-{entry['end_us'] / 1e6:.1f} s"
 
@@ -206,16 +226,13 @@ def verify(directory: Path, public_key: Ed25519PublicKey | None) -> Verdict:
     except ValueError as error:
         verdict.problems.append(f"{MANIFEST} is not valid JSON ({error}): it was damaged or edited")
         return verdict
-    signature = directory / SIGNATURE
     if public_key is None:
         verdict.problems.append("no public key to check the signature with (evidence_key.pub.pem)")
-    elif not signature.exists():
+    elif not (directory / SIGNATURE).exists():
         verdict.problems.append(f"{SIGNATURE} is missing: the manifest cannot be shown to come from the relay")
     else:
-        try:
-            public_key.verify(signature.read_bytes(), body)
-            verdict.signed = True
-        except InvalidSignature:
+        verdict.signed = signature_of(directory, public_key, body) is not None
+        if not verdict.signed:
             verdict.problems.append(f"{SIGNATURE} does not verify {MANIFEST}: the manifest was edited or forged")
     pieces = data.get("pieces", [])
     by_hash = {piece.get("sha256"): piece for piece in pieces}

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ...media.fragments import join_parts
-from .manifest import MANIFEST, PUBLIC_KEY, SIGNATURE, Manifest, Verdict, load_public_key, verify
+from .manifest import MANIFEST, PUBLIC_KEY, SIGNATURE, Manifest, Verdict, load_public_key, signature_of, verify
 
 HOLD = "hold.json"
 PLAYBACK = "playback.mp4"
@@ -183,10 +183,15 @@ class EvidenceStore:
             if source.exists():
                 shutil.copyfile(source, pieces / piece["file"])
                 sums.append(f"{piece['sha256']}  segments/{piece['file']}")
-        for name in (MANIFEST, SIGNATURE):
-            if (directory / name).exists():
-                shutil.copyfile(directory / name, destination / name)
-                written.append(destination / name)
+        shutil.copyfile(directory / MANIFEST, destination / MANIFEST)
+        written.append(destination / MANIFEST)
+        key_path = self.public_key_path()
+        signature = None
+        if key_path.exists():
+            signature = signature_of(directory, load_public_key(key_path), (directory / MANIFEST).read_bytes())
+        if signature is not None:
+            shutil.copyfile(signature, destination / SIGNATURE)
+            written.append(destination / SIGNATURE)
         if self.public_key_path().exists():
             shutil.copyfile(self.public_key_path(), destination / PUBLIC_KEY)
             written.append(destination / PUBLIC_KEY)

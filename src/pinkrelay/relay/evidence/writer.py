@@ -58,6 +58,8 @@ class Recording:
     #: Relay clock: when it stops (post_roll after resolve, max_incident after the start).
     stop_at: float = float("inf")
     stop_reason: str = "max_incident reached"
+    #: What the next part is started for (the event loop's label for the manifest).
+    next_part_reason: str = ""
     #: Writer-side state.
     part: int = 0
     muxer: FragmentMuxer | None = None
@@ -355,7 +357,7 @@ def recover(directory: Path, manifest: Manifest) -> list[str]:
         if name in listed and not (directory / name).exists():
             os.replace(temporary, directory / name)
             done.append(f"{name} completed")
-        elif name not in ("manifest.json", "manifest.sig"):
+        elif name not in ("manifest.json", "manifest.sig", "manifest.sig.next"):
             temporary.unlink()
             done.append(f"{name} dropped (written but never listed before the stop)")
     return done
