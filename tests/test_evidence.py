@@ -10,6 +10,7 @@ segment when a byte is flipped or a segment removed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -27,10 +28,20 @@ import trio
 from pinkrelay import Address, ButtonClient
 from pinkrelay.cli import main
 from pinkrelay.media import encode_clip
+from pinkrelay.protocol import Error, Media
 from pinkrelay.relay.evidence import EvidenceStore
 from pinkrelay.relay.evidence.manifest import load_public_key, verify
 
-from relay_helpers import button_client, button_ids, running_relay, secret_for, stream_clip, wait_until
+from relay_helpers import (
+    button_client,
+    button_ids,
+    console_client,
+    next_of,
+    running_relay,
+    secret_for,
+    stream_clip,
+    wait_until,
+)
 
 PRE_ROLL = 3.0
 POST_ROLL = 1.0
@@ -267,5 +278,69 @@ def test_kill_9_mid_incident_then_restart_resumes_the_same_recording_and_states_
         assert sorted(s["codec_name"] for s in probe["streams"]) == ["h264", "opus"]
         # The playable file spans both parts and the gap between them.
         assert float(probe["format"]["duration"]) * 1e6 >= gap["to_us"]
+
+    trio.run(main)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount = tmp_path / "evidence-disk"
+    mount.mkdir()
+    assert os.geteuid() == 0, "this test mounts a 4 MB tmpfs: run it as root (CI and make test do)"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_evidence_disk_stops_the_recording_loudly_and_nothing_else(tmp_path, small_disk, clip, caplog):
+    """The evidence disk fills mid-recording: log line, metric, console notice; alerts and live video go on."""
+
+    async def main() -> None:
+        async with running_relay(tmp_path / "var", **SETTINGS, evidence_dir=small_disk) as relay:
+            first, second = button_ids(2)
+            pressed = button_client(relay, first, tracks_of(clip))
+            other = button_client(relay, second, tracks_of(clip))
+            console = console_client(relay)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(console.run)
+                console.subscribe(first)
+                for button in (pressed, other):
+                    nursery.start_soon(button.run)
+                    nursery.start_soon(lambda b=button: stream_clip(b, clip, seconds=60.0))
+                await trio.sleep(1.5)
+                receipt = await pressed.press(timeout=5)
+                directory = small_disk / receipt.alert_id
+                await wait_until(lambda: len(_manifest(directory).get("pieces", [])) >= 2, timeout=5,
+                                 what="a first segment")
+                with open(small_disk / "filler", "wb") as filler:  # the disk fills up
+                    with contextlib.suppress(OSError):
+                        while True:
+                            filler.write(b"\0" * 65536)
+                            filler.flush()
+                notice = await next_of(console, Error, timeout=6, where=lambda e: e.code == "evidence")
+                assert receipt.alert_id in notice.message and not notice.fatal
+                assert "RECORDING STOPPED" in notice.message
+                # Live video goes on to the console after the stop ...
+                media = 0
+                with trio.move_on_after(1.5):
+                    async for event in console.events():
+                        media += isinstance(event, Media)
+                assert media > 20
+                # ... and alerts are stored and acknowledged as ever.
+                second_receipt = await other.press(timeout=5)
+                assert not second_receipt.duplicate
+                stats = relay.stats()
+                assert stats["evidence_recordings_failed"] >= 1
+                assert await relay.journal.get(second_receipt.alert_id) is not None
+                assert await relay.journal.get(receipt.alert_id) is not None
+                nursery.cancel_scope.cancel()
+        # What was written before the disk filled is intact and verifies (the final manifest could not be
+        # written to the full disk: the next start finds it unfinished and says so).
+        verdict = EvidenceStore(small_disk, tmp_path / "var").verify(receipt.alert_id)
+        assert verdict.ok and verdict.segments >= 1, verdict.problems
+        lines = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert any("RECORDING STOPPED" in line and receipt.alert_id in line for line in lines), lines
 
     trio.run(main)
