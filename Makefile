@@ -43,4 +43,4 @@ $(STAMP): $(VENV)/bin/python $(SOURCES)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info var .pytest_cache .hypothesis .benchmarks
-	find src -name '*.so' -delete -o -name '*.c' -delete -o -name '__pycache__' -prune -exec rm -rf {} +
+	find src -name '*.so' -delete -o -name '_*.c' -delete -o -name '__pycache__' -prune -exec rm -rf {} +

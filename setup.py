@@ -1,4 +1,4 @@
-"""Build the compiled core (src/pinkrelay/_core/_cpinkrelay.pyx).
+"""Build the compiled core (src/pinkrelay/_core: _cpinkrelay.pyx, and the data plane).
 
 Everything else about the package lives in pyproject.toml. The compiler
 directives live here, in one place, for every extension.
@@ -21,6 +21,14 @@ extensions = [
         "pinkrelay._core._cpinkrelay",
         ["src/pinkrelay/_core/_cpinkrelay.pyx"],
         extra_compile_args=["-O2"],
+    ),
+    # The data plane: C threads that read, check and fan out media without the GIL.
+    Extension(
+        "pinkrelay._core._dataplane",
+        ["src/pinkrelay/_core/_dataplane.pyx", "src/pinkrelay/_core/dataplane.c"],
+        include_dirs=["src/pinkrelay/_core"],
+        extra_compile_args=["-O2", "-pthread"],
+        extra_link_args=["-pthread"],
     ),
 ]
 
