@@ -1,0 +1,10 @@
+"""Several relays as one control room, on NATS JetStream (``cluster_nats_urls``; docs/operations.md §21).
+
+- ``bridge.py``: nats-py on an asyncio loop inside the relay's trio run (trio-asyncio).
+- ``records.py``: subjects, message ids and record bodies (sans-IO).
+- ``view.py``: the control room's state read from the stream (sans-IO).
+- ``bus.py``: the relay's alert store on the replicated stream.
+
+Nothing outside this package imports nats; a relay without ``cluster_nats_urls``
+never loads it.
+"""

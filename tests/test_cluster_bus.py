@@ -1,0 +1,176 @@
+"""The alert bus on a real 3-node JetStream cluster: stored once, ordered, stale steps refused, no loss.
+
+Two stores in one process stand for two relays: each has its own NATS
+connection, view and sequence of events, as relays on two machines do.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import trio
+
+from pinkrelay.alerts.journal import JournalError, StaleStep
+from pinkrelay.alerts.lifecycle import transition
+from pinkrelay.cluster.bus import JetStreamAlertStore
+from pinkrelay.ids import uuid7
+from pinkrelay.protocol import Alert, AlertUpdate
+
+from nats_helpers import NatsCluster
+
+pytestmark = pytest.mark.core_independent
+
+
+@pytest.fixture(scope="module")
+def nats_cluster(tmp_path_factory):
+    cluster = NatsCluster(tmp_path_factory.mktemp("nats"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+_namespaces = iter(range(1, 1000))
+
+
+def stores(cluster, count=2, **options):
+    namespace = f"bus{next(_namespaces)}"
+    return [JetStreamAlertStore(cluster.urls, relay=f"relay-{index + 1}", namespace=namespace, **options)
+            for index in range(count)]
+
+
+def press(button="kp-test-001", alert_id=None):
+    now = time.time_ns() // 1000
+    return Alert(alert_id=alert_id or uuid7(), pressed_at=now, received_at=now, button=button)
+
+
+def test_a_press_is_stored_once_and_every_relay_sees_it_at_the_same_cursor(nats_cluster):
+    async def main():
+        first, second = stores(nats_cluster)
+        seen = {first: [], second: []}
+        for store in (first, second):
+            store.on_event = seen[store].append
+            await store.open()
+        try:
+            alert = press()
+            stored = await first.record(alert)
+            assert not stored.duplicate and stored.alert.cursor >= 1
+            again = await second.record(alert)  # the button's retry, through the other relay
+            assert again.duplicate and again.alert.cursor == stored.alert.cursor
+            retry_same_relay = await first.record(alert)
+            assert retry_same_relay.duplicate
+            with trio.fail_after(5):
+                while len(seen[second]) < 1:
+                    await trio.sleep(0.01)
+            assert [e.cursor for e in seen[first]] == [e.cursor for e in seen[second]] == [stored.alert.cursor]
+            # A relay started later reads the same history.
+            third = JetStreamAlertStore(nats_cluster.urls, relay="relay-3", namespace=first.subjects.namespace)
+            await third.open()
+            try:
+                assert [a.alert_id for a in await third.open_alerts()] == [alert.alert_id]
+                last, open_alerts, missed = await third.snapshot(0)
+                assert last == stored.alert.cursor and missed == []
+            finally:
+                await third.close()
+        finally:
+            for store in (first, second):
+                await store.close()
+
+    trio.run(main)
+
+
+def test_two_relays_acting_on_one_alert_at_once_cannot_both_win(nats_cluster):
+    async def main():
+        first, second = stores(nats_cluster)
+        for store in (first, second):
+            await store.open()
+        try:
+            alert = (await first.record(press())).alert
+            with trio.fail_after(5):
+                while await second.get(alert.alert_id) is None:
+                    await trio.sleep(0.01)
+            outcomes = []
+
+            async def acknowledge(store, operator):
+                step = transition(alert.alert_id, "raised", "acknowledged", operator=operator, at=1)
+                try:
+                    outcomes.append(await store.apply(step))
+                except StaleStep as error:
+                    outcomes.append(error)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(acknowledge, first, "desk-1")
+                nursery.start_soon(acknowledge, second, "desk-2")
+            won = [o for o in outcomes if isinstance(o, AlertUpdate)]
+            lost = [o for o in outcomes if isinstance(o, StaleStep)]
+            assert len(won) == 1 and len(lost) == 1, outcomes
+            assert (await first.get(alert.alert_id)).state == "acknowledged"
+            assert (await second.get(alert.alert_id)).state == "acknowledged"
+            # A step from a state that is no longer true is refused before anything is sent.
+            with pytest.raises(StaleStep, match="changed to acknowledged"):
+                await second.apply(transition(alert.alert_id, "raised", "acknowledged", operator="x", at=2))
+        finally:
+            for store in (first, second):
+                await store.close()
+
+    trio.run(main)
+
+
+def test_kill_9_of_a_nats_node_during_presses_loses_no_acknowledged_alert(nats_cluster):
+    """Presses go on while one node dies; every acknowledged press is on the stream exactly once."""
+
+    async def main():
+        (store,) = stores(nats_cluster, count=1, publish_timeout=2.0)
+        await store.open()
+        acknowledged: list[str] = []
+        latencies: list[float] = []
+        failures = 0
+        try:
+            async def presser(index):
+                nonlocal failures
+                for _ in range(40):
+                    alert = press(button=f"kp-test-{index:03d}")
+                    started = trio.current_time()
+                    while True:  # what a button does: the same alert id until acknowledged
+                        try:
+                            await store.record(alert)
+                        except JournalError:
+                            failures += 1
+                            await trio.sleep(0.2)
+                            continue
+                        break
+                    latencies.append(trio.current_time() - started)
+                    acknowledged.append(alert.alert_id)
+                    await trio.sleep(0.01)
+
+            async def killer():
+                await trio.sleep(0.3)
+                nats_cluster.nodes[0].kill()
+
+            with trio.fail_after(40):
+                async with trio.open_nursery() as nursery:
+                    for index in range(1, 6):
+                        nursery.start_soon(presser, index)
+                    nursery.start_soon(killer)
+        finally:
+            await store.close()
+        # Read back what the cluster holds, through a fresh connection.
+        reader = JetStreamAlertStore(nats_cluster.urls[1:], relay="reader", namespace=store.subjects.namespace)
+        await reader.open()
+        try:
+            stored = [a.alert_id for a in await reader.events_since(0) if isinstance(a, Alert)]
+        finally:
+            await reader.close()
+        assert len(acknowledged) == 200
+        assert sorted(stored) == sorted(acknowledged) and len(set(stored)) == len(stored)
+        latencies.sort()
+        p99 = latencies[int(len(latencies) * 0.99) - 1]
+        print(f"\n200 presses across kill -9 of a NATS node: p50 {latencies[100] * 1000:.1f} ms, "
+              f"p99 {p99 * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms, {failures} publishes unacknowledged")
+
+    try:
+        trio.run(main)
+    finally:
+        node = nats_cluster.nodes[0]
+        node.start()
+        node.wait_healthy()
