@@ -156,9 +156,12 @@ async def run_asyncio(urls: list[str], stream: str, publishes: int, writers: int
     await connection.close()
 
 
-async def run_thread(urls: list[str], stream: str, publishes: int, writers: int) -> None:
-    bridge = NatsThread()
-    bridge.start()
+async def run_bridged(name: str, bridge: Any, urls: list[str], stream: str, publishes: int, writers: int) -> None:
+    """The same writers as run_asyncio, each publish handed to nats-py through ``bridge.call``."""
+    if isinstance(bridge, NatsThread):
+        bridge.start()
+    else:
+        await bridge.start()
     connection, js = await bridge.call(_setup, urls, stream)
     latencies: list[float] = []
 
@@ -172,28 +175,7 @@ async def run_thread(urls: list[str], stream: str, publishes: int, writers: int)
     async with trio.open_nursery() as nursery:
         for _ in range(writers):
             nursery.start_soon(writer, publishes // writers)
-    _report("thread", writers, latencies, time.perf_counter() - started)
-    await bridge.call(connection.close)
-    await bridge.stop()
-
-
-async def run_trio_asyncio(urls: list[str], stream: str, publishes: int, writers: int) -> None:
-    bridge = NatsLoop()
-    await bridge.start()
-    connection, js = await bridge.call(_setup, urls, stream)
-    latencies: list[float] = []
-
-    async def writer(count: int) -> None:
-        for _ in range(count):
-            started = time.perf_counter()
-            await bridge.call(js.publish, f"{stream}.x", b"x" * 200)
-            latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        for _ in range(writers):
-            nursery.start_soon(writer, publishes // writers)
-    _report("trio-asyncio", writers, latencies, time.perf_counter() - started)
+    _report(name, writers, latencies, time.perf_counter() - started)
     await bridge.call(connection.close)
     await bridge.stop()
 
@@ -209,13 +191,13 @@ def main() -> None:
         try:
             runs = 0
             for writers in args.writers:
-                for name, runner in (("asyncio", None), ("thread", run_thread), ("trio-asyncio", run_trio_asyncio)):
+                for name, bridge in (("asyncio", None), ("thread", NatsThread), ("trio-asyncio", NatsLoop)):
                     runs += 1
                     stream = f"BENCH{runs}"
-                    if runner is None:
+                    if bridge is None:
                         asyncio.run(run_asyncio(cluster.urls, stream, args.publishes, writers))
                     else:
-                        trio.run(runner, cluster.urls, stream, args.publishes, writers)
+                        trio.run(run_bridged, name, bridge(), cluster.urls, stream, args.publishes, writers)
         finally:
             cluster.stop()
 

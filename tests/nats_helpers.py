@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 NATS_SERVER = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or shutil.which("nats-server")
 
@@ -117,3 +118,20 @@ class NatsCluster:
                     node.process.wait(5)
                 except subprocess.TimeoutExpired:
                     node.kill()
+
+
+_namespaces = iter(range(1, 1_000_000))
+
+
+def fresh_namespace(prefix: str = "t") -> str:
+    """A namespace of its own (stream, subjects, buckets) for one test on the module's cluster."""
+    return f"{prefix}{os.getpid()}x{next(_namespaces)}"
+
+
+@pytest.fixture(scope="module")
+def nats_cluster(tmp_path_factory):
+    """One 3-node cluster per test module (import this fixture into the module)."""
+    cluster = NatsCluster(tmp_path_factory.mktemp("nats"))
+    cluster.start()
+    yield cluster
+    cluster.stop()

@@ -17,24 +17,13 @@ from pinkrelay.cluster.bus import JetStreamAlertStore
 from pinkrelay.ids import uuid7
 from pinkrelay.protocol import Alert, AlertUpdate
 
-from nats_helpers import NatsCluster
+from nats_helpers import fresh_namespace, nats_cluster  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.core_independent
 
 
-@pytest.fixture(scope="module")
-def nats_cluster(tmp_path_factory):
-    cluster = NatsCluster(tmp_path_factory.mktemp("nats"))
-    cluster.start()
-    yield cluster
-    cluster.stop()
-
-
-_namespaces = iter(range(1, 1000))
-
-
 def stores(cluster, count=2, **options):
-    namespace = f"bus{next(_namespaces)}"
+    namespace = fresh_namespace("bus")
     return [JetStreamAlertStore(cluster.urls, relay=f"relay-{index + 1}", namespace=namespace, **options)
             for index in range(count)]
 

@@ -194,3 +194,27 @@ def test_every_pinkrelay_variable_the_code_reads_is_a_setting_or_listed():
     settings = {ENV_PREFIX + name.upper() for name in RelayConfig.__dataclass_fields__}
     unknown = sorted(names - settings - set(OTHER_VARIABLES))
     assert not unknown, f"add these to pinkrelay.config.OTHER_VARIABLES (or make them settings): {unknown}"
+
+
+def test_cluster_settings_from_a_cluster_table_and_their_bad_values(tmp_path):
+    path = tmp_path / "relay.toml"
+    path.write_text('[relay]\nrelay_name = "pesh-relay-2"\n[cluster]\n'
+                    'nats_urls = ["nats://10.40.0.1:4222", "nats://10.40.0.2:4222"]\nreplicas = 3\n')
+    config = load_config(path, environ={})
+    assert config.cluster_nats_urls == ("nats://10.40.0.1:4222", "nats://10.40.0.2:4222")
+    assert load_config(environ={"PINKRELAY_CLUSTER_NATS_URLS": "nats://a:1, tls://b:2"}).cluster_nats_urls == (
+        "nats://a:1", "tls://b:2")
+    for overrides, message in (
+        ({"cluster_nats_urls": "http://10.40.0.1:4222"}, "is not nats://HOST:PORT"),
+        ({"cluster_nats_urls": "nats://10.40.0.1"}, "is not HOST:PORT"),
+        ({"cluster_namespace": "Pesh.Relay"}, "cluster_namespace 'Pesh.Relay'"),
+        ({"cluster_replicas": 7}, "outside 1..5"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_config(environ={}, overrides=overrides)
+    secret = tmp_path / "hook.secret"
+    secret.write_text("a-webhook-secret-of-enough-bytes\n")
+    path.write_text(f'[cluster]\nnats_urls = ["nats://10.40.0.1:4222"]\n[[sinks]]\nkind = "webhook"\n'
+                    f'name = "x"\nurl = "https://example.org/hook"\nsecret_file = "{secret}"\n')
+    with pytest.raises(ConfigError, match="sinks"):
+        load_config(path, environ={})

@@ -150,6 +150,15 @@ class RelayConfig:
     evidence_retention_days: float = 90.0
     #: When the evidence disk is fuller than this fraction, the oldest unheld recordings are deleted.
     evidence_disk_high_water: float = 0.9
+    #: Several relays as one control room (docs/operations.md §22): the servers of a NATS
+    #: JetStream cluster, ``nats://HOST:PORT``. Empty: one relay with its SQLite journal, no NATS.
+    cluster_nats_urls: tuple[str, ...] = ()
+    #: Names the cluster's stream, subjects and KV buckets, so two control rooms can share one NATS cluster.
+    cluster_namespace: str = "pinkrelay"
+    #: Copies JetStream keeps of every record: 3 on a 3-node NATS cluster (1 for a single server).
+    cluster_replicas: int = 3
+    #: A relay that has not renewed its lease for this long is taken for dead; the others supervise its buttons.
+    cluster_lease: float = 10.0
 
     def __post_init__(self) -> None:
         _check_number_types(self)
@@ -272,6 +281,7 @@ class RelayConfig:
             raise ConfigError(f"log_format {self.log_format!r} is not 'text' or 'json'")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level {self.log_level!r} is not debug, info, warning or error")
+        _check_cluster(self)
         if self.buttons_listen == self.consoles_listen and self.buttons_listen.port != 0:
             raise ConfigError(
                 f"buttons and consoles cannot share the listener {self.buttons_listen}"
@@ -300,6 +310,32 @@ OTHER_VARIABLES = {
     "PINKRELAY_CHROMIUM": "the browser the web control room's tests drive",
     "PINKRELAY_UPDATE_SCREENSHOT": "the web control room's tests: refresh the screenshot",
 }
+
+
+def _check_cluster(config: RelayConfig) -> None:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", config.cluster_namespace):
+        raise ConfigError(f"cluster_namespace {config.cluster_namespace!r}: 1-32 lower-case letters, digits, "
+                          "'_' or '-'")
+    if not 1 <= config.cluster_replicas <= 5:
+        raise ConfigError(f"cluster_replicas {config.cluster_replicas} outside 1..5 (JetStream's limit)")
+    if not 1 <= config.cluster_lease <= 600:
+        raise ConfigError(f"cluster_lease {config.cluster_lease} s outside 1..600")
+    if config.cluster_nats_urls and config.sinks:
+        raise ConfigError("[[sinks]] deliver from the SQLite journal's outbox, which a relay with "
+                          "cluster_nats_urls does not use; run the sinks on a single relay, or remove one of them")
+
+
+def _nats_urls(value: Any, source: str) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
+        raise ConfigError(f"{source}: cluster_nats_urls must be a list of nats://HOST:PORT, not {value!r}")
+    urls = tuple(item.strip() for item in items if item.strip())
+    for url in urls:
+        scheme, sep, rest = url.partition("://")
+        if scheme not in ("nats", "tls") or not sep:
+            raise ConfigError(f"{source}: cluster_nats_urls entry {url!r} is not nats://HOST:PORT or tls://HOST:PORT")
+        Address.parse(rest.rpartition("@")[2], what=f"{source}: cluster_nats_urls entry {url!r}")
+    return urls
 
 
 def _check_number_types(config: RelayConfig) -> None:
@@ -346,6 +382,8 @@ def _convert(name: str, value: Any, source: str) -> Any:
             raise ConfigError(f"{source}: allow_plaintext must be a list of HOST:PORT, not {value!r}")
         return tuple(str(Address.parse(item.strip(), what=f"{source}: allow_plaintext")) for item in items
                      if item.strip())
+    if name == "cluster_nats_urls":
+        return _nats_urls(value, source)
     if name == "escalation_groups":
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):
@@ -411,6 +449,12 @@ def read_toml(path: Path) -> dict[str, Any]:
         if not isinstance(relay, dict):
             raise ConfigError(f"config file {path}: [relay] must be a table")
         data = {**relay, **data}
+    cluster = data.pop("cluster", None)
+    if cluster is not None:
+        # [cluster] nats_urls = [...] is cluster_nats_urls, and so on for each cluster_* setting.
+        if not isinstance(cluster, dict):
+            raise ConfigError(f"config file {path}: [cluster] must be a table")
+        data = {**{f"cluster_{key.replace('-', '_')}": value for key, value in cluster.items()}, **data}
     return data
 
 

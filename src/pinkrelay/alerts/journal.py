@@ -270,6 +270,9 @@ class SqliteJournal:
     """The durable journal. ``await open()`` before use, ``await close()`` after."""
 
     durable = True
+    #: The relay tells consoles itself, before the commit, in cursor order (alerts/store.py).
+    announces = False
+    on_event = None
 
     def __init__(self, path: Path | str, *, max_batch: int = 1000, synchronous: str = "FULL") -> None:
         self.path = Path(path)

@@ -38,7 +38,7 @@ from ..protocol import (
     TrackDescription,
 )
 from ..tls import ClientTls
-from .link import Link, wall_us
+from .link import Link, RelayRotation, wall_us
 
 log = logging.getLogger("pinkrelay.button")
 
@@ -70,7 +70,7 @@ class ButtonClient:
 
     def __init__(
         self,
-        relay: Address | str,
+        relay: Address | str | Sequence[Address | str],
         button_id: str,
         secret: bytes,
         *,
@@ -83,7 +83,8 @@ class ButtonClient:
         tls: ClientTls | None = None,
         talkback: Any = None,
     ) -> None:
-        self.relay = relay if isinstance(relay, Address) else Address.parse(relay, what="relay")
+        #: The relays to connect to: one, or several of a cluster (tried in turn after a failed attempt).
+        self.relays = RelayRotation(relay)
         self.button_id = button_id
         self._secret = secret
         self._track_specs = [dict(spec) for spec in tracks]
@@ -120,7 +121,7 @@ class ButtonClient:
     async def connect(self) -> None:
         """One attempt to connect and authenticate; raises OSError or ConnectionRefused."""
         conn = ButtonConnection(self.button_id, self._secret, talkback=self.talkback is not None)
-        link = await Link.open(self.relay, conn, connect_timeout=self.connect_timeout, tls=self.tls)
+        link = await Link.open(self.relays.current, conn, connect_timeout=self.connect_timeout, tls=self.tls)
         self.link = link
         self._describe(link)
         self.keyframe_requested = True
@@ -147,6 +148,7 @@ class ButtonClient:
                     break
                 except OSError as error:
                     self.last_error = str(error)
+                    self.relays.failed()
                     if not self.reconnect:
                         failure = error
                         break

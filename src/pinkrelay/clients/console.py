@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,7 @@ from ..protocol import (
     Unsubscribe,
 )
 from ..tls import ClientTls
-from .link import Link
+from .link import Link, RelayRotation
 
 log = logging.getLogger("pinkrelay.console")
 
@@ -59,7 +59,7 @@ class ConsoleClient:
 
     def __init__(
         self,
-        relay: Address | str,
+        relay: Address | str | Sequence[Address | str],
         operator: str,
         token: bytes,
         *,
@@ -70,7 +70,8 @@ class ConsoleClient:
         tls: ClientTls | None = None,
         buffer: int = 256,
     ) -> None:
-        self.relay = relay if isinstance(relay, Address) else Address.parse(relay, what="relay")
+        #: The relays to connect to: one, or several of a cluster (tried in turn after a failed attempt).
+        self.relays = RelayRotation(relay)
         self.operator = operator
         self._token = token
         self.reconnect = reconnect
@@ -96,10 +97,11 @@ class ConsoleClient:
             conn = ConsoleConnection(self.operator, self._token)
             conn.resume_cursor = self.cursor
             try:
-                link = await Link.open(self.relay, conn, connect_timeout=self.connect_timeout, tls=self.tls)
+                link = await Link.open(self.relays.current, conn, connect_timeout=self.connect_timeout, tls=self.tls)
             except ConnectionRefused:
                 raise
             except OSError as error:
+                self.relays.failed()
                 if not self.reconnect:
                     raise
                 log.warning("console %s: %s; retrying in %.1f s", self.operator, error, delay)

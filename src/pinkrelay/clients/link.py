@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
@@ -43,6 +43,33 @@ def _first_cause(error: OSError) -> OSError:
     if isinstance(cause, OSError) and cause.errno:
         return OSError(cause.errno, os.strerror(cause.errno))
     return error
+
+
+def relay_addresses(relay: Address | str | Sequence[Address | str]) -> tuple[Address, ...]:
+    """One relay, or several (a list, or ``HOST:PORT,HOST:PORT``) of a cluster to fail over between."""
+    if isinstance(relay, Address):
+        return (relay,)
+    items = relay.split(",") if isinstance(relay, str) else list(relay)
+    addresses = tuple(item if isinstance(item, Address) else Address.parse(item.strip(), what="relay")
+                      for item in items if isinstance(item, Address) or item.strip())
+    if not addresses:
+        raise ValueError(f"no relay address in {relay!r}; give HOST:PORT, or several separated by commas")
+    return addresses
+
+
+class RelayRotation:
+    """Which relay a client tries next: the same after a drop, the next one after a failed attempt."""
+
+    def __init__(self, relay: Address | str | Sequence[Address | str]) -> None:
+        self.relays = relay_addresses(relay)
+        self._index = 0
+
+    @property
+    def current(self) -> Address:
+        return self.relays[self._index]
+
+    def failed(self) -> None:
+        self._index = (self._index + 1) % len(self.relays)
 
 
 class LinkClosed(PinkRelayError, ConnectionError):

@@ -1,4 +1,4 @@
-"""Several relays as one control room, on NATS JetStream (``cluster_nats_urls``; docs/operations.md §21).
+"""Several relays as one control room, on NATS JetStream (``cluster_nats_urls``; docs/operations.md §22).
 
 - ``bridge.py``: nats-py on an asyncio loop inside the relay's trio run (trio-asyncio).
 - ``records.py``: subjects, message ids and record bodies (sans-IO).

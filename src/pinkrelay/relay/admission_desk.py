@@ -374,7 +374,7 @@ class AdmissionDesk:
             snapshot_cursor, open_alerts, missed = await self.journal.snapshot(resume_from)
         finally:
             held, session.held_broadcasts = session.held_broadcasts, None
-        online = self.supervisor.online
+        online = self.online_buttons()
         for button_id, button in self.registry.items():
             state = "online" if button_id in online else "offline"
             session.send(ButtonState(button=button_id, state=state, at=wall_us(), site=button.site))

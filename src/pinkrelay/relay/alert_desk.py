@@ -27,6 +27,7 @@ from ..protocol import (
     Alert,
     AlertAck,
     AlertUpdate,
+    ButtonState,
     Error,
     encode_body,
     frame_lane,
@@ -82,7 +83,10 @@ class AlertDesk:
         decided = self.alert_index.decide(received, self.journal.take_cursor())
         self.alert_index.remember(decided)
         self.counters["alerts"] += 1
-        self._announce(decided)
+        if self.journal.announces:
+            self.publish_event(decided)  # consoles hear of it from the store once it is stored
+        else:
+            self._announce(decided)
         if decided.state == AlertState.RAISED:
             self.escalator.watch(decided.alert_id, trio.current_time())
             self._escalation_wakeup.set()
@@ -110,7 +114,7 @@ class AlertDesk:
             await self._store_and_ack(session, self._unstored[alert.alert_id], duplicate=False)
             return
         self.counters["duplicate_alerts"] += 1
-        if alert.alert_id not in self._announced:
+        if alert.alert_id not in self._announced and not self.journal.announces:
             # Stored by an earlier run: make sure this run's consoles have it.
             self._announce(known)
         log_event(log, logging.INFO, f"repeated alert {alert.alert_id} from {session.identity}, attempt "
@@ -140,6 +144,43 @@ class AlertDesk:
                         alert_id, recorded.alert.cursor)
         if session.ready:
             session.send(AlertAck(alert_id=alert_id, duplicate=duplicate or recorded.duplicate))
+
+    def _release(self, cursor: int, event: Any) -> None:
+        """Settle a cursor taken from the journal: broadcast ``event`` in cursor order (None: a gap).
+
+        A store that announces (the cluster's stream) tells consoles itself, through _stored_event.
+        """
+        if not self.journal.announces:
+            self._sequencer.release(cursor, event, trio.current_time())
+
+    def _stored_event(self, event: Alert | AlertUpdate | ButtonState) -> None:
+        """A record the store (the cluster's stream) reports, from this relay or another, in its order.
+
+        Every relay follows every alert: the index for retries and merges,
+        the escalator for every raised alert (the store lets one relay's
+        escalation win, and the winner's level reaches the others here),
+        then its own consoles.
+        """
+        if isinstance(event, Alert):
+            known = self.alert_index.get(event.alert_id)
+            self.alert_index.remember(event if known is None else replace(known, cursor=event.cursor))
+            if event.state == AlertState.RAISED:
+                raised_at = trio.current_time() - max(0, wall_us() - event.received_at) / 1e6
+                self._raised_at[event.alert_id] = raised_at
+                self.escalator.watch(event.alert_id, raised_at, event.level)
+                self._escalation_wakeup.set()
+        elif isinstance(event, AlertUpdate):
+            self.alert_index.state_changed(event.alert_id, event.state)
+            if event.state != AlertState.RAISED:
+                self.escalator.stop(event.alert_id)
+                self._raised_at.pop(event.alert_id, None)
+            elif event.level and event.alert_id in self._raised_at:
+                self.escalator.watch(event.alert_id, self._raised_at[event.alert_id], event.level)
+                self._escalation_wakeup.set()
+        else:
+            button = self.registry.get(event.button)
+            event = replace(event, site=button.site if button else None)
+        self.broadcast(event)
 
     def _announce(self, alert: Alert) -> None:
         """Broadcast an alert (in cursor order) and remember (boundedly) that this run did."""
@@ -222,7 +263,7 @@ class AlertDesk:
         try:
             update = await self.journal.apply(step, level=level, cursor=cursor)
         finally:
-            self._sequencer.release(cursor, update, trio.current_time())
+            self._release(cursor, update)
         self.alert_index.state_changed(update.alert_id, update.state)
         if update.state != AlertState.RAISED:
             self.escalator.stop(update.alert_id)
@@ -244,6 +285,11 @@ class AlertDesk:
                 try:
                     await self._apply_step(step, level=level)
                 except StaleStep as error:
+                    if self.journal.announces:
+                        # Another relay escalated it first, or it was acknowledged: the
+                        # stream's record of that reaches _stored_event, which decides.
+                        log.info("not escalating %s here: %s", alert_id, error)
+                        continue
                     self.escalator.stop(alert_id)
                     self._escalation_retries.pop(alert_id, None)
                     log.info("not escalating %s: %s", alert_id, error)

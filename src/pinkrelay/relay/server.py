@@ -92,7 +92,9 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
         #: room) that connect as consoles; it never touches the disk.
         self.service_operator = "pinkrelay-service"
         self.console_tokens[self.service_operator] = secrets.token_urlsafe(32).encode()
-        self.journal = journal if journal is not None else SqliteJournal(self.config.data_dir / "journal.sqlite3")
+        self.journal = journal if journal is not None else _alert_store(self.config)
+        if self.journal.announces:
+            self.journal.on_event = self._stored_event
         #: Delivers every stored alert and step to the configured sinks (pinkrelay/integrations).
         self.integrations = dispatcher_for(self, self.config.sinks) if self.config.sinks else None
         #: Buttons in test mode for maintenance: their presses page nobody (relay/test_presses.py).
@@ -153,6 +155,8 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
         #: Alerts this run has broadcast as stored, most recent last (see alert_pressed).
         self._announced: OrderedDict[str, None] = OrderedDict()
         self._offline_alerts: dict[str, str] = {}
+        #: In a cluster: trio time each raised alert was received at, for escalating alerts of other relays.
+        self._raised_at: dict[str, float] = {}
         #: Escalations that could not be recorded, by alert: how often they were tried (for the backoff).
         self._escalation_retries: dict[str, int] = {}
         self.stopping = False
@@ -302,6 +306,21 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _alert_store(config: RelayConfig) -> Any:
+    """The SQLite journal, or with ``cluster_nats_urls`` the cluster's JetStream stream (alerts/store.py)."""
+    if not config.cluster_nats_urls:
+        return SqliteJournal(config.data_dir / "journal.sqlite3")
+    try:
+        import nats  # noqa: F401
+        import trio_asyncio  # noqa: F401
+    except ImportError:
+        raise ConfigError("cluster_nats_urls needs the NATS client: pip install 'pinkrelay[cluster]'") from None
+    from ..cluster.bus import JetStreamAlertStore
+
+    return JetStreamAlertStore(config.cluster_nats_urls, relay=config.relay_name,
+                               namespace=config.cluster_namespace, replicas=config.cluster_replicas)
 
 
 def _prepare_data_dir(path: Path) -> None:

@@ -78,7 +78,7 @@ class SupervisionDesk:
             session.say_goodbye(f"nothing received for {self.config.supervision_window:g} s")
         button = self.registry.get(button_id)
         alert = Alert(
-            alert_id=uuid7(),
+            alert_id=self._offline_alert_id(button_id),
             pressed_at=wall_us(),
             kind="offline",
             button=button_id,
@@ -87,7 +87,7 @@ class SupervisionDesk:
             cursor=self.journal.take_cursor(),
         )
         self.alert_index.remember(alert)
-        self._sequencer.release(alert.cursor, alert, trio.current_time())
+        self._release(alert.cursor, alert)
         self.publish_event(alert)
         self.counters["alerts"] += 1
         log_event(log, logging.WARNING, f"button {button_id} offline: silent for "
@@ -128,13 +128,37 @@ class SupervisionDesk:
                       "all", button=button_id, alert_id=alert.alert_id)
             # A console that reconnected meanwhile resumed from the journal, which did not
             # have it yet: tell every console again (consoles key alerts by id).
-            self.broadcast(alert)
+            if not self.journal.announces:
+                self.broadcast(alert)
             self._offline_recorded(button_id, alert)
             return
 
     def _button_state(self, button_id: str, state: str) -> None:
         button = self.registry.get(button_id)
         event = ButtonState(button=button_id, state=state, at=wall_us(), site=button.site if button else None)
-        self.broadcast(event)
+        if self.journal.announces:
+            if self._nursery is not None:
+                self._nursery.start_soon(self._store_button_state, event)
+        else:
+            self.broadcast(event)
         self.publish_event(event)
         log_event(log, logging.INFO, f"button {button_id} {state}", button=button_id, state=state)
+
+    async def _store_button_state(self, event: ButtonState) -> None:
+        """In a cluster a button's state goes on the stream, so every relay's consoles hear of it."""
+        try:
+            await self.journal.button_state(event)
+        except JournalError as error:
+            log.error("button %s %s not told to the cluster: %s", event.button, event.state, error)
+
+    def _offline_alert_id(self, button_id: str) -> str:
+        """A new id for an offline alert (cluster/kv.py makes it the same on every relay)."""
+        return uuid7()
+
+    def online_buttons(self) -> frozenset[str]:
+        """Buttons online: supervised here, or in a cluster reported online by any relay."""
+        online = self.supervisor.online
+        view = getattr(self.journal, "view", None)
+        if view is None:
+            return online
+        return online | {button for button, state in view.buttons.items() if state.state == "online"}

@@ -571,7 +571,7 @@ class ControlRoom:
         await self._respond(request, 200, body, CONTENT_TYPES.get(suffix, "application/octet-stream"))
 
     def _sites(self) -> list[dict[str, Any]]:
-        online = self.relay.supervisor.online
+        online = self.relay.online_buttons()
         modes = self.relay.test_presses.modes
         return [
             {"button": button_id, "site": site_json(button.site),
