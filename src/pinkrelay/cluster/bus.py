@@ -106,8 +106,8 @@ class JetStreamAlertStore:
         try:
             self.connection = await self.nats.call(self._connect)
             self.jetstream = self.connection.jetstream(timeout=self.publish_timeout)
-            last = await self._ensure_stream_soon()
-            self._subscription = await self.nats.call(self._follow)
+            last = await self._soon(self._ensure_stream)
+            self._subscription = await self._soon(self._follow)
         except Exception as error:
             await self.close()
             if isinstance(error, JournalError):
@@ -141,12 +141,12 @@ class JetStreamAlertStore:
             error_cb=error, disconnected_cb=disconnected, reconnected_cb=reconnected,
         )
 
-    async def _ensure_stream_soon(self) -> int:
-        """The stream's last sequence, waiting out a leader election (a node just died or started)."""
+    async def _soon(self, step: Any) -> Any:
+        """``step()`` on the NATS loop, again until it works: a leader election (a node just died) takes seconds."""
         deadline = trio.current_time() + OPEN_TIMEOUT
         while True:
             try:
-                return await self.nats.call(self._ensure_stream)
+                return await self.nats.call(step)
             except Exception as error:
                 if trio.current_time() > deadline:
                     raise
