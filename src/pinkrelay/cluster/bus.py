@@ -34,7 +34,7 @@ from typing import Any
 import trio
 
 from ..alerts.journal import JournalError, Recorded, StaleStep
-from ..alerts.lifecycle import Step
+from ..alerts.lifecycle import AlertState, Step
 from ..protocol import Alert, AlertUpdate, ButtonState
 from . import records
 from .bridge import NatsLoop
@@ -197,13 +197,13 @@ class JetStreamAlertStore:
         if seq <= self.view.last_seq:
             return  # the ordered consumer was recreated and delivers from where we were
         try:
-            kind, event = records.decode(seq, body)
+            kind, event, note = records.decode(seq, body)
         except records.BadRecord as error:
             self.bad_records += 1
             self.view.last_seq = seq
             log.error("%s: %s; skipped", self.where, error)
         else:
-            told = self.view.apply(seq, kind, event)
+            told = self.view.apply(seq, kind, event, note)
             if told is not None and self.on_event is not None:
                 self.on_event(told)
         while self._waiting and self._waiting[0][0] <= self.view.last_seq:
@@ -252,21 +252,26 @@ class JetStreamAlertStore:
         """0: the stream sequence is the cursor, known only once stored."""
         return 0
 
-    async def record(self, alert: Alert, *, merge_window_us: int = 0) -> Recorded:
+    async def record(self, alert: Alert, *, merge_window_us: int = 0, test_note: str = "") -> Recorded:
         """Store a press once (by alert id, across relays); a retry returns it with ``duplicate`` set."""
         known = self.view.alerts.get(alert.alert_id)
         if known is not None:
             return Recorded(known, True)
         headers = {"Nats-Msg-Id": f"raised:{alert.alert_id}", "Nats-Expected-Last-Subject-Sequence": "0"}
+        subject = self.subjects.alert(alert.alert_id)
         try:
-            ack = await self._publish(self.subjects.alert(alert.alert_id), records.raised(alert, self.relay),
-                                      headers)
+            ack = await self._publish(subject, records.raised(alert, self.relay, test_note=test_note), headers)
         except _WrongLast:
-            return await self._stored(alert)
+            return await self._stored(alert, await self._last_of(subject))
         await self._caught_up(ack.seq, READ_YOUR_WRITE)
         if ack.duplicate:
             return await self._stored(alert, ack.seq)
         return Recorded(self.view.alerts.get(alert.alert_id) or replace(alert, cursor=ack.seq), False)
+
+    async def record_test(self, alert: Alert, *, note: str, sinks: tuple[str, ...] = ()) -> Recorded:
+        """Store a press of a button in test mode, closed at once (as SqliteJournal.record_test)."""
+        closed = replace(alert, state=AlertState.FALSE_ALARM.value, level=0, duplicate_of="")
+        return await self.record(closed, test_note=note)
 
     async def _stored(self, alert: Alert, seq: int = 0) -> Recorded:
         """The alert was stored before (by this relay or another): as the stream has it."""
@@ -290,12 +295,23 @@ class JetStreamAlertStore:
             ack = await self._publish(self.subjects.alert(step.alert_id),
                                       records.step(step, new_level, kind, self.relay), headers)
         except _WrongLast:
+            # Read what won before answering, so the caller's next look sees it.
+            await self._caught_up(await self._last_of(self.subjects.alert(step.alert_id)), READ_YOUR_WRITE)
             raise StaleStep(f"alert {step.alert_id} was changed on another relay meanwhile; "
                             "refresh and try again") from None
         await self._caught_up(ack.seq, READ_YOUR_WRITE)
         return AlertUpdate(alert_id=step.alert_id, state=step.state, operator=step.operator, note=step.note,
                            unit=step.unit, at=step.at, level=new_level, cursor=ack.seq, outcome=step.outcome,
                            category=step.category)
+
+    async def _last_of(self, subject: str) -> int:
+        """The stream sequence of the last record on ``subject`` (0 if it cannot be read now)."""
+        try:
+            message = await self.nats.call(self.jetstream.get_last_msg, self.subjects.stream, subject)
+        except Exception as error:
+            log.warning("%s: last record of %s not read (%s)", self.where, subject, _describe(error))
+            return 0
+        return int(message.seq)
 
     async def button_state(self, state: ButtonState) -> None:
         """Record a button going online or offline, for every relay's consoles."""

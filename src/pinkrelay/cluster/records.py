@@ -80,9 +80,10 @@ def _site_dict(site: Site | None) -> dict[str, Any] | None:
             "latitude": site.latitude, "longitude": site.longitude}
 
 
-def raised(alert: Alert, relay: str) -> bytes:
+def raised(alert: Alert, relay: str, *, test_note: str = "") -> bytes:
+    """The raise of ``alert``; with ``test_note``, a press in test mode, stored closed (kind ``test``)."""
     return msgpack.packb({
-        "k": "raised", "relay": relay, "alert_id": alert.alert_id, "pressed_at": alert.pressed_at,
+        "k": "test" if test_note else "raised", "relay": relay, "note": test_note, "alert_id": alert.alert_id, "pressed_at": alert.pressed_at,
         "kind": alert.kind, "attempt": alert.attempt, "button": alert.button, "site": _site_dict(alert.site),
         "state": alert.state, "level": alert.level, "received_at": alert.received_at,
         "duplicate_of": alert.duplicate_of,
@@ -106,25 +107,29 @@ class BadRecord(ValueError):
     """A message on the stream that is not a record of this version; it is skipped, with a log line."""
 
 
-def decode(seq: int, body: bytes) -> tuple[str, Alert | AlertUpdate | ButtonState]:
-    """(kind, event) of the record at stream sequence ``seq``; the event's cursor is ``seq``."""
+def decode(seq: int, body: bytes) -> tuple[str, Alert | AlertUpdate | ButtonState, str]:
+    """(kind, event, note) of the record at stream sequence ``seq``; the event's cursor is ``seq``.
+
+    A ``test`` record gives the Alert as stored and its note; the view turns
+    them into the step consoles are told of (a test pages nobody).
+    """
     try:
         record = msgpack.unpackb(body)
         kind = record["k"]
-        if kind == "raised":
+        if kind in ("raised", "test"):
             site = record["site"]
             return kind, Alert(
                 alert_id=record["alert_id"], pressed_at=record["pressed_at"], kind=record["kind"],
                 attempt=record["attempt"], button=record["button"], site=Site(**site) if site else None,
                 state=record["state"], level=record["level"], cursor=seq, received_at=record["received_at"],
-                duplicate_of=record["duplicate_of"])
+                duplicate_of=record["duplicate_of"]), record["note"]
         if kind == "step":
             return kind, AlertUpdate(
                 alert_id=record["alert_id"], state=record["state"], operator=record["operator"],
                 note=record["note"], unit=record["unit"], at=record["at"], level=record["level"], cursor=seq,
-                outcome=record["outcome"], category=record["category"])
+                outcome=record["outcome"], category=record["category"]), ""
         if kind == "button":
-            return kind, ButtonState(button=record["button"], state=record["state"], at=record["at"])
+            return kind, ButtonState(button=record["button"], state=record["state"], at=record["at"]), ""
     except (ValueError, TypeError, KeyError, msgpack.UnpackException) as error:
         raise BadRecord(f"stream sequence {seq}: not a pinkrelay record ({error})") from None
     raise BadRecord(f"stream sequence {seq}: unknown record kind {kind!r}")

@@ -30,7 +30,8 @@ class AlertView:
         self.events: deque[Alert | AlertUpdate] = deque(maxlen=history)
         self.last_seq = 0
 
-    def apply(self, seq: int, kind: str, event: Alert | AlertUpdate | ButtonState) -> Alert | AlertUpdate | ButtonState | None:
+    def apply(self, seq: int, kind: str, event: Alert | AlertUpdate | ButtonState,
+              note: str = "") -> Alert | AlertUpdate | ButtonState | None:
         """Apply the record at ``seq``; return the event consoles are told of (None: nothing new)."""
         self.last_seq = max(self.last_seq, seq)
         if isinstance(event, Alert):
@@ -38,8 +39,15 @@ class AlertView:
                 return None  # cannot happen with the raise's expected sequence 0; ignore a stray one
             self.alerts[event.alert_id] = event
             self.last_record[event.alert_id] = seq
-            self.events.append(event)
-            return event
+            if kind == "test":
+                # As the journal tells it: a closed step of an alert no console saw raised.
+                told: Alert | AlertUpdate = AlertUpdate(
+                    alert_id=event.alert_id, state=event.state, operator="relay", note=note,
+                    at=event.received_at, cursor=seq, outcome="test")
+            else:
+                told = event
+            self.events.append(told)
+            return told
         if isinstance(event, AlertUpdate):
             alert = self.alerts.get(event.alert_id)
             if alert is None:
