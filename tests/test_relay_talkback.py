@@ -8,7 +8,11 @@ dominant frequency must be the tone's.
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
 import sqlite3
+import subprocess
 import sys
 import wave
 from pathlib import Path
@@ -22,7 +26,7 @@ import pinkrelay
 from pinkrelay.media import AudioEncoder, ToneSource
 from pinkrelay.media.talkback import SpeakerSink, SpeakerUnavailable, TalkBackPlayer, WavSink
 
-from relay_helpers import button_client, running_relay, wait_until, wall_us
+from relay_helpers import button_client, running_relay, secret_for, wait_until, wall_us
 
 TONE_HZ = 660.0
 BUTTON = "kp-test-001"
@@ -152,3 +156,58 @@ def test_a_speaker_without_any_audio_output_says_what_to_do(monkeypatch, tmp_pat
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(SpeakerUnavailable, match="pip install sounddevice.*apt-get install alsa-utils.*--talkback-wav"):
         SpeakerSink()
+
+
+def cli_button(relay, tmp_path: Path, *extra: str) -> list[str]:
+    secret = tmp_path / "button.secret"
+    secret.write_bytes(secret_for(BUTTON) + b"\n")
+    return [sys.executable, "-m", "pinkrelay", "button", "--relay", str(relay.buttons_address), "--id", BUTTON,
+            "--secret-file", str(secret), "--video", "160x120@10", "--json", *extra]
+
+
+@trio_test
+async def test_pinkrelay_button_plays_talkback_into_its_wav_file(tmp_path):
+    wav_path = tmp_path / "cli-heard.wav"
+    packets = opus_tone(1.0, 523.0)
+    output = bytearray()
+
+    async def read_all(stream) -> None:
+        while chunk := await stream.receive_some(1 << 16):
+            output.extend(chunk)
+
+    async with running_relay(tmp_path, 2) as relay, trio.open_nursery() as nursery:
+        command = cli_button(relay, tmp_path, "--talkback-wav", str(wav_path), "--duration", "5")
+        process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                                   stdin=subprocess.DEVNULL)
+        nursery.start_soon(read_all, process.stdout)
+        await wait_until(lambda: BUTTON in relay.sessions_by_button, timeout=15, what="the CLI button")
+        talk = await talk_of(relay, "chief", role="supervisor")
+        for n, packet in enumerate(packets):
+            relay.talkback.send(talk, packet, wall_us())
+            if n % 10 == 9:
+                await trio.sleep(0.2)  # 10 packets per 200 ms: the rate they are spoken at
+        await relay.talkback.close(talk)
+        with trio.fail_after(20):
+            returncode = await process.wait()
+        errors = await process.stderr.receive_some(1 << 16)
+        assert returncode == 0, errors.decode()
+    output = output.decode()
+    events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    [start] = [e for e in events if e["event"] == "talk"]
+    assert (start["operator"], start["alert_id"], start["talk_id"]) == ("chief", "", talk.talk_id)
+    assert [e["event"] for e in events].count("talk-end") == 1
+    assert events[-1]["event"] == "summary" and events[-1]["talks"] == 1
+    hz, samples = dominant_hz(wav_path)
+    assert abs(hz - 523.0) < 5 and samples >= 0.9 * 48000
+
+
+def test_pinkrelay_button_speaker_without_audio_output_fails_clearly(tmp_path):
+    if importlib.util.find_spec("sounddevice") is not None:
+        pytest.skip("sounddevice is installed here: a speaker may exist")
+    command = [sys.executable, "-m", "pinkrelay", "button", "--relay", "127.0.0.1:9", "--id", BUTTON,
+               "--secret-file", str(tmp_path / "none"), "--speaker"]
+    (tmp_path / "none").write_text("x\n")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "PATH": str(tmp_path)})
+    assert result.returncode != 0
+    assert "cannot play talk-back on a speaker" in result.stderr and "--talkback-wav FILE" in result.stderr

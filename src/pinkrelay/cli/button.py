@@ -101,6 +101,16 @@ def add_parser(subparsers: Any) -> None:
         metavar="BPS",
         help="video bit rate (default 800k)",
     )
+    parser.add_argument(
+        "--speaker",
+        action="store_true",
+        help="play operators' talk-back on the sound card (sounddevice or ALSA's aplay)",
+    )
+    parser.add_argument(
+        "--talkback-wav",
+        metavar="FILE",
+        help="also write operators' talk-back to this WAV file (48 kHz mono), e.g. for tests",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object per line")
     parser.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
     parser.set_defaults(handler=run)
@@ -140,10 +150,13 @@ async def _main(args: argparse.Namespace, out: Output) -> int:
     relay = relay_address(args.relay)
     secret = read_text_file(args.secret_file, "secret file").strip().encode()
     source = _open_source(args)
+    player = None
     try:
         streamer = Streamer(args, source, out)
+        player = _talkback_player(args, streamer)
         client = ButtonClient(
-            relay, args.id, secret, tracks=streamer.track_specs(), reconnect=False, tls=client_tls_of(args)
+            relay, args.id, secret, tracks=streamer.track_specs(), reconnect=False, tls=client_tls_of(args),
+            talkback=player,
         )
         streamer.client = client
         with trio.open_signal_receiver(signal.SIGUSR1) as usr1, _keyboard() as keys:
@@ -174,10 +187,32 @@ async def _main(args: argparse.Namespace, out: Output) -> int:
                 client.reconnect = False
                 await say_goodbye([client.link], "button stopped")
                 nursery.cancel_scope.cancel()
-        streamer.summary(reason)
+        streamer.summary(reason, player)
     finally:
         source.close()
+        if player is not None:
+            player.close()
     return 0
+
+
+def _talkback_player(args: argparse.Namespace, streamer: Streamer) -> Any:
+    """The talk-back player for --speaker and --talkback-wav; None without either (not offered)."""
+    if not args.speaker and not args.talkback_wav:
+        return None
+    from ..media import MediaError
+    from ..media.talkback import SpeakerSink, TalkBackPlayer, WavSink
+
+    sinks: list[Any] = []
+    try:
+        if args.talkback_wav:
+            sinks.append(WavSink(args.talkback_wav))
+        if args.speaker:
+            sinks.append(SpeakerSink())
+    except MediaError as error:
+        for sink in sinks:
+            sink.close()
+        raise CommandError(str(error)) from None
+    return TalkBackPlayer(sinks, on_talk=streamer.talk)
 
 
 @contextmanager
@@ -243,6 +278,7 @@ class Streamer:
         self.audio_sent = 0
         self.audio_dropped = 0
         self.presses = 0
+        self.talks = 0
         self.acked: list[float] = []
         if isinstance(source, FileSource):
             self.description = f"file {source.path} ({width}x{height} at {self.fps:g} fps, looped)"
@@ -430,9 +466,23 @@ class Streamer:
                 for _ in range(sum(data.count(key) for key in (b"\n", b"\r", b" "))):
                     nursery.start_soon(self.press, "key")
 
+    # -- talk-back ---------------------------------------------------------------
+
+    def talk(self, what: str, message: Any) -> None:
+        """An operator began or stopped speaking to this button (TalkBackPlayer's on_talk)."""
+        if what == "start":
+            self.talks += 1
+            about = f" about alert {message.alert_id}" if message.alert_id else ""
+            self.out.event("talk", button=self.button_id, talk_id=message.talk_id, operator=message.operator,
+                           alert_id=message.alert_id)
+            self.out.say(f"TALK   {message.operator or 'an operator'} is speaking{about}")
+        else:
+            self.out.event("talk-end", button=self.button_id, talk_id=message.talk_id)
+            self.out.say("TALK   ended")
+
     # -- summary -----------------------------------------------------------------
 
-    def summary(self, reason: str) -> None:
+    def summary(self, reason: str, player: Any = None) -> None:
         elapsed = trio.current_time() - self.started_at
         kbps = self.video_bytes * 8 / 1000 / elapsed if elapsed > 0 else 0.0
         latency = sorted(self.acked)
@@ -446,10 +496,15 @@ class Streamer:
             audio_packets=self.audio_sent,
             dropped=self.video_dropped + self.audio_dropped,
             presses=self.presses,
+            talks=self.talks,
             acks=len(self.acked),
             ack_latency_ms=None if median is None else round(median, 3),
         )
         acks = f", median ack {median:.1f} ms" if median is not None else ""
+        if player is not None:
+            heard = sorted(player.latency_ms())
+            talk_latency = f", median mouth-to-speaker {heard[len(heard) // 2]:.0f} ms" if heard else ""
+            acks += f"; {self.talks} talk-back session(s), {player.packets} packets played{talk_latency}"
         self.out.say(
             f"stopped ({reason}) after {elapsed:.1f} s: {self.video_sent} video frames "
             f"({kbps:.0f} kb/s), {self.audio_sent} audio packets, "

@@ -172,10 +172,12 @@ class SpeakerSink:
 class TalkBackPlayer:
     """Decodes talk-back messages (``pinkrelay.protocol.TalkBack``) and plays them on every sink."""
 
-    def __init__(self, sinks: list[Any]) -> None:
+    def __init__(self, sinks: list[Any], on_talk: Any = None) -> None:
         if not sinks:
             raise ValueError("a talk-back player needs at least one sink (a speaker or a WAV file)")
         self.sinks = list(sinks)
+        #: Called with ("start", message) at a talk's first message and ("end", message) at its last.
+        self.on_talk = on_talk
         self._decoder: Any = None
         self._resampler: Any = None
         self.talk_id = ""
@@ -188,6 +190,8 @@ class TalkBackPlayer:
         """Play one talk-back message now (any object with the TalkBack fields)."""
         if message.talk_id != self.talk_id:
             self._start(message.talk_id)
+            if self.on_talk is not None:
+                self.on_talk("start", message)
         if message.packet:
             samples = self._decode(message.packet)
             if samples:
@@ -199,6 +203,13 @@ class TalkBackPlayer:
         if message.end:
             self.talk_id = ""
             self._decoder = None
+            if self.on_talk is not None:
+                self.on_talk("end", message)
+
+    def latency_ms(self, last: int = 0) -> list[float]:
+        """Mouth-to-speaker latency of the packets played (the last ``last`` only, if given), in ms."""
+        playouts = list(self.playouts)[-last:] if last else list(self.playouts)
+        return [(played - captured) / 1000.0 for captured, played in playouts]
 
     def _start(self, talk_id: str) -> None:
         context = av.CodecContext.create("opus", "r")
