@@ -11,48 +11,28 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import sqlite3
 import subprocess
 import sys
-import wave
 from pathlib import Path
 
-import numpy as np
 import pytest
 import trio
 from trio.testing import trio_test
 
 import pinkrelay
-from pinkrelay.media import AudioEncoder, ToneSource
 from pinkrelay.media.talkback import SpeakerSink, SpeakerUnavailable, TalkBackPlayer, WavSink
 
 from relay_helpers import button_client, running_relay, secret_for, wait_until, wall_us
+from talkback_helpers import audit, dominant_hz, opus_tone
 
 TONE_HZ = 660.0
 BUTTON = "kp-test-001"
 
 
-def opus_tone(seconds: float, frequency: float = TONE_HZ) -> list[bytes]:
-    encoder = AudioEncoder("opus", 48000, 1, 32000)
-    tone = ToneSource(frequency=frequency)
-    packets = []
-    for n in range(int(seconds * 50)):
-        packets += [p.data for p in encoder.encode(tone.frame(n))]
-    return packets
 
 
-def dominant_hz(path: Path) -> tuple[float, int]:
-    with wave.open(str(path)) as wav:
-        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (48000, 1, 2)
-        samples = np.frombuffer(wav.readframes(wav.getnframes()), "<i2").astype(np.float64)
-    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
-    return float(np.argmax(spectrum) * 48000 / len(samples)), len(samples)
 
 
-def audit(data_dir: Path, action: str) -> list[tuple[str, str, str]]:
-    with sqlite3.connect(data_dir / "journal.sqlite3") as conn:
-        return conn.execute("SELECT operator, subject, detail FROM audit WHERE action = ? ORDER BY at",
-                            (action,)).fetchall()
 
 
 async def talk_of(relay, operator: str, role: str = "operator", room: str = "main", button: str = BUTTON):
@@ -63,7 +43,7 @@ async def talk_of(relay, operator: str, role: str = "operator", room: str = "mai
 async def test_the_holder_talks_and_the_button_plays_the_tone_others_are_refused(tmp_path):
     wav_path = tmp_path / "heard.wav"
     player = TalkBackPlayer([WavSink(wav_path)])
-    packets = opus_tone(1.0)
+    packets = opus_tone(1.0, TONE_HZ)
     async with running_relay(tmp_path, 4) as relay, trio.open_nursery() as nursery:
         button = button_client(relay, BUTTON, talkback=player)
         await nursery.start(button.run)
@@ -125,7 +105,7 @@ async def test_the_holder_talks_and_the_button_plays_the_tone_others_are_refused
 @trio_test
 async def test_bad_and_flooding_talkback_is_refused_or_dropped_and_a_lost_button_ends_the_talk(tmp_path):
     player = TalkBackPlayer([WavSink(tmp_path / "flood.wav")])
-    packet = opus_tone(0.1)[0]
+    packet = opus_tone(0.1, TONE_HZ)[0]
     async with running_relay(tmp_path, 2) as relay, trio.open_nursery() as nursery:
         button = button_client(relay, BUTTON, talkback=player, reconnect=False)
         await nursery.start(button.run)
@@ -176,7 +156,7 @@ async def test_pinkrelay_button_plays_talkback_into_its_wav_file(tmp_path):
             output.extend(chunk)
 
     async with running_relay(tmp_path, 2) as relay, trio.open_nursery() as nursery:
-        command = cli_button(relay, tmp_path, "--talkback-wav", str(wav_path), "--duration", "5")
+        command = cli_button(relay, tmp_path, "--talkback-wav", str(wav_path), "--duration", "4")
         process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                                    stdin=subprocess.DEVNULL)
         nursery.start_soon(read_all, process.stdout)

@@ -151,11 +151,11 @@ def wait_until(page, predicate: str, arg: Any = None, timeout: float = 10.0) -> 
         time.sleep(0.05)
 
 
-def sign_in(page, url: str) -> None:
+def sign_in(page, url: str, name: str = OPERATOR, secret: str = OPERATOR_SECRET) -> None:
     """Sign in through the form, as an operator would, and wait for the board's live link."""
     page.goto(url + "/signin")
-    page.fill("#name", OPERATOR)
-    page.fill("#secret", OPERATOR_SECRET)
+    page.fill("#name", name)
+    page.fill("#secret", secret)
     page.click("button[type=submit]")
     page.wait_for_selector("#link.up")
 

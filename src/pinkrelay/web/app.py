@@ -22,7 +22,8 @@ tests/test_web_security.py walks the /api/ routes of this table)::
     POST /api/buttons/{id}/mode    {"mode": "test" or "live", "note": ...}: a supervisor's maintenance mode
     GET  /api/alerts/{id}/cap      the alert's latest step as CAP 1.2 XML (pinkrelay/integrations/cap.py)
     GET  /api/integrations         each sink's deliveries, failures and backlog
-    WS   /ws                       board events (JSON) and live media (binary)
+    WS   /ws                       board events (JSON) and live media (binary); talk-back from the page
+                                   (commands and Opus packets, talk.py)
 
 CSRF: the session cookie is SameSite=Strict (a cross-site request does not
 carry it), every POST must come from this origin when the browser says where
@@ -68,6 +69,7 @@ from .auth import (
 from .asgi import answer_lifespan
 from .live import LiveBridge, Viewer
 from .maintenance import mode_message, set_button_mode
+from .talk import WebTalk
 from .plans import AlertContext
 
 log = logging.getLogger("pinkrelay.web")
@@ -715,6 +717,7 @@ class ControlRoom:
                                       "(web_max_websockets_per_session); close a tab")
         await request.send({"type": "websocket.accept"})
         viewer = Viewer()
+        talk = WebTalk(self.relay, viewer, dumps, trio.current_time)
         session.sockets += 1
         self.viewers[viewer] = session
         watching: set[str] = set()
@@ -732,9 +735,14 @@ class ControlRoom:
                     if message["type"] == "websocket.disconnect":
                         break
                     if message["type"] == "websocket.receive" and message.get("text"):
-                        await self._ws_command(request, session, viewer, watching, message["text"])
+                        await self._ws_command(request, session, viewer, watching, message["text"], talk)
+                    elif message["type"] == "websocket.receive" and message.get("bytes"):
+                        if not session.ended.is_set():
+                            await talk.packet(message["bytes"])
                 nursery.cancel_scope.cancel()
         finally:
+            with trio.CancelScope(shield=True):
+                await talk.stop("the operator's page closed")
             self.viewers.pop(viewer, None)
             self.bridge.drop(viewer)
             session.sockets -= 1
@@ -764,7 +772,7 @@ class ControlRoom:
         viewer.close(4401, f"session ended: {session.end_reason}"[:120])
 
     async def _ws_command(self, request: Request, session: WebSession, viewer: Viewer,
-                          watching: set[str], text: str) -> None:
+                          watching: set[str], text: str, talk: WebTalk) -> None:
         if session.ended.is_set():
             return
         try:
@@ -799,4 +807,8 @@ class ControlRoom:
                 self.bridge.request_keyframe(button)
         elif kind == "ping":
             viewer.send_json_text(dumps({"type": "pong", "now": wall_us()}))
+        elif kind == "talk-start":
+            await talk.start(session, button, request.remote)
+        elif kind == "talk-stop":
+            await talk.stop("released")
 

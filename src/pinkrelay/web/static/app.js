@@ -10,6 +10,7 @@ import { OffscreenAlerts } from "./offscreen.js";
 import { duration } from "./urgency.js";
 import { SinkStatus } from "./sinks.js";
 import { Maintenance } from "./maintenance.js";
+import { TalkBack } from "./talk.js";
 
 const $ = (id) => document.getElementById(id);
 const AUTO_OPEN_KINDS = new Set(["panic", "tamper"]);
@@ -28,6 +29,10 @@ window.pinkrelay = room; // for people (and tests) poking at the page
 
 function send(message) {
   if (room.socket && room.socket.readyState === WebSocket.OPEN) room.socket.send(JSON.stringify(message));
+}
+
+function sendBinary(data) {
+  if (room.socket && room.socket.readyState === WebSocket.OPEN) room.socket.send(data);
 }
 
 function siteOf(button) {
@@ -74,9 +79,12 @@ async function savePlan(key, plan) {
   return response.ok ? { ok: true } : { ok: false, error: body.error || `refused (${response.status})` };
 }
 
+const talk = new TalkBack(send, sendBinary);
+room.talk = talk;
 const board = new Board($("alerts"), $("no-alerts"), $("alert-count"), {
   act,
   savePlan,
+  talk,
   watch: (button) => live.open(button),
   siteOf,
 });
@@ -191,6 +199,9 @@ function onMessage(message) {
     case "resync":
       // The server missed events: reconnect for a fresh snapshot.
       if (room.socket) room.socket.close();
+      break;
+    case "talk":
+      talk.onMessage(message);
       break;
     case "error":
       console.warn("control room:", message.message);

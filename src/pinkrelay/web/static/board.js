@@ -56,8 +56,9 @@ export function clockTime(us) {
 }
 
 export class Board {
-  constructor(list, empty, count, { act, watch, siteOf, savePlan }) {
+  constructor(list, empty, count, { act, watch, siteOf, savePlan, talk = null }) {
     this.list = list;
+    this.talk = talk;
     this.savePlan = savePlan;
     this.empty = empty;
     this.count = count;
@@ -340,12 +341,52 @@ export class Board {
       note.addEventListener("click", () => this.showForm(item, "note"));
       buttons.push(note);
     }
+    if (OPEN.has(alert.state) && this.talk) buttons.push(this.talkButton(item));
     const watch = el("button", "", "Watch");
     watch.type = "button";
     watch.dataset.action = "watch";
     watch.addEventListener("click", () => this.watch(alert.button));
     buttons.push(watch);
     item.actions.replaceChildren(...buttons);
+  }
+
+  /** Press and hold to speak to the alert's button (talk.js); the relay says who may. */
+  talkButton(item) {
+    const talk = el("button", "talk", "Hold to talk");
+    talk.type = "button";
+    talk.dataset.action = "talk";
+    talk.title = "Hold (or hold T) and speak: the button's speaker plays your voice";
+    const release = () => this.talk.release();
+    talk.addEventListener("pointerdown", (event) => {
+      event.preventDefault();
+      try {
+        talk.setPointerCapture(event.pointerId); // a release outside the button still ends the talk
+      } catch (error) { /* no active pointer (a synthetic event): pointerup still ends it */ }
+      this.talk.press(item.alert.button, this.talkView(item));
+    });
+    for (const name of ["pointerup", "pointercancel", "lostpointercapture"]) talk.addEventListener(name, release);
+    return talk;
+  }
+
+  talkView(item) {
+    return {
+      talking: (on) => {
+        item.node.classList.toggle("talking", on);
+        if (on) item.error.hidden = true;
+      },
+      refused: (text) => {
+        item.error.textContent = text;
+        item.error.hidden = false;
+      },
+    };
+  }
+
+  /** T pressed: talk about the selected alert, else the first one taken, else the top of the board. */
+  talkTarget() {
+    const selected = this.items.get(this.selected);
+    if (selected && OPEN.has(selected.alert.state)) return selected;
+    const taken = this.ordered().find((item) => ["acknowledged", "dispatched", "on_scene"].includes(item.alert.state));
+    return taken || this.target();
   }
 
   showForm(item, state) {

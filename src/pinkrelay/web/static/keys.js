@@ -6,6 +6,9 @@
 //      so a D or R right after acts on the alert just taken, although it moved.
 //   D  dispatch the selected alert (opens its unit form), R resolve it; without a
 //      selection both act on the top of the board.
+//   T  hold to talk to the button of the selected alert, else of the first alert
+//      taken (acknowledged, dispatched, on scene), else of the top of the board;
+//      talk-back ends when T is let go (or the window loses focus).
 //   Up/Down (or K/J) select another alert; Escape clears the selection.
 //
 // A key does exactly what the card's own button does (it clicks it), so the
@@ -27,6 +30,10 @@ export class BoardKeys {
 
   attach(doc) {
     doc.addEventListener("keydown", (event) => this.onKey(event));
+    doc.addEventListener("keyup", (event) => {
+      if (event.key.toLowerCase() === "t" && this.board.talk) this.board.talk.release();
+    });
+    window.addEventListener("blur", () => this.board.talk && this.board.talk.release());
   }
 
   onKey(event) {
@@ -36,8 +43,16 @@ export class BoardKeys {
     else if (key === "ArrowUp" || key === "k") this.board.move(-1);
     else if (key === "Escape") this.board.select(null);
     else if (key in KEY_ACTIONS) this.act(KEY_ACTIONS[key], key);
+    else if (key === "t" && this.board.talk) this.talk();
     else return;
     event.preventDefault();
+  }
+
+  talk() {
+    const item = this.board.talkTarget();
+    if (!item) return;
+    this.board.select(item.alert.alert_id);
+    this.board.talk.press(item.alert.button, this.board.talkView(item));
   }
 
   act(action, key) {
