@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SOURCES := $(shell find src -name '*.py' -o -name '*.pyx' -o -name '*.pxd') setup.py pyproject.toml
+SOURCES := $(shell find src -name '*.py' -o -name '*.pyx' -o -name '*.pxd' -o -name 'dataplane.[ch]') setup.py pyproject.toml
 
 .PHONY: run test bench bench-load bench-compare clean system-deps
 

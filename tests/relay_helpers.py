@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -52,6 +53,8 @@ def make_registry(count: int = 24) -> pinkrelay.Registry:
 
 
 def relay_config(data_dir: Path, **changes: Any) -> pinkrelay.RelayConfig:
+    """Settings for a test relay; ``PINKRELAY_DATA_THREADS`` (as for ``pinkrelay serve``) turns the data plane on."""
+    changes.setdefault("data_threads", int(os.environ.get("PINKRELAY_DATA_THREADS", "0") or 0))
     return pinkrelay.RelayConfig(
         buttons_listen=pinkrelay.Address("127.0.0.1", 0),
         consoles_listen=pinkrelay.Address("127.0.0.1", 0),

@@ -104,6 +104,7 @@ def pair():
 def test_every_subscriber_gets_the_exact_wire_bytes_of_each_message(plane) -> None:
     button_far, button = pair()
     pub = plane.publisher(button_far.fileno(), **LIMITS)
+    pub.resume()
     pub.describe(VIDEO, Lane.VIDEO)
     pub.describe(AUDIO, Lane.AUDIO)
     consoles = [pair() for _ in range(3)]
@@ -126,6 +127,7 @@ def test_every_subscriber_gets_the_exact_wire_bytes_of_each_message(plane) -> No
 def test_a_control_frame_goes_to_python_and_media_behind_it_waits(plane) -> None:
     button_far, button = pair()
     pub = plane.publisher(button_far.fileno(), **LIMITS)
+    pub.resume()
     pub.describe(VIDEO, Lane.VIDEO)
     near, far = pair()
     sub = plane.subscriber(near.fileno(), **SUB_LIMITS)
@@ -155,6 +157,7 @@ def test_a_control_frame_goes_to_python_and_media_behind_it_waits(plane) -> None
 def test_what_the_data_plane_does_not_accept_goes_back_to_python_byte_for_byte(plane, garbage: bytes) -> None:
     button_far, button = pair()
     pub = plane.publisher(button_far.fileno(), **LIMITS)
+    pub.resume()
     pub.describe(VIDEO, Lane.VIDEO)
     good = media(VIDEO, 0, idr(), key=True)
     button.sendall(good + garbage + b"tail")
@@ -173,6 +176,7 @@ def test_media_on_an_undescribed_track_or_not_annex_b_is_handed_back(plane) -> N
                 media(VIDEO, 0, idr(), key=True, lane=Lane.AUDIO)):  # the wrong lane for the track
         button_far, button = pair()
         pub = plane.publisher(button_far.fileno(), **LIMITS)
+        pub.resume()
         pub.describe(VIDEO, Lane.VIDEO)
         button.sendall(bad)
         kind, _, data = wait_events(plane)[0]
@@ -186,6 +190,7 @@ def test_media_on_an_undescribed_track_or_not_annex_b_is_handed_back(plane) -> N
 def test_a_message_broken_mid_way_hands_back_its_first_chunks_too(plane) -> None:
     button_far, button = pair()
     pub = plane.publisher(button_far.fileno(), **LIMITS)
+    pub.resume()
     pub.describe(VIDEO, Lane.VIDEO)
     chunks = encode_media(VIDEO, Lane.VIDEO, 5, 1_000, idr(40_000), True, 16 * 1024)
     interloper = media(VIDEO, 6, p_frame())  # another seq before the message ended
@@ -198,6 +203,7 @@ def test_a_message_broken_mid_way_hands_back_its_first_chunks_too(plane) -> None
 def test_peer_close_is_reported(plane) -> None:
     button_far, button = pair()
     pub = plane.publisher(button_far.fileno(), **LIMITS)
+    pub.resume()
     button.close()
     kind, _, data = wait_events(plane)[0]
     assert (kind, data) == (dataplane.CLOSED, b"peer closed the connection")
@@ -207,6 +213,7 @@ def test_peer_close_is_reported(plane) -> None:
 def test_an_alert_overtakes_queued_media_and_a_slow_console_drops_to_the_next_keyframe(plane) -> None:
     button_far, button = pair()
     pub = plane.publisher(button_far.fileno(), **LIMITS)
+    pub.resume()
     pub.describe(VIDEO, Lane.VIDEO)
     slow_near, slow = tcp_pair(16 * 1024)  # its socket fills at once
     fast_near, fast = pair()
@@ -270,6 +277,7 @@ def test_an_alert_overtakes_queued_media_and_a_slow_console_drops_to_the_next_ke
 def test_a_late_joiner_gets_the_gop_cache_then_live_frames(plane) -> None:
     button_far, button = pair()
     pub = plane.publisher(button_far.fileno(), **LIMITS)
+    pub.resume()
     pub.describe(VIDEO, Lane.VIDEO)
     gop = media(VIDEO, 0, idr(), key=True) + media(VIDEO, 1, p_frame()) + media(VIDEO, 2, p_frame())
     button.sendall(gop)
@@ -303,6 +311,7 @@ def test_a_late_joiner_gets_the_gop_cache_then_live_frames(plane) -> None:
 def test_a_subscriber_whose_peer_vanished_fails_and_others_keep_flowing(plane) -> None:
     button_far, button = pair()
     pub = plane.publisher(button_far.fileno(), **LIMITS)
+    pub.resume()
     pub.describe(VIDEO, Lane.VIDEO)
     gone_near, gone = pair()
     ok_near, ok = pair()

@@ -98,6 +98,9 @@ class RelayConfig:
     stall_timeout: float = 10.0
     #: Bytes of video kept per stream since its last keyframe, for fast join.
     gop_cache_bytes: int = 16 * 1024 * 1024
+    #: Compiled data threads that read buttons and write consoles without Python (relay/data_plane.py);
+    #: 0: media takes the trio path (also what the pure-Python core always does).
+    data_threads: int = 0
     #: Audio waits up to this long for the next video frame to a console and leaves
     #: in the same write (one write per video frame instead of one per frame); 0: at once.
     audio_hold: float = 0.035
@@ -228,6 +231,9 @@ class RelayConfig:
                 f"of max_control_bytes {self.max_control_bytes} (+{HEADER_SIZE} header bytes): peers "
                 f"would be disconnected for one large message; use at least {one_frame}"
             )
+        if not 0 <= self.data_threads <= 64:
+            raise ConfigError(f"data_threads {self.data_threads} must be between 0 (no data plane) and 64; "
+                              "the number of cores is a good choice")
         if self.gop_cache_bytes < 0:
             raise ConfigError(
                 f"gop_cache_bytes {self.gop_cache_bytes} must be zero or more bytes "

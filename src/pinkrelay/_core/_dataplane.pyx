@@ -35,6 +35,7 @@ cdef extern from "dataplane.h" nogil:
     ctypedef struct dp_conn_stats:
         uint64_t messages_in, bytes_in, frames_in, dropped_over_rate
         uint64_t bytes_sent, writes, dropped_video, dropped_audio, queued_bytes
+        uint64_t lane_bytes[4]
         unsigned int gop_frames
         uint64_t gop_bytes
         double seconds_since_frame

@@ -885,7 +885,10 @@ static dp_conn *add_conn(dp_plane *plane, int fd, int is_pub, uint64_t *id) {
     grow((void **)&w->conns, &w->conns_cap, w->nconns + 1, sizeof(dp_conn *));
     w->conns[w->nconns++] = c;
     pthread_mutex_unlock(&w->lock);
-    struct epoll_event ev = {.events = is_pub ? EPOLLIN : (EPOLLOUT | EPOLLET), .data.ptr = c};
+    /* A publisher starts paused, its input unwatched: Python may still be reading the socket
+     * (the handshake's last bytes); its first dp_resume hands the reading over. */
+    c->paused = is_pub;
+    struct epoll_event ev = {.events = is_pub ? 0 : (EPOLLOUT | EPOLLET), .data.ptr = c};
     if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
         c->dead = 1;
     }
@@ -1087,6 +1090,7 @@ void dp_conn_stats_get(dp_conn *c, dp_conn_stats *o) {
     o->bytes_sent = c->bytes_sent; o->writes = c->writes;
     o->dropped_video = c->dropped_video; o->dropped_audio = c->dropped_audio;
     o->queued_bytes = sub_queued(c);
+    for (int i = 0; i < LANES; i++) o->lane_bytes[i] = c->ring[i].bytes;
     o->gop_frames = (uint32_t)c->gop_count; o->gop_bytes = c->gop_bytes;
     o->seconds_since_frame = now_s() - c->last_frame;
     o->failed = c->failed; o->paused = c->paused; o->dead = c->dead; o->subscribers = c->nsubs;

@@ -64,6 +64,7 @@ typedef struct {
 typedef struct {
     uint64_t messages_in, bytes_in, frames_in, dropped_over_rate;
     uint64_t bytes_sent, writes, dropped_video, dropped_audio, queued_bytes;
+    uint64_t lane_bytes[4];
     uint32_t gop_frames;
     uint64_t gop_bytes;
     double seconds_since_frame;
@@ -84,6 +85,7 @@ int dp_take_events(dp_plane *plane, dp_event *out, int max);
 void dp_free_event(dp_event *event);
 void dp_plane_stats_get(dp_plane *plane, dp_plane_stats *out);
 
+/* A publisher starts paused: the data plane reads it from its first dp_resume on. */
 dp_conn *dp_add_publisher(dp_plane *plane, int fd, const dp_publisher_limits *limits, uint64_t *id);
 dp_conn *dp_add_subscriber(dp_plane *plane, int fd, const dp_subscriber_limits *limits, uint64_t *id);
 /* The lane media on `track` uses (2 audio, 3 video; 0 forgets it); resets the GOP cache. */

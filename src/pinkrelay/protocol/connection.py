@@ -129,6 +129,10 @@ class Connection:
     def closed(self) -> bool:
         return self.state is State.CLOSED
 
+    def at_boundary(self) -> bool:
+        """No frame half read and no message half reassembled: another reader may take over here."""
+        return self._decoder.buffered == 0 and self._reassembler.partial_tracks == 0 and not self._discarding
+
     def receive_data(self, data: Any, now: float) -> None:
         """Take bytes from the transport; ``b""`` means the peer closed it."""
         if self._error is not None:

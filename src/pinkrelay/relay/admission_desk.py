@@ -350,6 +350,14 @@ class AdmissionDesk:
                 self.hub.close_stream(previous.stream_state)
         self.sessions_by_button[button_id] = session
         stream = session.stream_state = self.hub.open_stream(button_id, track_ids)
+        if self.data_plane is not None:
+            # A data thread reads the button once Python's reader reaches a frame boundary
+            # (ButtonSession.hand_over_reading); until then, and if it ever hands the socket
+            # back, what Python reassembles is fanned out by the data plane too.
+            stream.publisher = session.publisher = self.data_plane.publisher(session)
+            for outbox in self.hub.watchers.get(button_id, ()):
+                stream.publisher.subscribe(outbox.handle, 0)
+                outbox.handle.release()
         session.conn.media_sink = checking(self._media_sink(session, stream))
         log_event(log, logging.INFO, f"button {button_id} authenticated from {session.peer}",
                   role="button", identity=button_id, peer=session.peer)

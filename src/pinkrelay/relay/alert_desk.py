@@ -363,8 +363,14 @@ class AlertDesk:
                 console.held_broadcasts.append((lane, frame, cursor))
             elif console.ready:
                 targets.append(console.outbox)
+        now = trio.current_time()
+        if self.data_plane is not None:
+            # Each console's queue is in the data plane: the frame goes into its lane there.
+            for outbox in targets:
+                outbox.send(lane, (frame,), now)
+            return
         # One compiled loop queues and writes the frame for every console.
-        for outbox in deliver(targets, lane, (frame,), 0, False, trio.current_time()):
+        for outbox in deliver(targets, lane, (frame,), 0, False, now):
             outbox.attention()
 
     async def _unblock_sequencer(self) -> None:

@@ -80,6 +80,8 @@ class Stream:
     #: In-process readers of every message (the evidence pre-roll ring, a recording's tap): each has
     #: ``offer(message, now)``, called in arrival order with the message the fan-out sends, never a copy.
     taps: tuple[Any, ...] = ()
+    #: The data plane's handle on the button's socket (relay/data_plane.py); None: media takes the trio path.
+    publisher: Any = None
 
     def reset_gop(self) -> None:
         self.gop = []
@@ -209,6 +211,8 @@ class Hub:
         stream = self.streams.get(button_id)
         if stream is not None:
             stream.subscribers = watchers
+            if stream.publisher is not None and getattr(outbox, "handle", None) is not None:
+                stream.publisher.unsubscribe(outbox.handle)
 
     def watching(self, outbox: Outbox) -> int:
         """How many buttons ``outbox`` watches (a scan: for subscribe requests, not the media path)."""

@@ -55,6 +55,13 @@ class MediaDesk:
     def _media_sink(self, session: ButtonSession, stream: Any) -> Any:
         """Where a button's media messages go: the hub, through its bitrate limit when one is set."""
         publish = self.hub.publish
+        if stream.publisher is not None:
+            inject = stream.publisher.inject
+
+            def publish(stream: Any, message: Any) -> None:
+                inject(b"".join(bytes(chunk) for chunk in message.chunks), message.lane, message.track,
+                       message.keyframe)
+
         if not self.config.max_button_bitrate:
             return lambda message: publish(stream, message)
         rate = MediaRate(self.config.max_button_bitrate, close_after=self.config.media_overrun_close,
@@ -88,7 +95,15 @@ class MediaDesk:
     def stream_described(self, session: ButtonSession, description: StreamDescription) -> None:
         if session.stream_state is None:
             return
-        self.hub.describe(session.stream_state, description.tracks)
+        stream = session.stream_state
+        if stream.publisher is not None:
+            described = {track.track_id for track in description.tracks}
+            for track_id in stream.track_ids:
+                if track_id not in described:
+                    stream.publisher.describe(track_id, 0)
+            for track in description.tracks:
+                stream.publisher.describe(track.track_id, track.lane)
+        self.hub.describe(stream, description.tracks)
         self._notify_watchers(session.identity, StreamDescription(button=session.identity, tracks=description.tracks))
         log_event(log, logging.INFO, f"button {session.identity} described {len(description.tracks)} track(s): "
                   + ", ".join(f"{t.track_id}={t.kind}/{t.codec}" for t in description.tracks),
@@ -112,6 +127,9 @@ class MediaDesk:
                 f"unsubscribe from one before watching {button_id}")))
             return
         stream = self.hub.subscribe(button_id, session.outbox)
+        if self.data_plane is not None:
+            self._subscribe_in_data_plane(session, button_id, stream, now)
+            return
         catchup = self.hub.catchup(stream)
         if stream is not None and stream.gop_bytes > session.outbox.max_video_bytes:
             catchup = []  # it would be dropped on arrival; start at the next keyframe instead
@@ -124,6 +142,20 @@ class MediaDesk:
             self.request_keyframe(button_id, now, requested_by=session.identity)
         log_event(log, logging.INFO, f"console {session.identity} watching button {button_id} "
                   f"({len(catchup)} cached frames)", operator=session.identity, button=button_id,
+                  action="subscribe")
+
+    def _subscribe_in_data_plane(self, session: ConsoleSession, button_id: str, stream: Any, now: float) -> None:
+        """The data plane queues the GOP cache and holds the console's media until ``subscribed`` is queued."""
+        outbox = session.outbox
+        publisher = stream.publisher if stream is not None else None
+        cached = publisher.subscribe(outbox.handle, outbox.max_video_bytes) if publisher is not None else 0
+        tracks = tuple(stream.tracks.values()) if stream is not None else ()
+        session.send(Subscribed(button=button_id, tracks=tracks, catchup_frames=cached))
+        outbox.handle.release()
+        if stream is not None:
+            self.request_keyframe(button_id, now, requested_by=session.identity)
+        log_event(log, logging.INFO, f"console {session.identity} watching button {button_id} "
+                  f"({cached} cached frames)", operator=session.identity, button=button_id,
                   action="subscribe")
 
     def request_keyframe(self, button_id: str, now: float, *, requested_by: str = "") -> None:
@@ -170,9 +202,15 @@ class MediaDesk:
 def _session_traffic(session: Session) -> dict[str, int]:
     outbox = session.outbox
     stream = getattr(session, "stream_state", None)
+    messages = stream.messages_in if stream is not None else 0
+    nbytes = stream.bytes_in if stream is not None else 0
+    if stream is not None and stream.publisher is not None:
+        counted = stream.publisher.stats()
+        messages += counted["messages_in"]
+        nbytes += counted["bytes_in"]
     return {
-        "media_messages_in": stream.messages_in if stream is not None else 0,
-        "media_bytes_in": stream.bytes_in if stream is not None else 0,
+        "media_messages_in": messages,
+        "media_bytes_in": nbytes,
         "bytes_out": outbox.bytes_sent,
         "dropped_video": outbox.dropped_video,
         "dropped_audio": outbox.dropped_audio,

@@ -56,6 +56,8 @@ from ..protocol import (
 from ..registry import Registry
 from .admission_desk import AdmissionDesk, read_console_tokens
 from .alert_desk import INDEX_HISTORY_US, AlertDesk
+from . import data_plane
+from .data_plane import DataPlaneLink
 from .event_streams import EventStreams, _EventStream
 from .evidence import EvidenceDesk
 from .hub import Hub
@@ -102,6 +104,8 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
         self.escalator = Escalator(self.config.escalation_levels)
         self.routing = Routing(self.config.escalation_groups)
         self.hub = Hub(gop_cache_bytes=self.config.gop_cache_bytes, audio_hold=self.config.audio_hold)
+        #: The compiled data plane (relay/data_plane.py), with data_threads > 0 and the compiled core.
+        self.data_plane = self._start_data_plane()
         self.supervisor = Supervisor(self.config.supervision_window)
         #: Operators' voices to buttons: who may talk, and the audit of every talk (talkback.py).
         self.talkback = TalkBackDesk(self)
@@ -163,6 +167,17 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
 
     # -- running -----------------------------------------------------------------
 
+    def _start_data_plane(self) -> DataPlaneLink | None:
+        threads = self.config.data_threads
+        if not threads:
+            return None
+        if not data_plane.available():
+            log.warning("data_threads = %d, but the compiled core is not in use (PINKRELAY_PUREPYTHON, or not "
+                        "built): media takes the trio path", threads)
+            return None
+        log.info("data plane: %d compiled data threads read buttons and write consoles", threads)
+        return DataPlaneLink(self.config)
+
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Listen on both addresses and run until cancelled or ``shutdown()``."""
         config = self.config
@@ -206,6 +221,8 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self.hub.run_fanout)
+            if self.data_plane is not None:
+                nursery.start_soon(self.data_plane.run)
             await nursery.start(self.evidence.run)
             nursery.start_soon(self._supervise)
             nursery.start_soon(self._escalate)
@@ -264,6 +281,7 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
             "buttons_online": len(self.supervisor.online),
             **self.hub.stats(),
             **self.evidence.stats(),
+            **(self.data_plane.stats() if self.data_plane is not None else {}),
         }
 
 

@@ -128,6 +128,7 @@ class Session:
                 nursery.cancel_scope.cancel()
         finally:
             self.relay.hub.unwatch_input(fd)
+            self.leave_data_plane()
             self.outbox.detach()
             self.ended()
             with trio.CancelScope(shield=True):
@@ -216,6 +217,10 @@ class Session:
                 if not self.close_reason:
                     self.close("peer closed the connection")
                 return
+            if self.hand_over_reading():
+                if await self._data_plane_loop():
+                    return
+                reads = 0  # handed back: Python reads on
 
     async def _drain(self, now: float) -> None:
         try:
@@ -229,6 +234,71 @@ class Session:
         except ProtocolError as error:
             self.relay.protocol_violation(self, error)
             self.refuse(error)
+
+    # -- the data plane (relay/data_plane.py) ----------------------------------------------
+
+    #: The data plane's handle on this socket: a Publisher (button) or a Subscriber (console's outbox).
+    publisher: Any = None
+
+    def hand_over_reading(self) -> bool:
+        """Hook: let a data thread read this socket from now on (True: it was handed over)."""
+        return False
+
+    def data_plane_event(self, kind: int, data: bytes) -> None:
+        """An event of the data plane about this session (called by the relay's link task)."""
+        from . import data_plane
+
+        if kind == data_plane.FAILED:
+            self.outbox.fail(data.decode(errors="replace"))
+            return
+        try:
+            self._plane_events.send_nowait((kind, data))
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError, AttributeError):
+            log.error("%s: data plane event %d not delivered; closing", self.describe(), kind)
+            self.close("relay error: data plane event lost")
+
+    async def _data_plane_loop(self) -> bool:
+        """Act on what the data thread hands over; True: the session ended, False: Python reads again."""
+        from . import data_plane
+
+        receive = self._plane_receive
+        while True:
+            kind, data = await receive.receive()
+            now = trio.current_time()
+            if kind == data_plane.CLOSED:
+                self.close(data.decode(errors="replace"))
+                return True
+            if kind == data_plane.OVERRATE:
+                error = data_plane.overrate_error(self.relay.config, self.identity)
+                log_event(log, logging.WARNING, f"closing button {self.identity} ({self.peer}): {error}",
+                          decision="disconnect", button=self.identity, reason="bitrate")
+                self.relay.counters["closed_over_bitrate"] += 1
+                self.count_media_over_rate()
+                self.refuse(error)
+                return True
+            self.conn.receive_data(data, now)
+            if data:
+                self.received(now)
+            await self._drain(now)
+            if self.close_reason:
+                return True
+            if kind == data_plane.HANDBACK:
+                return False
+            self.publisher.resume()
+
+    def leave_data_plane(self) -> None:
+        """The session is over: no data thread may touch the socket once it closes."""
+        if self.publisher is not None:
+            self.count_media_over_rate()
+            self.relay.data_plane.forget(self.publisher)
+
+    def count_media_over_rate(self) -> None:
+        """Add the messages the data plane dropped above max_button_bitrate to the relay's count, once."""
+        dropped = self.publisher.stats()["dropped_over_rate"]
+        self.relay.counters["media_over_bitrate"] += dropped - self._over_rate_counted
+        self._over_rate_counted = dropped
+
+    _over_rate_counted = 0
 
     def rearm_timers(self) -> None:
         """The connection's next deadline moved earlier (it became READY): wake the timer task."""
@@ -247,6 +317,7 @@ class Session:
                 self._rearm = trio.Event()
                 continue
             now = trio.current_time()
+            self.refresh_liveness(now)
             heartbeat = self.conn.handle_timer(now, wall_us())
             if heartbeat:
                 self.outbox.send(Lane.CONTROL, [heartbeat], now)
@@ -292,6 +363,9 @@ class Session:
     def received(self, now: float) -> None:
         """Hook: bytes arrived (proof of life)."""
 
+    def refresh_liveness(self, now: float) -> None:
+        """Hook: frames a data thread read (media, which Python never sees) count as proof of life too."""
+
     def ended(self) -> None:
         """Hook: the session is over; undo what it registered."""
         self.relay.session_ended(self)
@@ -300,6 +374,24 @@ class Session:
 class ButtonSession(Session):
     role = "button"
     stream_state: Stream | None = None
+
+    def hand_over_reading(self) -> bool:
+        """Once READY, and at a frame and message boundary, a data thread reads the button."""
+        publisher = self.publisher
+        if publisher is None or self.conn.state is not State.READY or not self.conn.at_boundary():
+            return False
+        self._plane_events, self._plane_receive = trio.open_memory_channel[Any](8)
+        publisher.resume()
+        return True
+
+    def refresh_liveness(self, now: float) -> None:
+        if self.publisher is None:
+            return
+        seen = now - self.publisher.stats()["seconds_since_frame"]
+        if seen > self.conn.last_received:
+            self.conn.last_received = seen
+            if self.relay.sessions_by_button.get(self.identity) is self:
+                self.relay.button_seen(self.identity, seen)
 
     def received(self, now: float) -> None:
         # Presence follows the protocol's proof of life: whole frames only.
@@ -322,6 +414,15 @@ class ButtonSession(Session):
 
 class ConsoleSession(Session):
     role = "console"
+
+    def __init__(self, relay: Relay, stream: trio.SocketStream, peer: str) -> None:
+        super().__init__(relay, stream, peer)
+        if relay.data_plane is not None:
+            # Every write to a console, from the challenge on, goes through the data plane's
+            # queue, where media is fanned out: an alert overtakes queued media by construction.
+            from .data_plane import PlaneOutbox
+
+            self.outbox = PlaneOutbox(relay.data_plane, self, relay.config)  # type: ignore[assignment]
     #: "operator" or "supervisor" for an account; "" for a console token (an operator).
     operator_role = ""
     #: Role and control room of the operator signed in here: which alerts this console sees.
