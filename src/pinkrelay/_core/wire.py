@@ -18,6 +18,8 @@ HEADER = struct.Struct(">2sBBBBHIqI")
 HEADER_SIZE = HEADER.size  # 24 bytes
 
 MAX_TRACK_ID = 0xFFFF
+#: Protocol v2 (negotiated in hello/welcome) widens the track id to 22 bits (docs/protocol.md §2.5).
+MAX_TRACK_ID_V2 = 0x3FFFFF
 MAX_SEQUENCE = 0xFFFFFFFF
 
 

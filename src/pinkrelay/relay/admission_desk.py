@@ -200,6 +200,7 @@ class AdmissionDesk:
             self.consoles.discard(session)
         elif isinstance(session, ButtonSession) and self.sessions_by_button.get(session.identity) is session:
             del self.sessions_by_button[session.identity]
+            self.tracks.disconnected(session.identity)
             if session.stream_state is not None:
                 self.hub.close_stream(session.stream_state)
                 self._notify_watchers(session.identity, StreamDescription(button=session.identity, tracks=()))

@@ -128,6 +128,8 @@ class Hub:
         self._clock = clock
         #: Told when a stream opens, is described or closes (``stream_opened(stream)`` ...): the evidence desk.
         self.listeners: list[Any] = []
+        #: Called with a button id when its last watcher left (the relay frees its track ids then).
+        self.unwatched: Callable[[str], None] = lambda button_id: None
 
     # -- streams ---------------------------------------------------------------
 
@@ -213,6 +215,11 @@ class Hub:
             stream.subscribers = watchers
             if stream.publisher is not None and getattr(outbox, "handle", None) is not None:
                 stream.publisher.unsubscribe(outbox.handle)
+        if not watchers:
+            self.unwatched(button_id)
+
+    def is_watched(self, button_id: str) -> bool:
+        return button_id in self.watchers
 
     def watching(self, outbox: Outbox) -> int:
         """How many buttons ``outbox`` watches (a scan: for subscribe requests, not the media path)."""

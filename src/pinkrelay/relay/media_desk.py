@@ -26,6 +26,7 @@ from ..protocol import (
 )
 from .limits import MediaRate, Verdict
 from .sessions import ButtonSession, ConsoleSession, Session
+from .tracks import TrackSpaceFull
 
 log = logging.getLogger("pinkrelay.relay")
 
@@ -41,16 +42,12 @@ class MediaDesk:
     """Media: track ids, streams and watchers, bitrate limits, subscriptions, keyframe requests."""
 
     def _track_block(self, button_id: str) -> tuple[int, ...]:
-        """Relay-wide track ids for a button, the same for the relay's whole life."""
-        block = self._track_blocks.get(button_id)
-        if block is None:
-            size = self.config.max_tracks
-            if self._next_track + size - 1 > 0xFFFF:
-                raise ProtocolError("the relay has no track ids left; restart it or lower max_tracks", code="capacity")
-            block = tuple(range(self._next_track, self._next_track + size))
-            self._next_track += size
-            self._track_blocks[button_id] = block
-        return block
+        """Relay-wide track ids for a button while it is connected or watched (relay/tracks.py)."""
+        try:
+            return self.tracks.acquire(button_id)
+        except TrackSpaceFull as full:
+            raise ProtocolError(f"the relay has no track ids left for button {button_id}: {full}",
+                                code="capacity") from None
 
     def _media_sink(self, session: ButtonSession, stream: Any) -> Any:
         """Where a button's media messages go: the hub, through its bitrate limit when one is set."""

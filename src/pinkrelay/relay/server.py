@@ -39,6 +39,7 @@ from typing import Any
 
 import trio
 
+from .._core.wire import MAX_TRACK_ID
 from ..alerts.escalation import Escalator
 from ..alerts.index import AlertIndex
 from ..alerts.journal import SqliteJournal
@@ -69,6 +70,7 @@ from .sessions import ButtonSession, ConsoleSession, Session, wall_us
 from .supervision import Supervisor
 from .supervision_desk import SupervisionDesk
 from .talkback import TalkBackDesk
+from .tracks import TrackSpace
 
 log = logging.getLogger("pinkrelay.relay")
 
@@ -139,8 +141,8 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
         }
         #: Traffic of sessions that have ended, so that ``traffic()`` only ever grows.
         self._ended_traffic = dict.fromkeys(TRAFFIC_KEYS, 0)
-        self._track_blocks: dict[str, tuple[int, ...]] = {}
-        self._next_track = 1
+        self.tracks = TrackSpace(self.config.max_tracks, is_watched=self.hub.is_watched, wide_limit=MAX_TRACK_ID)
+        self.hub.unwatched = self.tracks.unwatched
         self._handshake_counters: dict[tuple[str, str], int] = {}
         self._event_streams: list[_EventStream] = []
         self._event_streams_opened = 0
@@ -282,6 +284,7 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
             **self.hub.stats(),
             **self.evidence.stats(),
             **(self.data_plane.stats() if self.data_plane is not None else {}),
+            **self.tracks.stats(),
         }
 
 

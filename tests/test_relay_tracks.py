@@ -1,0 +1,104 @@
+"""Track ids are reused: a block goes back when its button left and no console watches it.
+
+The allocator is sans-IO (relay/tracks.py) and tested with churn directly;
+the end-to-end test signs more distinct buttons in and out of a real relay
+than its 16-bit track space has blocks for, while a console watches one of
+them, whose ids must stay its own.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from trio.testing import trio_test
+
+from pinkrelay.protocol import Subscribed
+from pinkrelay.relay.tracks import TrackSpace, TrackSpaceFull
+
+from relay_helpers import collect_events, console_client, next_of, raw_button, raw_session, running_relay
+
+
+def test_blocks_come_back_after_churn():
+    space = TrackSpace(8, narrow_limit=80)  # ten blocks
+    for round_ in range(1000):
+        button_id = f"b{round_}"
+        ids = space.acquire(button_id)
+        assert ids[0] == 1 and len(ids) == 8  # the lowest block is free again every time
+        space.disconnected(button_id)
+    assert space.held == 0
+
+
+def test_a_held_block_is_never_handed_out_and_full_space_says_so():
+    watched = {"a"}
+    space = TrackSpace(8, narrow_limit=24, is_watched=watched.__contains__)  # three blocks
+    a = space.acquire("a")
+    space.disconnected("a")  # still watched: held
+    b = space.acquire("b")
+    c = space.acquire("c")
+    assert len({a, b, c}) == 3
+    with pytest.raises(TrackSpaceFull, match="protocol v1 .* v2"):
+        space.acquire("d")
+    assert space.acquire("a") == a  # back while watched: the same ids
+    space.disconnected("b")
+    assert space.acquire("d") == b
+    watched.clear()
+    space.unwatched("a")
+    assert space.block_of("a") == a and space.held == 3  # a is still connected
+    space.disconnected("a")
+    assert space.acquire("f") == a
+
+
+def test_wide_buttons_take_narrow_blocks_first_and_narrow_ones_never_get_wide_blocks():
+    space = TrackSpace(8, narrow_limit=16, wide_limit=64)
+    assert space.acquire("v2-a", wide=True) == tuple(range(1, 9))
+    assert space.acquire("v1-b") == tuple(range(9, 17))
+    wide = space.acquire("v2-c", wide=True)
+    assert wide[0] > 16
+    with pytest.raises(TrackSpaceFull):
+        space.acquire("v1-d")
+    # A button that held a wide block and comes back speaking v1 gets a narrow one or a refusal.
+    space.disconnected("v2-a")
+    assert space.acquire("v2-c") == tuple(range(1, 9))
+    assert space.capacity == 8 and space.narrow_capacity == 2
+
+
+@trio_test
+async def test_more_distinct_buttons_than_blocks_sign_in_one_after_another(tmp_path):
+    # max_tracks 64: the 16-bit space has 1023 blocks. 1100 distinct buttons come and go, 50 at a time.
+    count, batch = 1100, 50
+    async with running_relay(tmp_path, registry_size=count + 1, max_tracks=64, handshake_rate_per_address=0,
+                             max_unauthenticated_per_address=batch * 2) as relay:
+        watched = "kp-test-001"
+        async with trio.open_nursery() as nursery:
+            console = console_client(relay)
+            await nursery.start(console.run)
+            console.subscribe(watched)
+            await next_of(console, Subscribed)
+            nursery.start_soon(collect_events, console, [])
+            first = raw_button(watched)
+            stream = await raw_session(relay.buttons_address, first)
+            watched_ids = first.track_ids
+            assert len(watched_ids) == 64
+            await stream.aclose()
+            seen: set[tuple[int, ...]] = set()
+
+            async def one(index: int) -> None:
+                conn = raw_button(f"kp-test-{index:03d}")
+                sock = await raw_session(relay.buttons_address, conn)
+                assert tuple(conn.track_ids) != tuple(watched_ids), "a watched button's ids were handed out"
+                seen.add(tuple(conn.track_ids))
+                await sock.aclose()
+
+            with trio.fail_after(60):
+                for start in range(2, count + 2, batch):
+                    async with trio.open_nursery() as signing_in:
+                        for index in range(start, min(start + batch, count + 2)):
+                            signing_in.start_soon(one, index)
+                    await trio.testing.wait_all_tasks_blocked(0.01)
+            assert len(seen) <= 2 * batch + 1  # the same few blocks, used again and again
+            back = raw_button(watched)
+            stream = await raw_session(relay.buttons_address, back)
+            assert back.track_ids == watched_ids
+            await stream.aclose()
+            assert relay.stats()["track_blocks_held"] <= batch + 1
+            nursery.cancel_scope.cancel()
