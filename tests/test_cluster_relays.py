@@ -103,3 +103,50 @@ def test_consoles_on_other_relays_see_every_alert_and_resume_on_any_relay(nats_c
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_a_button_taken_over_by_another_relay_is_fenced_and_its_offline_alert_is_raised_once(nats_cluster, tmp_path):
+    """Takeover fences the old session; a button lost with its relay raises one offline alert in all."""
+
+    async def main():
+        with trio.fail_after(40):
+            await scenario()
+
+    async def scenario():
+        async with AsyncExitStack() as stack:
+            relays = await start_relays(stack, tmp_path, nats_cluster, heartbeat_interval=0.2,
+                                        supervision_window=1.5, cluster_lease=1.0)
+            relay1, relay2, relay3 = relays
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            seen = []
+            console = console_on(relay3)
+            await nursery.start(console.run)
+            nursery.start_soon(collect_events, console, seen)
+
+            # The button signs in on relay 1, then (its old path half-open) on relay 2.
+            first = button_client(relay1, "kp-test-002", reconnect=False)
+            nursery.start_soon(first.run)
+            await wait_until(lambda: relay1.cluster.directory.holders.get("kp-test-002") is not None
+                             and relay2.cluster.directory.holders.get("kp-test-002") is not None, 5,
+                             "relay 1's claim to reach relay 2")
+            second = button_client(relay2, "kp-test-002", reconnect=False)
+            nursery.start_soon(second.run)
+            await wait_until(lambda: relay1.cluster.fenced == 1, 5, "relay 1 to fence its session")
+            await wait_until(lambda: "kp-test-002" not in relay1.sessions_by_button, 5, "the fenced session to end")
+            holder = relay3.cluster.directory.holders["kp-test-002"]
+            assert holder.relay == "relay-2" and holder.epoch == 2
+            assert (await second.press(timeout=10)).alert_id  # served by its new relay
+
+            # The button dies, and so does its relay: the other two supervise it, one offline alert in all.
+            second.close("battery gone")
+            await relay2.shutdown()
+            offline = lambda: [e for e in alerts_in(seen) if e.kind == "offline"]  # noqa: E731
+            await wait_until(offline, 10, "the offline alert")
+            await trio.sleep(2.0)  # both survivors' windows have passed
+            assert len(offline()) == 1, offline()
+            stored = [a for a in relay1.journal.view.alerts.values() if a.kind == "offline"]
+            assert [a.alert_id for a in stored] == [offline()[0].alert_id]
+            assert stored[0].button == "kp-test-002"
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)

@@ -4,6 +4,8 @@
 - ``records.py``: subjects, message ids and record bodies (sans-IO).
 - ``view.py``: the control room's state read from the stream (sans-IO).
 - ``bus.py``: the relay's alert store on the replicated stream.
+- ``kv.py``: which relay holds which button, and the relays' leases (KV buckets).
+- ``membership.py``: a relay's part: claims, fencing, orphans' supervision.
 
 Nothing outside this package imports nats; a relay without ``cluster_nats_urls``
 never loads it.

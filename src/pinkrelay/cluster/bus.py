@@ -313,9 +313,10 @@ class JetStreamAlertStore:
             return 0
         return int(message.seq)
 
-    async def button_state(self, state: ButtonState) -> None:
-        """Record a button going online or offline, for every relay's consoles."""
-        await self._publish(self.subjects.button(state.button), records.button(state, self.relay), {})
+    async def button_state(self, state: ButtonState, *, msg_id: str = "") -> None:
+        """Record a button going online or offline, for every relay's consoles (once per ``msg_id``)."""
+        headers = {"Nats-Msg-Id": msg_id} if msg_id else {}
+        await self._publish(self.subjects.button(state.button), records.button(state, self.relay), headers)
 
     async def get(self, alert_id: str) -> Alert | None:
         return self.view.alerts.get(alert_id)

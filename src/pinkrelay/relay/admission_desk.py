@@ -362,6 +362,8 @@ class AdmissionDesk:
         session.conn.media_sink = checking(self._media_sink(session, stream))
         log_event(log, logging.INFO, f"button {button_id} authenticated from {session.peer}",
                   role="button", identity=button_id, peer=session.peer)
+        if self.cluster is not None:
+            self.cluster.welcomed(session)
         self.button_seen(button_id, now)
 
     async def _welcome_console(self, session: ConsoleSession, now: float) -> None:

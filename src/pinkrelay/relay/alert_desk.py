@@ -164,6 +164,8 @@ class AlertDesk:
         if isinstance(event, Alert):
             known = self.alert_index.get(event.alert_id)
             self.alert_index.remember(event if known is None else replace(known, cursor=event.cursor))
+            if event.kind == "offline" and event.button and event.state == AlertState.RAISED:
+                self._offline_alerts[event.button] = event.alert_id  # whoever sees it back resolves it
             if event.state == AlertState.RAISED:
                 raised_at = trio.current_time() - max(0, wall_us() - event.received_at) / 1e6
                 self._raised_at[event.alert_id] = raised_at

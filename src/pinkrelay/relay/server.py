@@ -99,6 +99,8 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
         self.journal = journal if journal is not None else _alert_store(self.config)
         if self.journal.announces:
             self.journal.on_event = self._stored_event
+        #: In a cluster: which relay holds which button, fencing and orphans' supervision (cluster/membership.py).
+        self.cluster = _membership(self)
         #: Delivers every stored alert and step to the configured sinks (pinkrelay/integrations).
         self.integrations = dispatcher_for(self, self.config.sinks) if self.config.sinks else None
         #: Buttons in test mode for maintenance: their presses page nobody (relay/test_presses.py).
@@ -196,10 +198,15 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
         await self.journal.open()
         self._sequencer = CursorSequencer(self.journal.next_cursor, self.broadcast)
         try:
+            if self.cluster is not None:
+                await self.cluster.open()
             await self._restore()
             await self._serve(button_listeners, console_listeners, task_status)
         finally:
             with trio.CancelScope(shield=True):
+                if self.cluster is not None:
+                    with trio.move_on_after(2):
+                        await self.cluster.leave()
                 await self.journal.close()
 
     async def _restore(self) -> None:
@@ -228,6 +235,8 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
             await nursery.start(self.evidence.run)
             nursery.start_soon(self._supervise)
             nursery.start_soon(self._escalate)
+            if self.cluster is not None:
+                nursery.start_soon(self.cluster.run)
             nursery.start_soon(self._watch_operators)
             nursery.start_soon(self.test_presses.watch)
             nursery.start_soon(self._report_drops)
@@ -342,6 +351,14 @@ def _alert_store(config: RelayConfig) -> Any:
 
     return JetStreamAlertStore(config.cluster_nats_urls, relay=config.relay_name,
                                namespace=config.cluster_namespace, replicas=config.cluster_replicas)
+
+
+def _membership(relay: Relay) -> Any:
+    if not relay.config.cluster_nats_urls or not relay.journal.announces:
+        return None
+    from ..cluster.membership import Membership
+
+    return Membership(relay, lease=relay.config.cluster_lease)
 
 
 def _prepare_data_dir(path: Path) -> None:

@@ -72,6 +72,8 @@ class SupervisionDesk:
                 await self._button_offline(button_id)
 
     async def _button_offline(self, button_id: str) -> None:
+        if self.cluster is not None and self.cluster.moved_away(button_id):
+            return  # another relay holds it now and supervises it
         self._button_state(button_id, "offline")
         session = self.sessions_by_button.get(button_id)
         if session is not None:
@@ -147,12 +149,14 @@ class SupervisionDesk:
     async def _store_button_state(self, event: ButtonState) -> None:
         """In a cluster a button's state goes on the stream, so every relay's consoles hear of it."""
         try:
-            await self.journal.button_state(event)
+            await self.journal.button_state(event, msg_id=self.cluster.state_id(event) if self.cluster else "")
         except JournalError as error:
             log.error("button %s %s not told to the cluster: %s", event.button, event.state, error)
 
     def _offline_alert_id(self, button_id: str) -> str:
-        """A new id for an offline alert (cluster/kv.py makes it the same on every relay)."""
+        """A new id for an offline alert; in a cluster the same on every relay (cluster/kv.py)."""
+        if self.cluster is not None:
+            return self.cluster.offline_alert_id(button_id)
         return uuid7()
 
     def online_buttons(self) -> frozenset[str]:

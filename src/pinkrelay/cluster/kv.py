@@ -1,0 +1,170 @@
+"""Which relay holds which button, and which relays are alive: two JetStream KV buckets.
+
+- ``NS_buttons``: button id -> the relay that holds its session and the
+  session's epoch. A relay that welcomes a button claims it with a
+  compare-and-set on the key's revision, so epochs only grow and two relays
+  claiming at once get two epochs. Every relay watches the bucket: a relay
+  that sees its button claimed by another at a higher epoch fences its own
+  session (goodbye, no more supervision of it there), so a half-open
+  session on a dead network path cannot go on speaking for the button.
+- ``NS_relays``: one key per relay, its lease, renewed every third of
+  ``cluster_lease``; the bucket's TTL drops a lease nobody renews. A
+  button whose holder has no lease is an orphan: every surviving relay
+  supervises it from then on, and if it reconnects nowhere within the
+  supervision window, each raises its offline alert with the same id
+  (``offline_alert_id``: the button and the epoch it was lost at), which the
+  stream stores once. So the offline alert is raised exactly once, by the
+  relay that last held the button or after its lease lapsed by the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import trio
+
+from ..errors import PinkRelayError
+from .records import token
+
+log = logging.getLogger("pinkrelay.cluster")
+
+#: Names offline alert ids: uuid5 of (namespace, button, epoch).
+_OFFLINE_IDS = uuid.UUID("6f8e3b52-1d0e-4c55-9a7e-5b1f4a3c2d10")
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    relay: str
+    epoch: int
+
+
+class ClaimFailed(PinkRelayError, OSError):
+    """The buttons bucket could not be updated (NATS unreachable); the session goes on unclaimed."""
+
+
+def offline_alert_id(namespace: str, button_id: str, epoch: int) -> str:
+    """The id every relay gives the offline alert of ``button_id`` lost at ``epoch``."""
+    return str(uuid.uuid5(_OFFLINE_IDS, f"{namespace}\x00{button_id}\x00{epoch}"))
+
+
+class Directory:
+    """The two buckets, read and written through the alert store's NATS connection."""
+
+    def __init__(self, store: Any, *, lease: float) -> None:
+        self.store = store
+        self.nats = store.nats
+        self.subjects = store.subjects
+        self.relay = store.relay
+        self.lease = lease
+        self.holders: dict[str, Holder] = {}
+        self.alive: set[str] = set()
+        #: Called in trio's thread for every change of a button's holder: (button id, holder).
+        self.on_holder: Callable[[str, Holder], None] | None = None
+        self._buttons: Any = None
+        self._relays: Any = None
+        self._keys: dict[str, str] = {}
+        self.synced = trio.Event()
+
+    async def open(self) -> None:
+        self._buttons = await self.store._soon(lambda: self._bucket(self.subjects.buttons_bucket, ttl=None))
+        self._relays = await self.store._soon(lambda: self._bucket(self.subjects.relays_bucket, ttl=self.lease))
+        await self.renew()
+
+    async def _bucket(self, name: str, *, ttl: float | None) -> Any:
+        from nats.js.errors import BucketNotFoundError
+
+        js = self.store.jetstream
+        try:
+            return await js.key_value(name)
+        except BucketNotFoundError:
+            return await js.create_key_value(bucket=name, history=1, ttl=ttl, replicas=self.store.replicas)
+
+    # -- buttons -------------------------------------------------------------------
+
+    async def claim(self, button_id: str) -> int:
+        """Make this relay the holder of ``button_id``; returns the new epoch."""
+        key = token(button_id)
+        self._keys[key] = button_id
+        try:
+            epoch = await self.nats.call(self._claim, key)
+        except Exception as error:
+            raise ClaimFailed(f"button {button_id}: could not claim it in {self.subjects.buttons_bucket} "
+                              f"({type(error).__name__}: {error})") from None
+        self._seen(button_id, Holder(self.relay, epoch))
+        return epoch
+
+    async def _claim(self, key: str) -> int:
+        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+        while True:
+            try:
+                entry = await self._buttons.get(key)
+            except KeyNotFoundError:
+                entry = None
+            epoch = (msgpack.unpackb(entry.value)["epoch"] if entry is not None and entry.value else 0) + 1
+            value = msgpack.packb({"relay": self.relay, "epoch": epoch, "button": self._keys[key]})
+            try:
+                if entry is None:
+                    await self._buttons.create(key, value)
+                else:
+                    await self._buttons.update(key, value, last=entry.revision)
+            except KeyWrongLastSequenceError:
+                continue  # another relay claimed it meanwhile: take the epoch after theirs
+            return epoch
+
+    def _seen(self, button_id: str, holder: Holder) -> None:
+        known = self.holders.get(button_id)
+        if known is not None and known.epoch >= holder.epoch:
+            return
+        self.holders[button_id] = holder
+        if self.on_holder is not None:
+            self.on_holder(button_id, holder)
+
+    async def watch(self) -> None:
+        """Follow every change of the buttons bucket until cancelled (the relay runs it)."""
+        await self.nats.call(self._watch)
+
+    async def _watch(self) -> None:
+        watcher = await self._buttons.watchall()
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    self.nats.to_trio(self.synced.set)
+                    continue
+                if not entry.value:
+                    continue
+                record = msgpack.unpackb(entry.value)
+                self.nats.to_trio(self._seen, record["button"], Holder(record["relay"], record["epoch"]))
+        finally:
+            await watcher.stop()
+
+    # -- relays ----------------------------------------------------------------------
+
+    async def renew(self) -> None:
+        await self.nats.call(self._relays.put, token(self.relay), msgpack.packb({"relay": self.relay}))
+
+    async def read_leases(self) -> set[str]:
+        from nats.js.errors import NoKeysError
+
+        async def keys() -> list[str]:
+            try:
+                return await self._relays.keys()
+            except NoKeysError:
+                return []
+
+        names = set(await self.nats.call(keys))
+        self.alive = {relay for relay in {h.relay for h in self.holders.values()} | {self.relay}
+                      if token(relay) in names}
+        return self.alive
+
+    async def leave(self) -> None:
+        """A clean shutdown: give up the lease at once, so others supervise this relay's buttons now."""
+        try:
+            await self.nats.call(self._relays.delete, token(self.relay))
+        except Exception as error:
+            log.info("lease of %s not given up (%s); it lapses by itself", self.relay, error)

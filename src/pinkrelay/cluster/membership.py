@@ -1,0 +1,123 @@
+"""A relay as a member of a cluster: claiming its buttons, fencing taken-over sessions, orphans' supervision.
+
+The relay calls ``welcomed`` when a button signs in and asks ``moved_away``
+and ``offline_alert_id`` when a button's supervision window expires; the
+rest runs in ``run``: the watch of the buttons bucket, the lease renewal
+and, every third of a lease, the adoption of orphans (buttons whose holder
+has no lease) into this relay's supervisor. See kv.py for why this raises
+each offline alert exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+
+from ..logs import event as log_event
+from .kv import ClaimFailed, Directory, Holder, offline_alert_id
+
+log = logging.getLogger("pinkrelay.cluster")
+
+
+class Membership:
+    def __init__(self, relay: Any, *, lease: float) -> None:
+        self.relay = relay
+        self.directory = Directory(relay.journal, lease=lease)
+        self.directory.on_holder = self._holder_changed
+        self.name = relay.journal.relay
+        #: Buttons this relay supervises for a dead holder: button id -> the epoch they were lost at.
+        self.adopted: dict[str, int] = {}
+        self.fenced = 0
+
+    async def open(self) -> None:
+        await self.directory.open()
+
+    async def run(self) -> None:
+        """Watch the buttons bucket, renew the lease and adopt orphans, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.directory.watch)
+            with trio.move_on_after(10):
+                await self.directory.synced.wait()
+            while True:
+                try:
+                    await self.directory.renew()
+                    alive = await self.directory.read_leases()
+                except Exception as error:  # NATS away: the lease lapses, others adopt; try again
+                    log.warning("cluster lease of relay %s not renewed: %s", self.name, error)
+                else:
+                    self._adopt_orphans(alive)
+                await trio.sleep(self.directory.lease / 3)
+
+    async def leave(self) -> None:
+        await self.directory.leave()
+
+    # -- buttons --------------------------------------------------------------------
+
+    def welcomed(self, session: Any) -> None:
+        """A button signed in here: claim it (in the background; the session is served meanwhile)."""
+        session.cluster_epoch = 0
+        self.adopted.pop(session.identity, None)
+        if self.relay._nursery is not None:
+            self.relay._nursery.start_soon(self._claim, session)
+
+    async def _claim(self, session: Any) -> None:
+        try:
+            session.cluster_epoch = await self.directory.claim(session.identity)
+        except ClaimFailed as error:
+            log.error("%s; other relays do not know this relay holds it", error)
+            return
+        log_event(log, logging.INFO, f"button {session.identity} held by relay {self.name}, epoch "
+                  f"{session.cluster_epoch}", button=session.identity, epoch=session.cluster_epoch)
+
+    def _holder_changed(self, button_id: str, holder: Holder) -> None:
+        if holder.relay == self.name:
+            return
+        self.adopted.pop(button_id, None)
+        session = self.relay.sessions_by_button.get(button_id)
+        if session is not None and getattr(session, "cluster_epoch", 0) < holder.epoch:
+            self.fenced += 1
+            log_event(log, logging.WARNING, f"button {button_id} taken over by relay {holder.relay} (epoch "
+                      f"{holder.epoch}): closing its session here", button=button_id, relay=holder.relay,
+                      epoch=holder.epoch, decision="disconnect", reason="taken-over")
+            session.say_goodbye(f"taken over by relay {holder.relay}")
+        # Its new holder supervises it now.
+        self.relay.supervisor.forget(button_id)
+
+    def moved_away(self, button_id: str) -> bool:
+        """True when another relay holds the button now: its silence here is no offline alert."""
+        holder = self.directory.holders.get(button_id)
+        return holder is not None and holder.relay != self.name and button_id not in self.adopted
+
+    def offline_alert_id(self, button_id: str) -> str:
+        epoch = self.adopted.get(button_id)
+        if epoch is None:
+            holder = self.directory.holders.get(button_id)
+            epoch = holder.epoch if holder is not None else 0
+        return offline_alert_id(self.directory.subjects.namespace, button_id, epoch)
+
+    def state_id(self, state: Any) -> str:
+        """The message id of a button state: relays that all see one button go offline store it once."""
+        if state.state == "offline":
+            return "offline:" + self.offline_alert_id(state.button)
+        holder = self.directory.holders.get(state.button)
+        return f"online:{state.button}:{holder.epoch if holder else 0}:{state.at // 1_000_000}"
+
+    def _adopt_orphans(self, alive: set[str]) -> None:
+        now = trio.current_time()
+        for button_id, holder in list(self.directory.holders.items()):
+            if button_id in self.adopted or button_id not in self.relay.registry:
+                continue
+            mine_but_gone = holder.relay == self.name and button_id not in self.relay.sessions_by_button
+            if holder.relay in alive and not mine_but_gone:
+                continue
+            if button_id in self.relay.sessions_by_button or button_id in self.relay._offline_alerts:
+                continue
+            self.adopted[button_id] = holder.epoch
+            if holder.relay != self.name:
+                log_event(log, logging.INFO, f"button {button_id}: its relay {holder.relay} has no lease; "
+                          f"supervising it here", button=button_id, relay=holder.relay, epoch=holder.epoch)
+            if not self.relay.supervisor.is_online(button_id):
+                self.relay.supervisor.seen(button_id, now)
+                self.relay._supervision_wakeup.set()
