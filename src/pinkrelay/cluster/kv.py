@@ -73,7 +73,7 @@ class Directory:
     async def open(self) -> None:
         self._buttons = await self.store._soon(lambda: self._bucket(self.subjects.buttons_bucket, ttl=None))
         self._relays = await self.store._soon(lambda: self._bucket(self.subjects.relays_bucket, ttl=self.lease))
-        await self.renew()
+        await self.store._soon(self._renew)
 
     async def _bucket(self, name: str, *, ttl: float | None) -> Any:
         from nats.js.errors import BucketNotFoundError
@@ -146,7 +146,10 @@ class Directory:
     # -- relays ----------------------------------------------------------------------
 
     async def renew(self) -> None:
-        await self.nats.call(self._relays.put, token(self.relay), msgpack.packb({"relay": self.relay}))
+        await self.nats.call(self._renew)
+
+    async def _renew(self) -> None:
+        await self._relays.put(token(self.relay), msgpack.packb({"relay": self.relay}))
 
     async def read_leases(self) -> set[str]:
         from nats.js.errors import NoKeysError
