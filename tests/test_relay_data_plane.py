@@ -1,0 +1,81 @@
+"""The relay's media tests again, with the compiled data plane reading buttons and writing consoles.
+
+``data_threads = 2`` (``PINKRELAY_DATA_THREADS``, which the test relays read):
+the same real relay, real clients and real H.264 and Opus as the trio path's
+tests, and the same assertions, so both paths are held to one standard:
+an alert overtakes queued media and reaches every console while buttons
+stream; a paused or slow console loses video back to keyframes and slows
+nobody; a late joiner decodes from its first frame; bad peers are refused
+with the same errors while everyone else continues; a button over its
+bitrate is throttled, then closed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from relay_helpers import relay_config
+
+from pinkrelay.relay.data_plane import available
+
+import test_relay_alerts as alerts
+import test_relay_bad_input as bad_input
+import test_relay_limits as limits
+import test_relay_slow_consumer as slow_consumer
+import test_relay_streams as streams
+
+pytestmark = pytest.mark.compiled_only
+
+
+@pytest.fixture(autouse=True)
+def data_plane(monkeypatch):
+    assert available(), "the compiled core and its data plane are not built"
+    monkeypatch.setenv("PINKRELAY_DATA_THREADS", "2")
+    assert relay_config(Path("unused")).data_threads == 2
+
+
+def _clip_of(module):
+    """The module's own clip fixture, made once here (each module encodes the clip its test needs)."""
+    return pytest.fixture(scope="module")(lambda: module.clip.__wrapped__())
+
+
+alerts_clip = _clip_of(alerts)
+streams_clip = _clip_of(streams)
+slow_clip = _clip_of(slow_consumer)
+heavy_clip = pytest.fixture(scope="module")(lambda: limits.heavy_clip.__wrapped__())
+light_clip = pytest.fixture(scope="module")(lambda: limits.light_clip.__wrapped__())
+captured = bad_input.captured
+
+
+def test_alert_overtakes_media_already_queued_for_a_console(tmp_path, alerts_clip):
+    alerts.test_alert_overtakes_media_already_queued_for_a_console(tmp_path, alerts_clip)
+
+
+def test_alert_reaches_every_console_while_20_buttons_stream(tmp_path, alerts_clip):
+    alerts.test_alert_reaches_every_console_while_20_buttons_stream(tmp_path, alerts_clip)
+
+
+def test_paused_console_neither_slows_others_nor_grows_without_bound(tmp_path, streams_clip):
+    streams.test_paused_console_neither_slows_others_nor_grows_without_bound(tmp_path, streams_clip)
+
+
+def test_console_joining_mid_gop_decodes_from_its_first_frame(tmp_path, streams_clip):
+    streams.test_console_joining_mid_gop_decodes_from_its_first_frame(tmp_path, streams_clip)
+
+
+def test_slow_console_loses_video_back_to_keyframes_keeps_audio_and_slows_nobody(tmp_path, slow_clip):
+    slow_consumer.test_slow_console_loses_video_back_to_keyframes_keeps_audio_and_slows_nobody(tmp_path, slow_clip)
+
+
+def test_bad_peers_are_refused_and_everyone_else_continues(tmp_path, captured):
+    bad_input.test_bad_peers_are_refused_and_everyone_else_continues(tmp_path, captured)
+
+
+def test_oversize_media_frame_drops_only_that_button(tmp_path):
+    bad_input.test_oversize_media_frame_drops_only_that_button(tmp_path)
+
+
+def test_a_button_over_its_bitrate_is_throttled_then_closed_and_others_keep_flowing(tmp_path, heavy_clip, light_clip):
+    limits.test_a_button_over_its_bitrate_is_throttled_then_closed_and_others_keep_flowing(
+        tmp_path, heavy_clip, light_clip)
