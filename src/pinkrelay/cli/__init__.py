@@ -12,6 +12,7 @@
     pinkrelay alert      act on one alert (ack, dispatch, resolve, false-alarm)
     pinkrelay button-mode  put a button in test mode for maintenance, or back to live
     pinkrelay evidence   incident recordings (list, show, verify, export, hold, release)
+    pinkrelay report     response times, escalations, outcomes, offline devices (csv, json, html)
 
 Each subcommand module has ``add_parser(subparsers)`` and ``run(args) -> int``.
 Errors that a user can fix (bad config, unreachable relay, refused
@@ -29,7 +30,7 @@ from ..errors import PinkRelayError
 
 COMMANDS = (
     "serve", "button", "camera-bridge", "simulate", "console", "demo", "registry", "operators", "alerts",
-    "alert", "certs", "button-mode", "evidence",
+    "alert", "certs", "button-mode", "evidence", "report",
 )
 
 

@@ -11,6 +11,7 @@ session; the board redirects to /signin, everything else answers 401;
 tests/test_web_security.py walks the /api/ routes of this table)::
 
     GET  /                         the board (alerts, map, live streams)
+    GET  /reports                  the reports page (response times, outcomes, offline devices)
     GET  /signin, POST /signin     sign-in form (operator name + secret)
     POST /signout                  end the session
     GET  /static/...               HTML/CSS/ES modules shipped in the package
@@ -22,6 +23,7 @@ tests/test_web_security.py walks the /api/ routes of this table)::
     POST /api/buttons/{id}/mode    {"mode": "test" or "live", "note": ...}: a supervisor's maintenance mode
     GET  /api/alerts/{id}/cap      the alert's latest step as CAP 1.2 XML (pinkrelay/integrations/cap.py)
     GET  /api/integrations         each sink's deliveries, failures and backlog
+    GET  /api/reports              ?from=T&to=T[&room=R]: the report of web/reports.py
     WS   /ws                       board events (JSON) and live media (binary); talk-back from the page
                                    (commands and Opus packets, talk.py)
 
@@ -71,6 +73,7 @@ from .live import LiveBridge, Viewer
 from .maintenance import mode_message, set_button_mode
 from .talk import WebTalk
 from .plans import AlertContext
+from .reports import report_for
 
 log = logging.getLogger("pinkrelay.web")
 
@@ -491,8 +494,8 @@ class ControlRoom:
         if session is None:
             if path.startswith("/api/"):
                 return await self._json(request, 401, {"error": "sign in first"})
-            if path == "/" or path.startswith("/static/"):
-                if method in ("GET", "HEAD") and path == "/":
+            if path in ("/", "/reports") or path.startswith("/static/"):
+                if method in ("GET", "HEAD") and path in ("/", "/reports"):
                     return await self._redirect(request, "/signin")
                 return await self._respond(request, 401, b"sign in first\n", "text/plain; charset=utf-8")
             return await self._respond(request, 401, b"sign in first\n", "text/plain; charset=utf-8")
@@ -512,6 +515,14 @@ class ControlRoom:
             return await self._static(request, "index.html")
         if path.startswith("/static/"):
             return await self._static(request, path[len("/static/"):])
+        if path == "/reports":
+            if method not in ("GET", "HEAD"):
+                return await self._method_not_allowed(request, "GET")
+            return await self._static(request, "reports.html")
+        if path == "/api/reports":
+            status, answer = await report_for(self.relay, request.scope.get("query_string", b""), session.role,
+                                              session.room)
+            return await self._json(request, status, answer)
         if path == "/signout":
             if method != "POST":
                 return await self._method_not_allowed(request, "POST")
