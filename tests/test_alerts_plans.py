@@ -8,6 +8,7 @@ user runs it, on the data directory.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -180,3 +181,41 @@ def test_alerts_show_gives_the_outcome_the_site_record_and_the_plan(tmp_path, ca
     out = capsys.readouterr().out
     assert "  outcome    false: malicious, by desk-1 at " in out
     assert "false:malicious" in out.split("\nhistory\n")[1]
+
+
+def test_the_console_prints_the_plan_and_the_record_under_a_new_alert(tmp_path, capsys):
+    """pinkrelay console on the relay's machine, against a real relay (in a thread) and a real button press."""
+    from relay_helpers import OPERATOR, TOKEN, secret_for
+    from test_web_browser import RoomThread
+
+    write_registry(tmp_path)
+    rows = (tmp_path / "registry.csv").read_text().splitlines()
+    rows[1] = rows[1].replace(SECRET, secret_for("kp-campus-1").decode())
+    (tmp_path / "registry.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "token").write_text(TOKEN)
+    room = RoomThread(tmp_path, registry=load_registry(tmp_path / "registry.csv")).start()
+    pressed: list[str] = []
+
+    def press_once_signed_in() -> None:
+        deadline = time.monotonic() + 5
+        while not room.relay.consoles and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.4)  # past the console's snapshot window: a new alert, printed in full
+        room.button("kp-campus-1")
+        pressed.append(room.press("kp-campus-1"))
+
+    presser = threading.Thread(target=press_once_signed_in)
+    try:
+        presser.start()
+        assert main(["console", "--relay", f"127.0.0.1:{room.relay.consoles_address.port}", "--operator",
+                     OPERATOR, "--token-file", str(tmp_path / "token"), "--data-dir", str(tmp_path),
+                     "--duration", "2"]) == 0
+        presser.join(5)
+    finally:
+        room.stop()
+    out = capsys.readouterr().out
+    assert pressed and f"alert id {pressed[0]}" in out, out
+    assert "       RECORD 0 false alarms from this site in 12 months\n" in out
+    assert "       PLAN   1. Call campus security\n              2. Send the nearest unit to gate 2\n" in out
+    assert "       CALL   Campus security: +92 91 921 6701\n" in out
+    assert "       NOTE   Gate 2 is locked after 22:00; use gate 1.\n" in out

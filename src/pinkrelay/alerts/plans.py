@@ -244,3 +244,41 @@ class PlanBook:
         else:
             self.edits[key] = Edit(plan, operator, at)
 
+
+
+class LocalPlans:
+    """Plans as a terminal on the relay's machine reads them: its registry file and the journal's edits.
+
+    For ``pinkrelay console``: the registry is read once, the edits each time
+    (read-only, a few rows), so a supervisor's edit shows on the next alert.
+    """
+
+    def __init__(self, registry: Any, journal: Path) -> None:
+        self.registry = registry
+        self.journal = journal
+
+    def _read(self, work: Any) -> Any:
+        from urllib.parse import quote
+
+        if not self.journal.is_file():
+            return None
+        conn = sqlite3.connect(f"file:{quote(str(self.journal.resolve()))}?mode=ro", uri=True)
+        try:
+            conn.execute("PRAGMA busy_timeout = 2000")
+            return work(conn)
+        except sqlite3.Error:
+            return None
+        finally:
+            conn.close()
+
+    def plan_for(self, button_id: str) -> dict[str, Any] | None:
+        button = self.registry.get(button_id)
+        if button is None or not button.plan_key:
+            return None
+        edits = self._read(read_edits) or {}
+        return shown(button.plan_key, button.plan, edits.get(button.plan_key))
+
+    def false_alarms(self, site: str, now_us: int) -> int | None:
+        from .false_alarms import count_for_site
+
+        return self._read(lambda conn: count_for_site(conn, site, now_us))

@@ -25,8 +25,9 @@ from typing import Any
 
 import trio
 
+from ..alerts.plans import LocalPlans
 from ..clients import ConsoleClient, Disconnected, Reconnected
-from ..errors import ConnectionRefused
+from ..errors import ConnectionRefused, RegistryError
 from ..logs import setup_logging
 from ..protocol import (
     Alert,
@@ -40,6 +41,7 @@ from ..protocol import (
     TrackDescription,
     Unsubscribe,
 )
+from ..registry import load_registry
 from .console_keys import ConsoleKeys, read_keys
 from .common import (
     client_tls_of,
@@ -95,6 +97,9 @@ def add_parser(subparsers: Any) -> None:
         "--token-file", metavar="FILE", help="file with the operator's secret or console token"
     )
     add_secret_dir_option(parser)
+    parser.add_argument("--registry", metavar="FILE",
+                        help="the relay's registry, for the action plan printed with each alert "
+                        f"(default DATA_DIR/registry.csv; DATA_DIR's journal gives supervisors' edits)")
     parser.add_argument(
         "--watch",
         nargs="+",
@@ -161,7 +166,7 @@ async def _main(args: argparse.Namespace, out: Output) -> int:
     token = read_token(args.token_file, args.operator, data_dir=args.data_dir)
     record_dir = _record_dir(args.record)
     client = ConsoleClient(relay, args.operator, token, reconnect=False, tls=client_tls_of(args))
-    view = ConsoleView(client, out, record_dir=record_dir)
+    view = ConsoleView(client, out, record_dir=record_dir, plans=_local_plans(args, out))
     async with trio.open_nursery() as nursery:
         try:
             await nursery.start(client.run)
@@ -184,6 +189,20 @@ async def _main(args: argparse.Namespace, out: Output) -> int:
     view.close()
     view.summary(reason)
     return 0
+
+
+def _local_plans(args: argparse.Namespace, out: Output) -> LocalPlans | None:
+    """The action plans of the relay's registry, when this machine has it (the relay's own, usually)."""
+    data_dir = Path(args.data_dir) if args.data_dir else DEFAULT_DATA_DIR
+    path = Path(args.registry) if args.registry else data_dir / "registry.csv"
+    try:
+        registry = load_registry(path)
+    except RegistryError as error:
+        if args.registry:
+            raise
+        out.say(f"(no action plans with alerts: {str(error).splitlines()[0]}; give --registry FILE)")
+        return None
+    return LocalPlans(registry, data_dir / "journal.sqlite3")
 
 
 def _record_dir(path: str | None) -> Path | None:
@@ -292,8 +311,10 @@ class ConsoleView:
         *,
         record_dir: Path | None = None,
         on_alert: Callable[[Alert], None] | None = None,
+        plans: LocalPlans | None = None,
     ) -> None:
         self.client = client
+        self.plans = plans
         self.out = out
         self.record_dir = record_dir
         self.on_alert = on_alert
@@ -392,8 +413,29 @@ class ConsoleView:
             self.out.say(
                 f"       {where}; map {site.latitude:.4f},{site.longitude:.4f}; alert id {alert.alert_id}"
             )
+        if self.plans is not None and alert.state == "raised" and trio.current_time() >= self.snapshot_until:
+            self._plan_lines(alert)
         if self.on_alert is not None:
             self.on_alert(alert)
+
+    def _plan_lines(self, alert: Alert) -> None:
+        """The action plan and the site's false alarms under a new alert (alerts/plans.py)."""
+        assert self.plans is not None
+        if alert.site is not None:
+            count = self.plans.false_alarms(alert.site.name, wall_us())
+            if count is not None:
+                self.out.say(f"       RECORD {count} false alarm{'' if count == 1 else 's'} from this site in "
+                             "12 months")
+        plan = self.plans.plan_for(alert.button)
+        if plan is None:
+            return
+        self.out.event("plan", alert_id=alert.alert_id, plan=plan)
+        for number, step in enumerate(plan["steps"], start=1):
+            self.out.say(f"       {'PLAN  ' if number == 1 else '      '} {number}. {step}")
+        for contact in plan["contacts"]:
+            self.out.say(f"       CALL   {contact['name']}" + (f": {contact['phone']}" if contact["phone"] else ""))
+        for line in plan["notes"].splitlines():
+            self.out.say(f"       NOTE   {line}")
 
     def _alert_update(self, update: AlertUpdate) -> None:
         known = self.alerts.get(update.alert_id)
