@@ -22,7 +22,7 @@ from pinkrelay.protocol import Alert, Site
 from pinkrelay.registry import load_registry
 
 from relay_helpers import secret_for
-from test_web_board import Page, card, wait_state  # noqa: F401 - the browser fixtures come with them
+from test_web_board import Page, card
 from test_web_board import browser, playwright  # noqa: F401
 from test_web_browser import OPERATOR, OPERATOR_SECRET, RoomThread, audit_rows, sign_in
 
@@ -123,6 +123,26 @@ def test_the_plan_arrives_with_the_alert_and_a_supervisor_edit_is_audited_and_ke
             assert refused == [403, f"only a supervisor may edit an action plan; {OPERATOR} signed in as operator"]
             assert [row[:3] for row in audit_rows(tmp_path, "plan-edit-refused")] == [
                 (OPERATOR, "plan-edit-refused", "file:plans/campus.toml")]
+
+            # Bad edits are refused with what was wrong, and change nothing.
+            bad = supervisor.evaluate("""async () => {
+                const post = async (body) => {
+                    const r = await fetch('/api/plans', {method: 'POST', headers: {'content-type': 'application/json',
+                        'x-csrf-token': window.pinkrelay.csrf}, body});
+                    return [r.status, (await r.json()).error];
+                };
+                const key = 'file:plans/campus.toml';
+                return [await post('not json'), await post(JSON.stringify({key: 'button:nobody', plan: {}})),
+                        await post(JSON.stringify({key, plan: {steps: Array(21).fill('call')}})),
+                        await post(JSON.stringify({key, plan: {contacts: [{name: 'a\\u0001b'}]}})),
+                        await post(JSON.stringify({key, plan: {steps: 'call', extra: 1}}))];
+            }""")
+            assert [status for status, _ in bad] == [400, 404, 400, 400, 400]
+            assert bad[1][1].startswith("no plan 'button:nobody' in the registry")
+            assert bad[2][1] == "plan file:plans/campus.toml: a plan has at most 20 steps, not 21"
+            assert bad[3][1] == "plan file:plans/campus.toml: contact 1 name contains control characters (it is one line)"
+            assert bad[4][1] == "plan file:plans/campus.toml: unknown plan field(s) extra; a plan has steps, contacts and notes"
+            assert audit_rows(tmp_path, "plan-edit") == []
 
             # The supervisor edits the campus plan on the card.
             card(supervisor, first).locator('[data-action="edit-plan"]').click()

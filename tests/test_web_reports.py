@@ -14,7 +14,7 @@ from pinkrelay.operators import OperatorStore
 from pinkrelay.registry import load_registry
 
 from relay_helpers import secret_for
-from test_reports import ROOMS, SITES, T0, write_journal
+from test_reports import ROOMS, SITES, write_journal
 from test_web_board import browser, playwright  # noqa: F401 - the browser fixtures
 from test_web_browser import ARTEFACTS, RoomThread
 
