@@ -15,14 +15,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 import trio
 from trio.testing import trio_test
 
 import pinkrelay
+from pinkrelay.media import encode_clip
+from pinkrelay.relay.evidence import EvidenceStore, verify
+from pinkrelay.relay.evidence.manifest import load_public_key
 from pinkrelay.media.talkback import SpeakerSink, SpeakerUnavailable, TalkBackPlayer, WavSink
 
-from relay_helpers import button_client, running_relay, secret_for, wait_until, wall_us
+from relay_helpers import button_client, running_relay, secret_for, stream_clip, wait_until, wall_us
 from talkback_helpers import audit, dominant_hz, opus_tone
 
 TONE_HZ = 660.0
@@ -191,3 +196,57 @@ def test_pinkrelay_button_speaker_without_audio_output_fails_clearly(tmp_path):
                             env={**os.environ, "PATH": str(tmp_path)})
     assert result.returncode != 0
     assert "cannot play talk-back on a speaker" in result.stderr and "--talkback-wav FILE" in result.stderr
+
+
+@trio_test
+async def test_talkback_about_a_recorded_alert_is_kept_in_its_evidence_chained_and_signed(tmp_path):
+    """The operator's words go into the incident's evidence as talk-001.ogg, verified like every segment."""
+    clip = encode_clip(2, width=320, height=240, fps=15, bitrate=300_000, label="evidence", gop_seconds=1.0)
+    player = TalkBackPlayer([WavSink(tmp_path / "heard.wav")])
+    settings = dict(pre_roll=2.0, post_roll=0.5, evidence_segment=1.0)
+    async with running_relay(tmp_path, 2, **settings) as relay, trio.open_nursery() as nursery:
+        button = button_client(relay, BUTTON, [clip.video.to_dict(), clip.audio.to_dict()], talkback=player)
+        await nursery.start(button.run)
+        nursery.start_soon(lambda: stream_clip(button, clip, seconds=60.0))
+        await trio.sleep(2.5)
+        receipt = await button.press(timeout=5)
+        await relay.act_on_alert(alert_id=receipt.alert_id, state="acknowledged", operator="asma",
+                                 role="operator", console="test")
+        talk = await talk_of(relay, "asma")
+        for packet in opus_tone(1.0, TONE_HZ):
+            relay.talkback.send(talk, packet, wall_us())
+        await relay.talkback.close(talk)
+        await relay.act_on_alert(alert_id=receipt.alert_id, state="resolved", operator="asma", role="operator",
+                                 console="test", outcome="genuine", category="harassment")
+        directory = relay.config.evidence_root / receipt.alert_id
+
+        def complete() -> bool:
+            try:
+                return json.loads((directory / "manifest.json").read_text())["state"] == "complete"
+            except (FileNotFoundError, ValueError):
+                return False
+
+        await wait_until(complete, timeout=10, what="the recording to complete")
+        nursery.cancel_scope.cancel()
+    manifest = json.loads((directory / "manifest.json").read_text())
+    [said] = manifest["talkback"]
+    assert (said["operator"], said["alert_id"], said["talk_id"], said["packets"]) == (
+        "asma", receipt.alert_id, talk.talk_id, 50)
+    [piece] = [p for p in manifest["pieces"] if p["kind"] == "talkback"]
+    assert piece["file"] == said["file"] == "talk-001.ogg"
+    key = load_public_key(tmp_path / "evidence_key.pub.pem")
+    verdict = verify(directory, key)
+    assert verdict.ok, verdict.problems
+    with av.open(str(directory / "talk-001.ogg")) as ogg:
+        samples = np.concatenate([frame.to_ndarray().reshape(-1) for frame in ogg.decode(audio=0)])
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    assert abs(np.argmax(spectrum) * 48000 / len(samples) - TONE_HZ) < 5
+    # The MP4 of the incident is still the video and the button's own audio, playable.
+    movie = EvidenceStore(tmp_path / "evidence", tmp_path).playable(receipt.alert_id)
+    with av.open(str(movie)) as mp4:
+        assert sorted(s.type for s in mp4.streams) == ["audio", "video"]
+    damaged = bytearray((directory / "talk-001.ogg").read_bytes())
+    damaged[len(damaged) // 2] ^= 0x01
+    (directory / "talk-001.ogg").write_bytes(bytes(damaged))
+    problems = verify(directory, key).problems
+    assert any("talk-001.ogg" in problem and "altered" in problem for problem in problems), problems

@@ -23,12 +23,16 @@ sinks: mouth-to-speaker latency (benchmarks/talkback_latency.py).
 
 from __future__ import annotations
 
+import io
 import shutil
+import struct
 import subprocess
 import threading
 import time
 import wave
 from collections import deque
+from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,7 +42,7 @@ import numpy as np
 from ._audio import channel_layout
 from .errors import MediaError, SourceUnavailable
 
-__all__ = ["SpeakerSink", "SpeakerUnavailable", "TalkBackPlayer", "WavSink"]
+__all__ = ["SpeakerSink", "SpeakerUnavailable", "TalkBackPlayer", "WavSink", "ogg_opus"]
 
 SAMPLE_RATE = 48000
 #: Playout times remembered per player (about 20 minutes of 20 ms packets).
@@ -240,3 +244,34 @@ class TalkBackPlayer:
     def close(self) -> None:
         for sink in self.sinks:
             sink.close()
+
+
+#: OpusHead (RFC 7845 §5.1): version 1, mono, 312 samples of pre-skip (libopus' look-ahead), 48 kHz, no gain.
+_OPUS_HEAD = b"OpusHead" + struct.pack("<BBHIhB", 1, 1, 312, SAMPLE_RATE, 0, 0)
+_OPUS_FRAME = 960  # samples of one 20 ms packet at 48 kHz
+
+
+def ogg_opus(packets: Sequence[bytes]) -> bytes:
+    """One talk's Opus packets as an Ogg Opus file (RFC 7845), muxed as they are, without re-encoding.
+
+    Playable with any standard player (ffplay, VLC, opusdec); evidence keeps
+    an operator's words in it. Packets are taken as 20 ms each, as the web
+    control room sends them.
+    """
+    buffer = io.BytesIO()
+    try:
+        with av.open(buffer, "w", format="ogg") as container:
+            stream = container.add_stream("libopus", rate=SAMPLE_RATE)
+            stream.codec_context.layout = "mono"
+            stream.codec_context.extradata = _OPUS_HEAD
+            stream.time_base = Fraction(1, SAMPLE_RATE)
+            for index, data in enumerate(packets):
+                packet = av.Packet(data)
+                packet.pts = packet.dts = index * _OPUS_FRAME
+                packet.duration = _OPUS_FRAME
+                packet.time_base = stream.time_base
+                packet.stream = stream
+                container.mux(packet)
+    except (av.FFmpegError, ValueError) as error:
+        raise MediaError(f"cannot write {len(packets)} talk-back packets as Ogg Opus: {error}") from error
+    return buffer.getvalue()

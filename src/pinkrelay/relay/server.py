@@ -61,6 +61,7 @@ from . import data_plane
 from .data_plane import DataPlaneLink
 from .event_streams import EventStreams, _EventStream
 from .evidence import EvidenceDesk
+from .evidence.talkback import TalkBackEvidence
 from .hub import Hub
 from .limits import Admission
 from .media_desk import TRAFFIC_KEYS, MediaDesk
@@ -116,6 +117,7 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
         #: Pre-roll and incident recordings (relay/evidence/): a reader of the hub's streams.
         self.evidence = EvidenceDesk(self)
         self.hub.listeners.append(self.evidence)
+        self.talkback.evidence_hook = TalkBackEvidence(self.evidence)
         #: TLS contexts by listener role ("button", "console"); none: that listener is plaintext.
         self.tls_contexts = self._tls_contexts()
         self.tls_stats = {"ok": 0, "plaintext": 0, "handshake": 0, "timeout": 0}

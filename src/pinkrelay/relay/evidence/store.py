@@ -205,6 +205,8 @@ def _parts_of(directory: Path, manifest: Manifest) -> list[tuple[bytes, int]]:
     parts: dict[int, list[bytes]] = {}
     starts: dict[int, int] = {}
     for piece in manifest.pieces:
+        if piece["kind"] not in ("init", "media"):
+            continue  # talk-back audio (talk-NNN.ogg) has its own files, not part of the MP4
         path = directory / piece["file"]
         if not path.exists():
             continue  # a missing segment is a gap in playback; verify names it
@@ -218,7 +220,8 @@ _README = """Recording of alert {alert_id}, exported by pinkrelay
 =========================================================
 
 {movie}            the whole recording as one MP4 (H.264 video, Opus/AAC audio), for viewing
-segments/              the pieces exactly as the relay wrote them (init-P.mp4, seg-NNNNNN.m4s)
+segments/              the pieces exactly as the relay wrote them (init-P.mp4, seg-NNNNNN.m4s; talk-NNN.ogg:
+                       an operator's talk-back to the button, Ogg Opus, who and when in the manifest's "talkback")
 manifest.json          every piece in order: index, media times, SHA-256, chained hash
 manifest.sig           the relay's Ed25519 signature of manifest.json's exact bytes
 evidence_key.pub.pem   the relay's public key (compare it with the one the relay operator publishes)

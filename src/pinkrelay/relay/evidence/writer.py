@@ -30,6 +30,7 @@ from typing import Any
 from ...media.errors import MediaError
 from ...media.fragments import Fragment, FragmentMuxer
 from ...media.packets import EncodedPacket
+from ...media.talkback import ogg_opus
 from ...media.tracks import TrackInfo
 from ..._core import Lane
 from .manifest import Manifest, init_name, segment_name
@@ -140,6 +141,14 @@ class EvidenceWriter:
             recording.offered_bytes += sum(message.wire_size for message in messages)
             self._put(recording, "many", messages)
 
+    def offer_talkback(self, recording: Recording, talk: dict[str, Any], packets: list[bytes],
+                       first_captured_us: int) -> None:
+        """One operator's talk-back to the button (evidence/talkback.py): written as talk-NNN.ogg."""
+        if recording.active and packets:
+            size = sum(len(packet) for packet in packets)
+            recording.offered_bytes += size
+            self._put(recording, "talkback", (talk, packets, first_captured_us, size))
+
     def new_part(self, recording: Recording, tracks: Iterable[Any], reason: str) -> None:
         if recording.active:
             self._put(recording, "part", (tuple(tracks), reason))
@@ -190,6 +199,8 @@ class EvidenceWriter:
             recording.taken_bytes += arg.wire_size
         elif op == "many":
             recording.taken_bytes += sum(message.wire_size for message in arg)
+        elif op == "talkback":
+            recording.taken_bytes += arg[3]
         if op == "failed":
             self._abandon(recording, arg)
             return
@@ -201,6 +212,8 @@ class EvidenceWriter:
             elif op == "many":
                 for message in arg:
                     self._media(recording, message)
+            elif op == "talkback":
+                self._talkback(recording, *arg[:3])
             elif op == "part":
                 self._close_part(recording)
                 self._open_part(recording, *arg)
@@ -333,6 +346,16 @@ class EvidenceWriter:
         os.replace(temporary, directory / name)
         recording.bytes_written += len(payload)
         self.bytes_written += len(payload)
+
+    def _talkback(self, recording: Recording, talk: dict[str, Any], packets: list[bytes], captured_us: int) -> None:
+        """Talk-back as its own chained piece: on the recording's time line where the operator began."""
+        data = recording.manifest.data
+        origin = data["origin_us"]
+        start = max(0, captured_us - origin) if origin is not None and captured_us else 0
+        entries = data.setdefault("talkback", [])
+        name = f"talk-{len(entries) + 1:03d}.ogg"
+        entries.append({**talk, "file": name})
+        self._store(recording, "talkback", name, ogg_opus(packets), start, start + len(packets) * 20_000)
 
     def _close_part(self, recording: Recording) -> None:
         muxer = recording.muxer
