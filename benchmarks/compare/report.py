@@ -377,6 +377,7 @@ def write_report(path: Path) -> list[Path]:
         *alerts_section(report),
         "",
         *profile_section(report),
+        *talkback_section(),
         "## How it was measured",
         "",
         "- **Command**: `make bench-compare` (full) or `make bench-compare QUICK=1`; it installs what it needs "
@@ -432,6 +433,44 @@ def write_report(path: Path) -> list[Path]:
     out.write_text("\n".join(lines))
     written.append(out)
     return written
+
+
+def talkback_section() -> list[str]:
+    """§3 from the newest ``benchmarks/results/talkback-*.json`` (benchmarks/talkback_latency.py), if any."""
+    files = sorted((ROOT / "benchmarks" / "results").glob("talkback-*.json"))
+    if not files:
+        return []
+    data = json.loads(files[-1].read_text())
+    rel = files[-1].relative_to(ROOT)
+    rows = [("mouth → speaker (captured → played)", "mouth_to_speaker_ms"),
+            ("captured → arrived at the button", "capture_to_arrival_ms"),
+            ("arrived → played (Opus decode, sink)", "arrival_to_playout_ms")]
+    lines = [
+        "## 3. Talk-back: mouth to speaker",
+        "",
+        f"From [`{rel}`](../{rel}): `{data['command']}` on {data['measured_at']}, {data['browser']}, "
+        f"Python {data['python']}, {data['cpus']} CPUs, loopback. An operator holds T for {data['seconds']:g} s "
+        "in the web room; Chromium's fake microphone plays a 440 Hz tone; the relay runs as `pinkrelay serve`; "
+        "one ButtonClient decodes with PyAV into a WAV file. Target: p95 ≤ "
+        f"{data['target_p95_ms']:g} ms.",
+        "",
+        "| stage | p50 ms | p95 ms | p99 ms | max ms | packets |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, key in rows:
+        figures = data.get(key) or {}
+        lines.append(f"| {label} | {f(figures.get('p50'), 1)} | **{f(figures.get('p95'), 1)}** | "
+                     f"{f(figures.get('p99'), 1)} | {f(figures.get('max'), 1)} | {figures.get('n', 0)} |")
+    lines += [
+        "",
+        f"Packets sent by the page: {data['packets_sent']}; played by the button: {data['packets_played']}. "
+        "Captured is the page's capture time of a packet's first sample (`performance.timeOrigin` + the "
+        "WebCodecs `AudioData` timestamp); played is when the decoded samples reached the button's sink. "
+        "Chromium's fake device stamps each 10 ms buffer when it makes it, so a real microphone adds its own "
+        "capture buffer (about 10 ms), and a sound card its output buffer (tens of ms), to these figures.",
+        "",
+    ]
+    return lines
 
 
 def nagle_note(report: dict[str, Any]) -> str:
