@@ -114,6 +114,14 @@ class RelayConfig:
     #: A second press from the same button within this many seconds of an open
     #: alert is recorded as a duplicate linked to it.
     merge_window: float = 120.0
+    #: Repeat presses into a button's open alert: this many a second, from a bucket of press_burst_per_button;
+    #: more are refused (error 'limit') and the button is marked suspicious. 0: no limit. A first press always passes.
+    press_rate_per_button: float = 1.0
+    press_burst_per_button: int = 20
+    #: More than mass_outage_buttons buttons of one district (or site) offline within mass_outage_window
+    #: seconds raise one 'mass_outage' alert for them instead of one 'offline' alert each. 0: never group.
+    mass_outage_buttons: int = 20
+    mass_outage_window: float = 60.0
     #: Abuse limits (relay/limits.py). Connections that have not signed in yet, per source address and in all:
     max_unauthenticated_per_address: int = 64
     max_unauthenticated: int = 4096
@@ -231,6 +239,16 @@ class RelayConfig:
                 f"of max_control_bytes {self.max_control_bytes} (+{HEADER_SIZE} header bytes): peers "
                 f"would be disconnected for one large message; use at least {one_frame}"
             )
+        if not isinstance(self.press_rate_per_button, (int, float)) or self.press_rate_per_button < 0:
+            raise ConfigError(f"press_rate_per_button must be zero (no limit) or more presses a second, "
+                              f"not {self.press_rate_per_button!r}")
+        if not isinstance(self.press_burst_per_button, int) or self.press_burst_per_button < 1:
+            raise ConfigError(f"press_burst_per_button must be at least 1, not {self.press_burst_per_button!r}")
+        if not isinstance(self.mass_outage_buttons, int) or self.mass_outage_buttons < 0:
+            raise ConfigError(f"mass_outage_buttons must be zero (never group) or more buttons, "
+                              f"not {self.mass_outage_buttons!r}")
+        if not isinstance(self.mass_outage_window, (int, float)) or self.mass_outage_window <= 0:
+            raise ConfigError(f"mass_outage_window must be more than zero seconds, not {self.mass_outage_window!r}")
         if not 0 <= self.data_threads <= 64:
             raise ConfigError(f"data_threads {self.data_threads} must be between 0 (no data plane) and 64; "
                               "the number of cores is a good choice")

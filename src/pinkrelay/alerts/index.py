@@ -45,11 +45,18 @@ class AlertIndex:
 
     def decide(self, alert: Alert, cursor: int) -> Alert:
         """What a new press will be stored as: raised, or a duplicate of the button's open alert."""
-        if alert.kind == "panic" and self.merge_window_us:
-            current = self._open_by_button.get(alert.button)
-            if current is not None and alert.received_at - current.received_at <= self.merge_window_us:
-                return replace(alert, state=AlertState.DUPLICATE.value, duplicate_of=current.alert_id, cursor=cursor)
+        open_alert = self.collapses_into(alert.button, alert.kind, alert.received_at)
+        if open_alert is not None:
+            return replace(alert, state=AlertState.DUPLICATE.value, duplicate_of=open_alert, cursor=cursor)
         return replace(alert, state=AlertState.RAISED.value, cursor=cursor)
+
+    def collapses_into(self, button_id: str, kind: str, received_at: int) -> str | None:
+        """The open alert a press of ``kind`` received at ``received_at`` would be a duplicate of, if any."""
+        if kind == "panic" and self.merge_window_us:
+            current = self._open_by_button.get(button_id)
+            if current is not None and received_at - current.received_at <= self.merge_window_us:
+                return current.alert_id
+        return None
 
     def remember(self, alert: Alert) -> None:
         self._seen[alert.alert_id] = alert

@@ -33,6 +33,7 @@ from ..protocol import (
     frame_lane,
 )
 from ..protocol.events import Event
+from .flood import PressRefused
 from .limits import backoff_delay
 from .media_desk import DROP_REPORT_INTERVAL
 from .sessions import ButtonSession, ConsoleSession, wall_us
@@ -73,12 +74,18 @@ class AlertDesk:
             await self._press_retried(session, alert, known)
             return
         button_id = session.identity
+        received_at = wall_us()
+        flood = self.press_guard.offer(
+            button_id, self.alert_index.collapses_into(button_id, alert.kind, received_at), trio.current_time())
+        if flood is not None:
+            self._press_refused(session, flood)
+            return
         button = self.registry.get(button_id)
         received = replace(
             alert,
             button=button_id,
             site=button.site if button else None,
-            received_at=wall_us(),
+            received_at=received_at,
         )
         decided = self.alert_index.decide(received, self.journal.take_cursor())
         self.alert_index.remember(decided)
@@ -95,7 +102,8 @@ class AlertDesk:
             logging.WARNING,
             f"ALERT {alert.kind} from button {button_id} ({button.site.name if button else 'unregistered site'}), "
             f"id {alert.alert_id}, attempt {alert.attempt}"
-            + (f", repeat press of {decided.duplicate_of}" if decided.duplicate_of else ""),
+            + (f", pressed again x{self.press_guard.repeats(button_id)} into {decided.duplicate_of}"
+               if decided.duplicate_of else ""),
             button=button_id,
             alert_id=alert.alert_id,
             kind=alert.kind,
@@ -104,6 +112,31 @@ class AlertDesk:
             cursor=decided.cursor,
         )
         await self._store_and_ack(session, decided, duplicate=False)
+
+    def _press_refused(self, session: ButtonSession, flood: PressRefused) -> None:
+        """A repeat press past the button's press rate: refuse it, and tell the consoles once (relay/flood.py)."""
+        if session.ready:
+            session.send(Error(code="limit", message=flood.message, fatal=False))
+        now = trio.current_time()
+        held = self.admission.logs.due((flood.button_id, "press-flood"), now)
+        if held is not None:
+            log_event(log, logging.WARNING, f"{flood.message} ({flood.refused} refused so far)",
+                      decision="refuse", button=flood.button_id, alert_id=flood.open_alert, reason="press-flood",
+                      refused=flood.refused, suppressed=held)
+        if flood.first and self._nursery is not None:
+            self._nursery.start_soon(self._tell_suspicious, flood)
+
+    async def _tell_suspicious(self, flood: PressRefused) -> None:
+        """One note step on the open alert: every console sees that the button is flooding, once."""
+        alert = await self.journal.get(flood.open_alert)
+        if alert is None:
+            return
+        step = Step(alert_id=alert.alert_id, previous=alert.state, state=alert.state, operator="relay",
+                    console="", at=wall_us(), note=flood.note)
+        try:
+            await self._apply_step(step)
+        except (JournalError, StaleStep) as error:
+            log.error("could not tell consoles that button %s is suspicious: %s", flood.button_id, error)
 
     async def _press_retried(self, session: ButtonSession, alert: Alert, known: Alert) -> None:
         """A press already seen: store it if it is still waiting for the disk, then acknowledge."""

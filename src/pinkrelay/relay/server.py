@@ -59,6 +59,7 @@ from .admission_desk import AdmissionDesk, read_console_tokens
 from .alert_desk import INDEX_HISTORY_US, AlertDesk
 from . import data_plane
 from .data_plane import DataPlaneLink
+from .flood import PressGuard
 from .event_streams import EventStreams, _EventStream
 from .evidence import EvidenceDesk
 from .evidence.talkback import TalkBackEvidence
@@ -145,6 +146,7 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
         }
         #: Traffic of sessions that have ended, so that ``traffic()`` only ever grows.
         self._ended_traffic = dict.fromkeys(TRAFFIC_KEYS, 0)
+        self.press_guard = PressGuard(self.config.press_rate_per_button, self.config.press_burst_per_button)
         self.tracks = TrackSpace(self.config.max_tracks, is_watched=self.hub.is_watched, wide_limit=MAX_TRACK_ID)
         self.hub.unwatched = self.tracks.unwatched
         self._handshake_counters: dict[tuple[str, str], int] = {}
@@ -296,6 +298,7 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
             **self.evidence.stats(),
             **(self.data_plane.stats() if self.data_plane is not None else {}),
             **self.tracks.stats(),
+            **self.press_guard.stats(),
         }
 
 
