@@ -1,6 +1,6 @@
 """Operator accounts: who may watch and act in the control room, stored without their secrets.
 
-``pinkrelay operators add NAME --role operator|supervisor`` makes a random
+``pinkrelay operators add NAME --role operator|supervisor|investigator`` makes a random
 secret, prints it once, and stores only values derived from it with scrypt
 (memory-hard, so a stolen file resists guessing) in the SCRAM manner:
 
@@ -33,7 +33,8 @@ from .alerts.routing import DEFAULT_ROOM, check_room
 from .errors import ConfigError
 from .protocol.auth import scram_keys
 
-ROLES = ("operator", "supervisor")
+#: investigator: searches and views recordings (relay/evidence/, web/incident.py), never acts on live alerts.
+ROLES = ("operator", "supervisor", "investigator")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 

@@ -265,6 +265,9 @@ class AlertDesk:
         An operator may act on the alerts their room sees (alerts/routing.py).
         """
         try:
+            if role == "investigator":
+                raise LifecycleError(f"{operator!r} is an investigator: investigators view recordings and do "
+                                     "not act on live alerts; an operator or supervisor must")
             if state in SUPERVISOR_ONLY and role != "supervisor":
                 raise LifecycleError(
                     f"marking an alert {state} needs a supervisor; operator {operator!r} is {role}"

@@ -24,6 +24,7 @@ tests/test_web_security.py walks the /api/ routes of this table)::
     GET  /api/alerts/{id}/cap      the alert's latest step as CAP 1.2 XML (pinkrelay/integrations/cap.py)
     GET  /api/integrations         each sink's deliveries, failures and backlog
     GET  /api/reports              ?from=T&to=T[&room=R]: the report of web/reports.py
+    GET  /incident, /api/evidence/...  an alert's timeline and recording (web/incident.py)
     WS   /ws                       board events (JSON) and live media (binary); talk-back from the page
                                    (commands and Opus packets, talk.py)
 
@@ -69,6 +70,7 @@ from .auth import (
     tokens_equal,
 )
 from .asgi import answer_lifespan
+from . import incident
 from .live import LiveBridge, Viewer
 from .maintenance import mode_message, set_button_mode
 from .talk import WebTalk
@@ -494,8 +496,8 @@ class ControlRoom:
         if session is None:
             if path.startswith("/api/"):
                 return await self._json(request, 401, {"error": "sign in first"})
-            if path in ("/", "/reports") or path.startswith("/static/"):
-                if method in ("GET", "HEAD") and path in ("/", "/reports"):
+            if path in ("/", "/reports", "/incident") or path.startswith("/static/"):
+                if method in ("GET", "HEAD") and path in ("/", "/reports", "/incident"):
                     return await self._redirect(request, "/signin")
                 return await self._respond(request, 401, b"sign in first\n", "text/plain; charset=utf-8")
             return await self._respond(request, 401, b"sign in first\n", "text/plain; charset=utf-8")
@@ -554,6 +556,8 @@ class ControlRoom:
                                                    session.operator, session.role, f"web {request.remote}",
                                                    self._audit)
             return await self._json(request, status, answer)
+        if await incident.route(self, request, session):
+            return None
         match = CAP_PATH.match(path)
         if match:
             return await self._cap(request, session, match.group(1))
