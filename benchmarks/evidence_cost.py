@@ -1,0 +1,162 @@
+"""What evidence costs the relay: pre-roll on 100 streams, then 20 of them recording at once.
+
+    .venv/bin/python benchmarks/evidence_cost.py [--buttons 100] [--recording 20] [--seconds 20]
+
+Three runs of ``python -m pinkrelay serve`` (pinned to core 0; the load
+runs on core 1), each with the same 100 buttons replaying one real
+H.264 + Opus clip in real time and two consoles watching the first 20
+buttons:
+
+* ``off``: ``pre_roll = 0``, nothing recorded (the relay before evidence);
+* ``preroll``: ``pre_roll = 20`` for every stream, nothing recorded;
+* ``recording``: as ``preroll``, and the first 20 buttons press, so 20
+  recordings run for the whole measured window.
+
+Per run: the relay's CPU (share of a core over the measured window, from
+/proc), its RSS at the end, and the live viewers' video latency (capture
+timestamp to arrival at the console; the buttons send each message at its
+timestamp, so this is what the relay and loopback add) p50/p99. Prints one
+line per run and the differences, and saves JSON under benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import load  # noqa: E402 - the relay helpers of the load script
+
+from pinkrelay import Address, ButtonClient, ConsoleClient  # noqa: E402
+from pinkrelay._core import Lane  # noqa: E402
+from pinkrelay.media import encode_clip  # noqa: E402
+from pinkrelay.protocol import Media  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+VIDEO = int(Lane.VIDEO)
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def drive(ports: tuple[int, int], ids: list[tuple[str, str]], token: str, clip: Any, args: argparse.Namespace,
+                presses: int, relay_pid: int) -> dict[str, Any]:
+    tracks = [clip.video.to_dict(), clip.audio.to_dict()]
+    buttons = [ButtonClient(Address("127.0.0.1", ports[0]), button_id, secret.encode(), tracks=tracks)
+               for button_id, secret in ids]
+    watched = [button_id for button_id, _ in ids[:args.recording]]
+    latencies: list[float] = []
+    measuring = False
+    result: dict[str, Any] = {}
+
+    async def stream(button: ButtonClient) -> None:
+        start = trio.current_time() + 0.5
+        base = time.time_ns() // 1000 + 500_000
+        for packet in clip.replay(0):
+            await trio.sleep_until(start + packet.pts_us / 1e6)
+            button.send_media(packet.kind, packet.data, base + packet.pts_us, packet.keyframe)
+
+    async def watch(console: ConsoleClient, button_ids: list[str]) -> None:
+        for button_id in button_ids:
+            console.subscribe(button_id)
+        async for event in console.events():
+            # Video only: audio waits up to audio_hold for the next video frame by design.
+            if measuring and isinstance(event, Media) and event.lane == VIDEO:
+                latencies.append(time.time_ns() // 1000 - event.timestamp)
+
+    async with trio.open_nursery() as nursery:
+        for button in buttons:
+            await nursery.start(button.run)
+            nursery.start_soon(stream, button)
+        consoles = [ConsoleClient(Address("127.0.0.1", ports[1]), "bench", token.encode()) for _ in range(2)]
+        half = len(watched) // 2
+        for console, share in zip(consoles, (watched[:half], watched[half:]), strict=True):
+            await nursery.start(console.run)
+            nursery.start_soon(watch, console, share)
+        await trio.sleep(args.warmup)  # every ring is full (pre_roll) before the window
+        for button in buttons[:presses]:
+            button.start_press()
+        await trio.sleep(1.0)
+        measuring = True
+        cpu_start, wall_start = load.proc_cpu(relay_pid), time.monotonic()
+        await trio.sleep(args.seconds)
+        cpu_end, wall_end = load.proc_cpu(relay_pid), time.monotonic()
+        measuring = False
+        result["relay_cpu_percent"] = 100 * (sum(cpu_end) - sum(cpu_start)) / (wall_end - wall_start)
+        result["relay_rss_mb"] = (load.proc_status(relay_pid, "VmRSS") or 0) / 1024
+        result["latency_p50_ms"] = percentile(latencies, 0.5) / 1000
+        result["latency_p99_ms"] = percentile(latencies, 0.99) / 1000
+        result["media_received"] = len(latencies)
+        nursery.cancel_scope.cancel()
+    return result
+
+
+def run(kind: str, args: argparse.Namespace, clip: Any) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="pinkrelay-evidence-cost-") as name:
+        tmp = Path(name)
+        options = [f"pre_roll = {0.0 if kind == 'off' else args.pre_roll}", "max_button_bitrate = 0",
+                   "max_unauthenticated_per_address = 4096", "handshake_rate_per_address = 0"]
+        registry, config, ids, tokens = load.write_setup(tmp, args.buttons, 0, ["bench"], options)
+        relay_args = SimpleNamespace(relay_switch_interval=0, web=False, relay_log_level="info", pin_cores=True)
+        relay, ports, _ = load.start_relay(relay_args, tmp, registry, config)
+        try:
+            os.sched_setaffinity(0, {1})
+        except OSError:
+            pass
+        try:
+            result = trio.run(drive, ports, ids, tokens["bench"], clip, args,
+                              args.recording if kind == "recording" else 0, relay.pid)
+            evidence = tmp / "data" / "evidence"
+            result["recordings"] = len(list(evidence.iterdir())) if evidence.is_dir() else 0
+            result["evidence_mb"] = sum(p.stat().st_size for p in evidence.rglob("*") if p.is_file()) / 1e6 \
+                if evidence.is_dir() else 0.0
+        finally:
+            load.stop_process(relay)
+    result["run"] = kind
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--buttons", type=int, default=100)
+    parser.add_argument("--recording", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=12.0)
+    parser.add_argument("--pre-roll", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=0.0, help="default: pre_roll + 1 s")
+    args = parser.parse_args()
+    args.warmup = args.warmup or args.pre_roll + 1.0
+    clip = encode_clip(4, width=320, height=240, fps=15, bitrate=250_000, label="evidence", gop_seconds=1.0)
+    runs = [run(kind, args, clip) for kind in ("off", "preroll", "recording")]
+    for r in runs:
+        print(f"{r['run']:<9} relay CPU {r['relay_cpu_percent']:5.1f} % of a core, RSS {r['relay_rss_mb']:6.1f} MB, "
+              f"viewers' media latency p50 {r['latency_p50_ms']:.2f} ms p99 {r['latency_p99_ms']:.2f} ms "
+              f"({r['media_received']} messages), recordings {r['recordings']} ({r['evidence_mb']:.1f} MB)")
+    off, preroll, recording = runs
+    print(f"pre-roll on {args.buttons} streams: +{preroll['relay_cpu_percent'] - off['relay_cpu_percent']:.1f} % CPU, "
+          f"+{preroll['relay_rss_mb'] - off['relay_rss_mb']:.1f} MB RSS")
+    print(f"{args.recording} recordings on top: +{recording['relay_cpu_percent'] - preroll['relay_cpu_percent']:.1f} % "
+          f"CPU, +{recording['relay_rss_mb'] - preroll['relay_rss_mb']:.1f} MB RSS, viewers' p99 "
+          f"{preroll['latency_p99_ms']:.2f} -> {recording['latency_p99_ms']:.2f} ms "
+          f"({100 * (recording['latency_p99_ms'] / preroll['latency_p99_ms'] - 1):+.0f} %)")
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"evidence-cost-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1))
+    print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()
