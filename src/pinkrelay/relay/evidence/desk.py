@@ -81,6 +81,10 @@ class EvidenceDesk:
                                      queue_bytes=self.config.evidence_queue_bytes,
                                      on_failure=self._failed, call_soon=token.run_sync_soon)
         self.writer.start()
+        if getattr(self.config, "data_threads", 0) and self.preroll.enabled:
+            log.warning("data_threads %d: the data threads read buttons' media without the hub's taps, so "
+                        "pre-roll and incident recordings get no media from those buttons; run with "
+                        "data_threads = 0 to record evidence", self.config.data_threads)
         try:
             await self._resume()
             async with self.relay.open_event_stream(EVENT_BUFFER, name="evidence") as events:
