@@ -9,6 +9,7 @@ survives a registry reload and a relay restart. An operator's edit is refused.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from pathlib import Path
 
@@ -22,9 +23,9 @@ from pinkrelay.protocol import Alert, Site
 from pinkrelay.registry import load_registry
 
 from relay_helpers import secret_for
-from test_web_board import Page, card
+from test_web_board import LAPTOP, WALL, Page, assert_layout_clean, card
 from test_web_board import browser, playwright  # noqa: F401
-from test_web_browser import OPERATOR, OPERATOR_SECRET, RoomThread, audit_rows, sign_in
+from test_web_browser import ARTEFACTS, OPERATOR, OPERATOR_SECRET, RoomThread, audit_rows, sign_in
 
 pytestmark = pytest.mark.core_independent
 
@@ -192,3 +193,55 @@ def test_the_plan_arrives_with_the_alert_and_a_supervisor_edit_is_audited_and_ke
                 "2 false alarms from this site in 12 months"
     finally:
         room.stop()
+
+
+def test_a_supervisor_sets_test_mode_on_the_board_and_it_lays_out_at_both_sizes(browser, tmp_path):  # noqa: F811
+    """The maintenance list under the map: supervisors only; a press in test mode stays off every board."""
+    write_registry(tmp_path)
+    store = OperatorStore.in_data_dir(tmp_path)
+    store.add(OPERATOR, "operator", secret=OPERATOR_SECRET)
+    store.add(SUPERVISOR, "supervisor", secret=SUPERVISOR_SECRET)
+    room = start_room(tmp_path)
+    try:
+        with Page(browser, room) as operator, Page(browser, room, LAPTOP) as supervisor:
+            sign_in(operator, room.room.url)
+            sign_in_as(supervisor, room.room.url, SUPERVISOR, SUPERVISOR_SECRET)
+            assert operator.locator("#maintenance").is_hidden(), "operators do not change modes"
+            box = supervisor.locator("#maintenance")
+            box.locator('select[name="button"]').select_option("kp-test-003")
+            box.locator('input[name="note"]').fill("new siren")
+            box.locator('button[type="submit"]').click()
+            supervisor.wait_for_selector('#maintenance li[data-button="kp-test-003"]')
+            assert box.locator('li[data-button="kp-test-003"]').inner_text().startswith(
+                f"kp-test-003 in test mode (by {SUPERVISOR}: new siren)")
+            operator.wait_for_function("() => document.querySelector('#n-test').textContent === '1'")
+            room.button("kp-test-003")
+            room.button("kp-test-001")
+            test_press = room.press("kp-test-003")
+            live = room.press("kp-test-001")
+            card(operator, live).wait_for()
+            card(supervisor, live).wait_for()
+            assert card(operator, test_press).count() == 0 and card(supervisor, test_press).count() == 0
+            assert journal_rows(tmp_path, test_press) == [("test", "false_alarm", "test")]
+            for size in (WALL, LAPTOP):
+                supervisor.set_viewport_size({"width": size[0], "height": size[1]})
+                supervisor.wait_for_timeout(300)  # the map redraws for the new size
+                supervisor.screenshot(path=str(ARTEFACTS / f"board-supervisor-plan-{size[0]}x{size[1]}.png"))
+                assert_layout_clean(supervisor, f"supervisor {size[0]}x{size[1]}")
+                inside = supervisor.evaluate("""() => {
+                    const panel = document.querySelector('.panel.map').getBoundingClientRect();
+                    const box = document.querySelector('#maintenance').getBoundingClientRect();
+                    return box.bottom <= panel.bottom + 0.5 && box.bottom <= innerHeight;
+                }""")
+                assert inside, f"the maintenance block spills out of the map panel at {size}"
+            box.locator('li[data-button="kp-test-003"] button').click()
+            operator.wait_for_function("() => document.querySelector('#n-test').textContent === '0'")
+            rows = [row[:3] for row in audit_rows(tmp_path, "button-mode")]
+            assert rows == [(SUPERVISOR, "button-mode", "kp-test-003")] * 2
+    finally:
+        room.stop()
+
+
+def journal_rows(data_dir: Path, alert_id: str) -> list[tuple]:
+    with sqlite3.connect(data_dir / "journal.sqlite3") as conn:
+        return conn.execute("SELECT kind, state, outcome FROM events WHERE alert_id = ?", (alert_id,)).fetchall()
