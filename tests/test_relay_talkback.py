@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import av
+import httpx
 import numpy as np
 import pytest
 import trio
@@ -23,6 +24,7 @@ from trio.testing import trio_test
 
 import pinkrelay
 from pinkrelay.media import encode_clip
+from pinkrelay.ops import serve_metrics
 from pinkrelay.relay.evidence import EvidenceStore, verify
 from pinkrelay.relay.evidence.manifest import load_public_key
 from pinkrelay.media.talkback import SpeakerSink, SpeakerUnavailable, TalkBackPlayer, WavSink
@@ -92,6 +94,13 @@ async def test_the_holder_talks_and_the_button_plays_the_tone_others_are_refused
         await relay.talkback.close(supervisor_talk, "released")
         await wait_until(lambda: player.sessions == 2 and player.talk_id == "", what="the second talk")
         assert button.connected.is_set() and mute.connected.is_set()
+        ops = await nursery.start(serve_metrics, relay, "127.0.0.1:0")
+        async with httpx.AsyncClient() as http:
+            scrape = (await http.get(ops.url + "/metrics", timeout=5)).text
+        assert 'pinkrelay_talkback_total{event="talks"} 2.0' in scrape
+        assert 'pinkrelay_talkback_total{event="refused"} 8.0' in scrape
+        assert f'pinkrelay_talkback_total{{event="packets"}} {len(packets) + 5}.0' in scrape
+        assert "pinkrelay_talkback_open 0.0" in scrape
         nursery.cancel_scope.cancel()
     player.close()
 

@@ -231,6 +231,7 @@ class _RelayCollector(Collector):
                      max(depths, default=0))
         yield _gauge("pinkrelay_media_streams", "Buttons streaming media now", stats["streams"])
         yield from _evidence_metrics(stats)
+        yield from _talkback_metrics(relay.talkback)
         try:
             disk = os.statvfs(relay.config.data_dir)
         except OSError:
@@ -261,6 +262,16 @@ def _evidence_metrics(stats: dict[str, Any]) -> Iterator[Any]:
     yield _counter("pinkrelay_evidence_segments_written", "Evidence segment files written",
                    stats["evidence_segments_written"])
     yield _counter("pinkrelay_evidence_bytes_written", "Evidence bytes written", stats["evidence_bytes_written"])
+
+
+def _talkback_metrics(desk: Any) -> Iterator[Any]:
+    """Operators' talk-back to buttons (relay/talkback.py)."""
+    yield _gauge("pinkrelay_talkback_open", "Operators talking to a button now", len(desk.talks))
+    events = CounterMetricFamily("pinkrelay_talkback", "Talk-back: talks opened and refused, Opus packets passed "
+                                 "to buttons and dropped (flood, slow button)", labels=["event"])
+    for event in ("talks", "refused", "packets", "dropped"):
+        events.add_metric([event], desk.counters[event])
+    yield events
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
