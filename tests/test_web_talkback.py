@@ -177,3 +177,33 @@ def room_wait(room: RoomThread, predicate, timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for the button")
         time.sleep(0.05)
+
+
+def test_malformed_and_stray_talkback_from_a_page_is_answered_and_the_board_goes_on(browser, room):
+    context, page, errors = open_page(browser, room)
+    warnings: list[str] = []
+    page.on("console", lambda message: warnings.append(message.text) if "control room:" in message.text else None)
+    try:
+        page.evaluate("""() => {
+            const socket = window.pinkrelay.socket;
+            for (let i = 0; i < 50; i++) socket.send(new Uint8Array([1, 2, 3]));    // too short
+            const stray = new Uint8Array(40); stray[0] = 1; stray[1] = 8;          // well formed, no talk open
+            for (let i = 0; i < 20; i++) socket.send(stray);
+        }""")
+        page.wait_for_timeout(500)
+        assert len(warnings) == 1, warnings  # one complaint a second, however many bad messages
+        assert "12-byte header and 1 to 8000 bytes of Opus; got 3 bytes" in warnings[0]
+        page.wait_for_timeout(700)
+        page.evaluate("""() => {
+            const socket = window.pinkrelay.socket;
+            const video = new Uint8Array(40); video[0] = 1; video[1] = 1;          // a media flag, not talk-back
+            socket.send(video);
+            socket.send(new Uint8Array(12 + 9000));                                // oversize
+        }""")
+        page.wait_for_timeout(500)
+        assert len(warnings) == 2 and "talk-back only (version 1, flags 8); got version 1, flags 1" in warnings[1]
+        assert page.locator("#link.up").count() == 1, "the board's link stays up"
+        page.evaluate("() => window.pinkrelay.socket.send(JSON.stringify({type: 'ping'}))")
+    finally:
+        context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
