@@ -26,6 +26,7 @@ EXAMPLES = {
     "tls_key": "/etc/pinkrelay/certs/relay.key",
     "tls_client_ca": "/etc/pinkrelay/certs/ca.pem",
     "evidence_dir": "/srv/pinkrelay-evidence",
+    "cluster_secret_file": "/etc/pinkrelay/cluster.secret",
 }
 HEADER = """\
 # pinkrelay settings: every setting at its default, commented out. § numbers are sections of

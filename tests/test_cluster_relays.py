@@ -3,7 +3,9 @@
 A button on relay 1, consoles on relays 2 and 3: every console gets every
 alert with the stream sequence as its cursor, an operator on relay 3 acts on
 an alert raised on relay 1, and a console that leaves relay 3 resumes on
-relay 2 from its cursor with nothing missed and nothing twice.
+relay 2 from its cursor with nothing missed and nothing twice. A button
+taken over by another relay is fenced; one lost with its relay raises one
+offline alert. Consoles on relay 2 play a button on relay 1 through one pull.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import pytest
 import trio
 
 import pinkrelay
-from pinkrelay.protocol import Alert, AlertUpdate
+from pinkrelay._core import Lane
+from pinkrelay.media import Decoder, TrackInfo, encode_clip
+from pinkrelay.protocol import Alert, AlertUpdate, Media, StreamDescription, Subscribed
 
 from nats_helpers import fresh_namespace, nats_cluster  # noqa: F401 (the fixture)
 from relay_helpers import (
@@ -24,11 +28,9 @@ from relay_helpers import (
     collect_events,
     make_registry,
     relay_config,
+    stream_clip,
     wait_until,
 )
-
-pytestmark = pytest.mark.core_independent
-
 
 async def start_relays(stack: AsyncExitStack, tmp_path, cluster, count=3, **changes):
     namespace = fresh_namespace("relays")
@@ -53,6 +55,7 @@ def alerts_in(events):
     return [e for e in events if isinstance(e, Alert)]
 
 
+@pytest.mark.core_independent
 def test_consoles_on_other_relays_see_every_alert_and_resume_on_any_relay(nats_cluster, tmp_path):
     async def main():
         with trio.fail_after(40):
@@ -105,6 +108,7 @@ def test_consoles_on_other_relays_see_every_alert_and_resume_on_any_relay(nats_c
     trio.run(main)
 
 
+@pytest.mark.core_independent
 def test_a_button_taken_over_by_another_relay_is_fenced_and_its_offline_alert_is_raised_once(nats_cluster, tmp_path):
     """Takeover fences the old session; a button lost with its relay raises one offline alert in all."""
 
@@ -133,8 +137,9 @@ def test_a_button_taken_over_by_another_relay_is_fenced_and_its_offline_alert_is
             nursery.start_soon(second.run)
             await wait_until(lambda: relay1.cluster.fenced == 1, 5, "relay 1 to fence its session")
             await wait_until(lambda: "kp-test-002" not in relay1.sessions_by_button, 5, "the fenced session to end")
-            holder = relay3.cluster.directory.holders["kp-test-002"]
-            assert holder.relay == "relay-2" and holder.epoch == 2
+            await wait_until(lambda: relay3.cluster.directory.holders["kp-test-002"].relay == "relay-2", 5,
+                             "relay 3 to see the takeover")
+            assert relay3.cluster.directory.holders["kp-test-002"].epoch == 2
             assert (await second.press(timeout=10)).alert_id  # served by its new relay
 
             # The button dies, and so does its relay: the other two supervise it, one offline alert in all.
@@ -148,5 +153,69 @@ def test_a_button_taken_over_by_another_relay_is_fenced_and_its_offline_alert_is
             assert [a.alert_id for a in stored] == [offline()[0].alert_id]
             assert stored[0].button == "kp-test-002"
             nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return encode_clip(3, width=320, height=240, fps=30, bitrate=400_000, label="cluster")
+
+
+def test_a_console_on_another_relay_plays_the_stream_through_one_pull(nats_cluster, tmp_path, clip):
+    """Consoles on relay 2 watch a button on relay 1: one relay-to-relay pull, real H.264 decoded, fast join."""
+
+    async def main():
+        with trio.fail_after(40):
+            await scenario()
+
+    async def scenario():
+        secret = tmp_path / "cluster.secret"
+        secret.write_text("a-cluster-secret-of-at-least-thirty-two-bytes\n")
+        async with AsyncExitStack() as stack:
+            relay1, relay2 = await start_relays(stack, tmp_path, nats_cluster, count=2, cluster_secret_file=secret)
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            button = button_client(relay1, "kp-test-003", [clip.video.to_dict(), clip.audio.to_dict()])
+            await nursery.start(button.run)
+            await wait_until(lambda: relay2.cluster.directory.holders.get("kp-test-003") is not None, 5,
+                             "relay 2 to know who holds the button")
+            nursery.start_soon(lambda: stream_clip(button, clip, seconds=3.0))
+
+            async def watch(operator, token, into, count):
+                console = console_on(relay2, operator=operator, token=token)
+                await nursery.start(console.run)
+                console.subscribe("kp-test-003")
+                async for event in console.events():
+                    if isinstance(event, Subscribed):
+                        into["catchup"] = event.catchup_frames
+                    if isinstance(event, (Subscribed, StreamDescription)) and event.tracks:
+                        into.setdefault("tracks", event.tracks)
+                    elif isinstance(event, Media) and event.lane == Lane.VIDEO:
+                        into.setdefault("video", []).append(event)
+                        if len(into["video"]) >= count:
+                            return
+
+            first, second = {}, {}
+            await watch(OPERATOR, TOKEN, first, 30)
+            await trio.sleep(0.3)
+            joined_at = trio.current_time()
+            await watch("desk-2", TOKEN + "-2", second, 5)
+            second_join = trio.current_time() - joined_at
+            # One pull on relay 1, however many consoles relay 2 has.
+            pullers = [s for s in relay1.consoles if s.identity == "relay.relay-2"]
+            assert len(pullers) == 1
+            assert relay1.hub.watchers["kp-test-003"] == (pullers[0].outbox,)
+            nursery.cancel_scope.cancel()
+        video = first["video"]
+        description = next(t for t in first["tracks"] if t.kind == "video")
+        assert video[0].keyframe and all(m.track_id == description.track_id for m in video)
+        decoder = Decoder(TrackInfo(kind="video", codec="h264", width=description.width, height=description.height,
+                                    fps=description.fps, extradata=description.extradata))
+        frames = [frame for message in video for frame in decoder.decode(message.data)]
+        assert frames and (frames[0].width, frames[0].height) == (320, 240)
+        assert decoder.skipped_packets == 0
+        assert second["video"][0].keyframe
+        assert second["catchup"] > 0, "the second console's fast join is served from relay 2's cache"
+        print(f"\nsecond console on relay 2: first video {second_join * 1000:.0f} ms after subscribing")
 
     trio.run(main)

@@ -170,6 +170,9 @@ class RelayConfig:
     cluster_replicas: int = 3
     #: A relay that has not renewed its lease for this long is taken for dead; the others supervise its buttons.
     cluster_lease: float = 10.0
+    #: The cluster's secret (the same file on every relay): a relay pulls another's media signed in as
+    #: ``relay.NAME`` with a token derived from it. None: consoles see only buttons on their own relay.
+    cluster_secret_file: Path | None = None
 
     def __post_init__(self) -> None:
         _check_number_types(self)
@@ -388,7 +391,7 @@ def _convert(name: str, value: Any, source: str) -> Any:
             raise ConfigError(f"{source}: {name} must be a string HOST:PORT, not {value!r}")
         return Address.parse(value, what=f"{source}: {name}")
     if name in ("data_dir", "registry", "console_tokens_file", "tls_cert", "tls_key", "tls_client_ca",
-                "evidence_dir"):
+                "evidence_dir", "cluster_secret_file"):
         if not isinstance(value, (str, Path)) or not str(value):
             raise ConfigError(f"{source}: {name} must be a path, not {value!r}")
         return Path(value)

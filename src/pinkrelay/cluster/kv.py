@@ -69,6 +69,8 @@ class Directory:
         self._relays: Any = None
         self._keys: dict[str, str] = {}
         self.synced = trio.Event()
+        #: This relay's console listener (HOST:PORT), given in its lease for other relays' media pulls.
+        self.consoles = ""
 
     async def open(self) -> None:
         self._buttons = await self.store._soon(lambda: self._bucket(self.subjects.buttons_bucket, ttl=None))
@@ -149,7 +151,17 @@ class Directory:
         await self.nats.call(self._renew)
 
     async def _renew(self) -> None:
-        await self._relays.put(token(self.relay), msgpack.packb({"relay": self.relay}))
+        await self._relays.put(token(self.relay), msgpack.packb({"relay": self.relay, "consoles": self.consoles}))
+
+    async def consoles_of(self, relay: str) -> str | None:
+        """The console listener another relay gave in its lease (where this relay pulls media from it)."""
+        from nats.js.errors import KeyNotFoundError
+
+        try:
+            entry = await self.nats.call(self._relays.get, token(relay))
+        except KeyNotFoundError:
+            return None
+        return msgpack.unpackb(entry.value).get("consoles") if entry.value else None
 
     async def read_leases(self) -> set[str]:
         from nats.js.errors import NoKeysError

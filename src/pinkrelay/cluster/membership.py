@@ -11,12 +11,15 @@ each offline alert exactly once.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import trio
 
 from ..logs import event as log_event
+from ..errors import ConfigError
 from .kv import ClaimFailed, Directory, Holder, offline_alert_id
+from .media import RemoteStreams
 
 log = logging.getLogger("pinkrelay.cluster")
 
@@ -30,8 +33,18 @@ class Membership:
         #: Buttons this relay supervises for a dead holder: button id -> the epoch they were lost at.
         self.adopted: dict[str, int] = {}
         self.fenced = 0
+        self.media = RemoteStreams(relay, self, _read_secret(relay.config.cluster_secret_file))
 
     async def open(self) -> None:
+        relay = self.relay
+        self.directory.consoles = str(relay.consoles_address or "")
+        before = relay.hub.unwatched
+
+        def unwatched(button_id: str) -> None:
+            before(button_id)
+            self.media.unwatched(button_id)
+
+        relay.hub.unwatched = unwatched
         await self.directory.open()
 
     async def run(self) -> None:
@@ -72,6 +85,7 @@ class Membership:
                   f"{session.cluster_epoch}", button=session.identity, epoch=session.cluster_epoch)
 
     def _holder_changed(self, button_id: str, holder: Holder) -> None:
+        self.media.holder_changed(button_id)
         if holder.relay == self.name:
             return
         self.adopted.pop(button_id, None)
@@ -121,3 +135,20 @@ class Membership:
             if not self.relay.supervisor.is_online(button_id):
                 self.relay.supervisor.seen(button_id, now)
                 self.relay._supervision_wakeup.set()
+
+
+#: A cluster secret shorter than this is refused: it is every relay's credential at every other.
+MIN_SECRET_BYTES = 32
+
+
+def _read_secret(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        secret = Path(path).read_bytes().strip()
+    except OSError as error:
+        raise ConfigError(f"cluster_secret_file {path}: {error.strerror or error}") from None
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigError(f"cluster_secret_file {path} has {len(secret)} bytes; use at least {MIN_SECRET_BYTES} "
+                          "(e.g. head -c 48 /dev/urandom | base64 > FILE), the same file on every relay")
+    return secret

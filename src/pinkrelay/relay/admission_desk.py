@@ -242,8 +242,8 @@ class AdmissionDesk:
                 conn.verify(b"", last, stored_key=bytes.fromhex(operator.stored_key))
                 session.operator_role = operator.role
                 session.recipient = Recipient(role=operator.role, room=operator.room)
-            elif identity in self.console_tokens:
-                conn.verify(self.console_tokens[identity], last)
+            elif self._console_token(identity) is not None:
+                conn.verify(self._console_token(identity), last)
             else:
                 raise AuthenticationFailed(f"operator {identity!r} has no account")
         self._signed_in(session)
@@ -261,6 +261,13 @@ class AdmissionDesk:
         session.rearm_timers()  # heartbeats and supervision start now, not at the handshake deadline
         self.publish_event(relay_events.ClientConnected(role=session.role, identity=identity, peer=session.peer))
 
+    def _console_token(self, identity: str) -> bytes | None:
+        """A console token: from console_tokens, or another relay's of this cluster (cluster/media.py)."""
+        token = self.console_tokens.get(identity)
+        if token is None and self.cluster is not None:
+            token = self.cluster.media.token_of(identity)
+        return token
+
     def challenge_for(self, session: Session) -> tuple[bytes, str]:
         """Salt and key derivation a console must use: its account's, or a decoy's.
 
@@ -273,7 +280,7 @@ class AdmissionDesk:
         operator = self.operators.get(session.identity)
         if operator is not None:
             return bytes.fromhex(operator.salt), operator.kdf
-        if session.identity in self.console_tokens:
+        if self._console_token(session.identity) is not None:
             return b"", ""
         return auth.decoy_salt(self._decoy_key, session.identity), f"scrypt:{SCRYPT_N}:{SCRYPT_R}:{SCRYPT_P}"
 

@@ -124,6 +124,8 @@ class MediaDesk:
                 f"unsubscribe from one before watching {button_id}")))
             return
         stream = self.hub.subscribe(button_id, session.outbox)
+        if stream is None and self.cluster is not None:
+            self.cluster.media.watch(button_id)  # held by another relay: pull it from there
         if self.data_plane is not None:
             self._subscribe_in_data_plane(session, button_id, stream, now)
             return
@@ -157,6 +159,8 @@ class MediaDesk:
 
     def request_keyframe(self, button_id: str, now: float, *, requested_by: str = "") -> None:
         session = self.sessions_by_button.get(button_id)
+        if session is None and self.cluster is not None:
+            self.cluster.media.request_keyframe(button_id)
         if session is None or not session.ready:
             return
         if now - self._keyframe_requested.get(button_id, float("-inf")) < KEYFRAME_REQUEST_INTERVAL:
