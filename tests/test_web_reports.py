@@ -82,6 +82,16 @@ def test_the_reports_page_shows_the_hand_computed_figures(browser, tmp_path):  #
         page.click("button[type=submit]")
         page.wait_for_selector("#report-error:not([hidden])")
         assert "is not a room name" in page.locator("#report-error").inner_text()
+        refused = page.evaluate("""async () => {
+            const get = async (query) => { const r = await fetch('/api/reports?' + query);
+                                           return [r.status, (await r.json()).error]; };
+            return [await get(''), await get('from=yesterday&to=1'), await get('from=2026-11-02T00:00&to=1'),
+                    await get('from=2&to=1'), await get('from=0&to=40000000')];
+        }""")
+        assert [status for status, _ in refused] == [400] * 5
+        assert refused[1][1] == "from='yesterday' is not a time: give ISO 8601 with a zone or UNIX seconds"
+        assert refused[2][1] == "from='2026-11-02T00:00' has no time zone (e.g. 2026-11-02T00:00:00Z)"
+        assert refused[3][1] == refused[4][1] == "to must be after from, and the period at most 366 days"
         ARTEFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTEFACTS / "reports-1366x768.png"), full_page=True)
         assert not errors, errors
