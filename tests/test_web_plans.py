@@ -215,6 +215,7 @@ def test_a_supervisor_sets_test_mode_on_the_board_and_it_lays_out_at_both_sizes(
             assert box.locator('li[data-button="kp-test-003"]').inner_text().startswith(
                 f"kp-test-003 in test mode (by {SUPERVISOR}: new siren)")
             operator.wait_for_function("() => document.querySelector('#n-test').textContent === '1'")
+            operator.wait_for_selector('#map .site.testmode[data-button="kp-test-003"]')
             room.button("kp-test-003")
             room.button("kp-test-001")
             test_press = room.press("kp-test-003")

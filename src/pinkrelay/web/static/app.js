@@ -105,6 +105,7 @@ function openAlertVideo(alert) {
 const map = new SiteMap($("map"), {
   onSelect: (button) => { unlock(); live.open(button); },
   stateOf,
+  modeOf: (button) => (maintenance.modes.has(button) ? "test" : "live"),
   counts: (counts, total) => {
     $("n-alerting").textContent = counts.alerting || 0;
     $("n-online").textContent = counts.online || 0;
@@ -150,8 +151,8 @@ function onMessage(message) {
       const opening = signingIn ? board.ordered().map((item) => item.alert) : missed;
       for (const alert of opening) openAlertVideo(alert);
       if (signingIn || missed.length) alarm.ring(signingIn ? "open at sign-in" : "missed");
+      maintenance.load(message.sites, message.role); // before the map, which marks buttons in test mode
       map.draw(message.sites);
-      maintenance.load(message.sites, message.role);
       live.resubscribe();
       changed();
       break;
@@ -179,6 +180,7 @@ function onMessage(message) {
     }
     case "button-mode":
       maintenance.changed(message);
+      map.refresh();
       break;
     case "plan":
       board.setPlan(message.buttons, message.plan);

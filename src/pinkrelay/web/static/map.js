@@ -65,7 +65,8 @@ function niceStep(span, target) {
 }
 
 export class SiteMap {
-  constructor(svgNode, { onSelect, stateOf, counts }) {
+  constructor(svgNode, { onSelect, stateOf, counts, modeOf = () => "live" }) {
+    this.modeOf = modeOf; // "test": a button in test mode for maintenance (its presses page nobody)
     this.svg = svgNode;
     this.onSelect = onSelect;
     this.stateOf = stateOf;
@@ -276,10 +277,12 @@ export class SiteMap {
     for (const [button, { g, title, member }] of this.markers) {
       const state = this.stateOf(button);
       counts[state] = (counts[state] || 0) + 1;
-      g.setAttribute("class", `site ${state}${this.watching.has(button) ? " watching" : ""}`);
+      const testing = this.modeOf(button) === "test";
+      g.setAttribute("class", `site ${state}${this.watching.has(button) ? " watching" : ""}${testing ? " testmode" : ""}`);
       g.dataset.state = state;
       const site = member.site;
-      title.textContent = `${site.name} (${button}): ${state}${site.address ? ` · ${site.address}` : ""} · click to watch`;
+      title.textContent = `${site.name} (${button}): ${state}${testing ? " · TEST MODE: presses page nobody" : ""}`
+        + `${site.address ? ` · ${site.address}` : ""} · click to watch`;
       if (state === "alerting") {
         if (this.markersGroup && g !== this.markersGroup.lastChild) this.markersGroup.append(g); // on top
         const label = this.alertLabel(site.name || button, this.markers.get(button), taken);
