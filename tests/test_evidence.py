@@ -238,7 +238,7 @@ def _manifest(directory: Path) -> dict:
 def test_kill_9_mid_incident_then_restart_resumes_the_same_recording_and_states_the_gap(tmp_path, clip):
     data_dir = tmp_path / "var"
     buttons, consoles = _free_port(), _free_port()
-    settings = dict(SETTINGS, max_incident=9.0)
+    settings = dict(SETTINGS, max_incident=12.0)
 
     async def main() -> None:
         relay = _serve(tmp_path, data_dir, buttons, consoles, **settings)
@@ -257,10 +257,12 @@ def test_kill_9_mid_incident_then_restart_resumes_the_same_recording_and_states_
                                  what="two segments before the kill")
                 relay.send_signal(signal.SIGKILL)
                 relay.wait()
+                killed = time.monotonic()
                 await trio.sleep(1.0)
                 relay = _serve(tmp_path, data_dir, buttons, consoles, **settings)
-                await wait_until(lambda: _manifest(directory).get("state") == "complete", timeout=15,
+                await wait_until(lambda: _manifest(directory).get("state") == "complete", timeout=20,
                                  what="the resumed recording to complete at max_incident")
+                down_at_most = time.monotonic() - killed
                 nursery.cancel_scope.cancel()
         finally:
             relay.kill()
@@ -269,7 +271,8 @@ def test_kill_9_mid_incident_then_restart_resumes_the_same_recording_and_states_
         assert len(manifest["parts"]) == 2 and manifest["parts"][1]["reason"] == "relay restart"
         assert len(manifest["gaps"]) == 1 and "relay restarted" in manifest["gaps"][0]["reason"]
         gap = manifest["gaps"][0]
-        assert 0.5e6 < gap["to_us"] - gap["from_us"] < 6e6, gap
+        # The gap is the time the relay was away (with the last unfinished segment), never longer than the wait.
+        assert 1.0e6 < gap["to_us"] - gap["from_us"] < down_at_most * 1e6, gap
         store = EvidenceStore(data_dir / "evidence", data_dir)
         verdict = store.verify(receipt.alert_id)
         assert verdict.ok, verdict.problems
