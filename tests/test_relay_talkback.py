@@ -259,3 +259,22 @@ async def test_talkback_about_a_recorded_alert_is_kept_in_its_evidence_chained_a
     (directory / "talk-001.ogg").write_bytes(bytes(damaged))
     problems = verify(directory, key).problems
     assert any("talk-001.ogg" in problem and "altered" in problem for problem in problems), problems
+
+
+@pytest.mark.compiled_only
+@trio_test
+async def test_talkback_reaches_a_button_whose_media_a_data_thread_reads(tmp_path):
+    """With the compiled data plane (data_threads) reading the button, the relay still writes its talk-back."""
+    player = TalkBackPlayer([WavSink(tmp_path / "heard.wav")])
+    async with running_relay(tmp_path, 2, data_threads=1) as relay, trio.open_nursery() as nursery:
+        button = button_client(relay, BUTTON, talkback=player)
+        await nursery.start(button.run)
+        talk = await talk_of(relay, "chief", role="supervisor")
+        for packet in opus_tone(1.0, TONE_HZ):
+            relay.talkback.send(talk, packet, wall_us())
+        await relay.talkback.close(talk)
+        await wait_until(lambda: player.sessions == 1 and player.talk_id == "", what="the talk at the button")
+        nursery.cancel_scope.cancel()
+    player.close()
+    hz, samples = dominant_hz(tmp_path / "heard.wav")
+    assert abs(hz - TONE_HZ) < 5 and samples >= 0.9 * 48000
