@@ -207,3 +207,28 @@ def test_malformed_and_stray_talkback_from_a_page_is_answered_and_the_board_goes
     finally:
         context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def test_a_lost_link_mid_talk_ends_it_on_both_sides(browser, room, tmp_path):
+    player = listening_button(room, "kp-test-003", tmp_path / "cut.wav")
+    context, page, errors = open_page(browser, room)
+    try:
+        alert_id = room.press("kp-test-003")
+        card = page.locator(f'li.alert[data-alert-id="{alert_id}"]')
+        card.locator('button[data-action="acknowledged"]').click()
+        page.wait_for_selector(f'li.alert[data-alert-id="{alert_id}"][data-state="acknowledged"]')
+        card.locator('button[data-action="talk"]').hover()
+        page.mouse.down()
+        wait_until(page, "() => document.body.dataset.talk === 'open'")
+        room_wait(room, lambda: player.packets >= 10)
+        page.evaluate("() => window.pinkrelay.socket.close()")
+        wait_until(page, "() => document.body.dataset.talk === 'idle'")
+        assert "link to the relay was lost" in (card.locator(".error").text_content() or "")
+        page.mouse.up()
+        page.wait_for_selector("#link.up")  # the page reconnects by itself
+    finally:
+        context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+    stops = [row for row in audit(room.data_dir, "talk-stop") if row[1] == "kp-test-003"]
+    assert len(stops) == 1 and stops[0][2].startswith("the operator's page closed;"), stops
+    room_wait(room, lambda: player.sessions == 1 and player.talk_id == "")  # the button was told the talk ended

@@ -243,6 +243,7 @@ function connect() {
   };
   socket.onclose = async (event) => {
     room.socket = null;
+    talk.abandon("the link to the relay was lost"); // the relay ended the talk with the socket
     if (event.code === 4401 || !(await signedIn())) {
       location.assign("/signin");
       return;

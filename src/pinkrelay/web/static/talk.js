@@ -227,6 +227,18 @@ export class TalkBack {
     if (opened.encoder && opened.encoder.state !== "closed") opened.encoder.close();
   }
 
+  /** The WebSocket closed: the relay has ended any talk; close the microphone and say so. */
+  abandon(reason) {
+    if (this.state === "idle") return;
+    const view = this.view;
+    const wasReleasing = this.releasing;
+    const capture = this.capture;
+    this.capture = null;
+    this.close(capture);
+    this.reset();
+    if (view && !wasReleasing) view.refused(`Talk-back ended: ${reason}`);
+  }
+
   failed(reason) {
     const view = this.view;
     if (this.state === "idle") return;
