@@ -88,3 +88,30 @@ async def test_button_and_console_resume_the_stream_after_the_relay_restarts(tmp
     decoder = Decoder(info)
     frames = sum(len(decoder.decode(message.data)) for message in video)
     assert frames >= len(video) - 2 and decoder.skipped_packets == 0
+
+
+@trio_test
+async def test_clients_given_several_relays_go_on_to_the_next_when_one_does_not_answer(tmp_path):
+    """A cluster's clients: the first relay is down, the second answers, even without reconnecting."""
+    from relay_helpers import running_relay, secret_for
+
+    dead = f"127.0.0.1:{_free_port()}"
+    async with running_relay(tmp_path) as relay, trio.open_nursery() as nursery:
+        button = pinkrelay.ButtonClient(f"{dead},{relay.buttons_address}", button_ids(1)[0],
+                                        secret_for(button_ids(1)[0]), reconnect=False, backoff_initial=0.05)
+        await nursery.start(button.run)
+        assert button.relays.current == relay.buttons_address and not (await button.press(timeout=5)).duplicate
+        console = pinkrelay.ConsoleClient([pinkrelay.Address.parse(dead), relay.consoles_address],
+                                          "desk-1", b"console-token-for-tests-0001", reconnect=False,
+                                          backoff_initial=0.05)
+        await nursery.start(console.run)
+        assert console.relays.current == relay.consoles_address
+        nursery.cancel_scope.cancel()
+    alone = pinkrelay.ButtonClient(dead, "kp-test-001", b"x" * 16, reconnect=False, backoff_initial=0.05)
+    with trio.fail_after(5):
+        try:
+            await alone.run()
+        except OSError as error:
+            assert "refused" in str(error).lower() or "reach" in str(error).lower()
+        else:
+            raise AssertionError("a client whose only relay is down must fail without reconnect")

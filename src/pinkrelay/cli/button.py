@@ -38,7 +38,7 @@ from .common import (
     non_negative_float,
     positive_float,
     read_text_file,
-    relay_address,
+    relay_addresses,
     run_trio,
     say_goodbye,
     utc_clock,
@@ -147,7 +147,7 @@ def _open_source(args: argparse.Namespace) -> Any:
 
 async def _main(args: argparse.Namespace, out: Output) -> int:
     _check_id(args.id)
-    relay = relay_address(args.relay)
+    relays = relay_addresses(args.relay)
     secret = read_text_file(args.secret_file, "secret file").strip().encode()
     source = _open_source(args)
     player = None
@@ -155,7 +155,7 @@ async def _main(args: argparse.Namespace, out: Output) -> int:
         streamer = Streamer(args, source, out)
         player = _talkback_player(args, streamer)
         client = ButtonClient(
-            relay, args.id, secret, tracks=streamer.track_specs(), reconnect=False, tls=client_tls_of(args),
+            relays, args.id, secret, tracks=streamer.track_specs(), reconnect=False, tls=client_tls_of(args),
             talkback=player,
         )
         streamer.client = client
@@ -170,7 +170,7 @@ async def _main(args: argparse.Namespace, out: Output) -> int:
                         code=error.code,
                     ) from None
                 client.reconnect = True
-                streamer.connected(relay, keys is not None)
+                streamer.connected(client.relays.current, keys is not None)
                 stop = trio.Event()
                 async with trio.open_nursery() as tasks:
                     tasks.start_soon(streamer.stream_video)

@@ -128,7 +128,7 @@ def add_relay_option(parser: argparse.ArgumentParser, port: int, what: str) -> N
         "--relay",
         metavar="HOST:PORT",
         default=f"127.0.0.1:{port}",
-        help=f"the relay's {what} address (default 127.0.0.1:{port})",
+        help=f"the relay's {what} address (default 127.0.0.1:{port}); several, comma-separated, for a cluster",
     )
     tls = parser.add_argument_group("TLS (docs/protocol.md §13)")
     tls.add_argument("--tls", action="store_true", help="connect with TLS 1.3 (implied by --ca or --pin)")
@@ -144,6 +144,11 @@ def client_tls_of(args: argparse.Namespace) -> ClientTls | None:
     if not (args.tls or args.ca or args.pin or args.cert):
         return None
     return client_tls(ca=args.ca, pin=args.pin or "", cert=args.cert, key=args.key)
+
+
+def relay_addresses(text: str) -> tuple[Address, ...]:
+    """``--relay HOST:PORT[,HOST:PORT...]``: the relays of a cluster, tried in turn (operations.md §22.2)."""
+    return tuple(relay_address(part.strip()) for part in text.split(",") if part.strip()) or (relay_address(text),)
 
 
 def relay_address(text: str) -> Address:

@@ -52,7 +52,7 @@ from .common import (
     add_secret_dir_option,
     positive_float,
     read_text_file,
-    relay_address,
+    relay_addresses,
     rounded,
     run_trio,
     say_goodbye,
@@ -162,10 +162,10 @@ def read_token(token_file: str | None, operator: str, environ: Any = os.environ,
 
 
 async def _main(args: argparse.Namespace, out: Output) -> int:
-    relay = relay_address(args.relay)
+    relays = relay_addresses(args.relay)
     token = read_token(args.token_file, args.operator, data_dir=args.data_dir)
     record_dir = _record_dir(args.record)
-    client = ConsoleClient(relay, args.operator, token, reconnect=False, tls=client_tls_of(args))
+    client = ConsoleClient(relays, args.operator, token, reconnect=False, tls=client_tls_of(args))
     view = ConsoleView(client, out, record_dir=record_dir, plans=_local_plans(args, out))
     async with trio.open_nursery() as nursery:
         try:
@@ -176,7 +176,7 @@ async def _main(args: argparse.Namespace, out: Output) -> int:
                 code=error.code,
             ) from None
         client.reconnect = True
-        out.say(f"signed in to the relay at {relay} as {args.operator}")
+        out.say(f"signed in to the relay at {client.relays.current} as {args.operator}")
         for button in args.watch:
             view.watch(button)
         nursery.start_soon(view.run)

@@ -149,14 +149,17 @@ class ButtonClient:
                 except OSError as error:
                     self.last_error = str(error)
                     self.relays.failed()
-                    if not self.reconnect:
+                    if not self.reconnect and self.relays.each_tried:
                         failure = error
                         break
+                    if not self.reconnect:
+                        continue  # without reconnecting, each relay is still tried once
                     log.warning("button %s: %s; retrying in %.1f s", self.button_id, error, delay)
                     await trio.sleep(delay * (0.5 + random.random() / 2))
                     delay = min(delay * 2, self.backoff_max)
                     continue
                 delay = self.backoff_initial
+                self.relays.connected()
                 if not started:
                     task_status.started(self)
                     started = True

@@ -102,13 +102,16 @@ class ConsoleClient:
                 raise
             except OSError as error:
                 self.relays.failed()
-                if not self.reconnect:
+                if not self.reconnect and self.relays.each_tried:
                     raise
+                if not self.reconnect:
+                    continue  # without reconnecting, each relay is still tried once
                 log.warning("console %s: %s; retrying in %.1f s", self.operator, error, delay)
                 await trio.sleep(delay * (0.5 + random.random() / 2))
                 delay = min(delay * 2, self.backoff_max)
                 continue
             delay = self.backoff_initial
+            self.relays.connected()
             self.link = link
             for button in sorted(self.watching):
                 link.send(Subscribe(button=button))

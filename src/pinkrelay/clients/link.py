@@ -63,6 +63,8 @@ class RelayRotation:
     def __init__(self, relay: Address | str | Sequence[Address | str]) -> None:
         self.relays = relay_addresses(relay)
         self._index = 0
+        #: Failed attempts in a row; every relay has been tried once when it reaches len(relays).
+        self.failures = 0
 
     @property
     def current(self) -> Address:
@@ -70,6 +72,17 @@ class RelayRotation:
 
     def failed(self) -> None:
         self._index = (self._index + 1) % len(self.relays)
+        self.failures += 1
+
+    def connected(self) -> None:
+        self.failures = 0
+
+    @property
+    def each_tried(self) -> bool:
+        return self.failures >= len(self.relays)
+
+    def __str__(self) -> str:
+        return ", ".join(str(address) for address in self.relays)
 
 
 class LinkClosed(PinkRelayError, ConnectionError):
