@@ -550,7 +550,8 @@ class SqliteJournal:
                     alert.alert_id,
                     "duplicate" if duplicate_of else "raised",
                     state,
-                    f"pressed again; linked to {duplicate_of}" if duplicate_of else "",
+                    ("" if not duplicate_of else f"pressed again; linked to {duplicate_of}" if alert.kind == "panic"
+                     else f"part of mass outage {duplicate_of}"),
                     alert.received_at,
                 ),
             ).lastrowid

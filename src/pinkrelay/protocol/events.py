@@ -15,7 +15,7 @@ from typing import ClassVar
 from .._core import FrameType, Message
 
 ROLES = ("button", "console")
-ALERT_KINDS = ("panic", "offline", "tamper", "test")
+ALERT_KINDS = ("panic", "offline", "tamper", "test", "mass_outage")
 TRACK_KINDS = ("video", "audio")
 CODECS = {"video": ("h264",), "audio": ("opus", "aac")}
 BUTTON_STATES = ("online", "offline")

@@ -66,6 +66,7 @@ from .evidence.talkback import TalkBackEvidence
 from .hub import Hub
 from .limits import Admission
 from .media_desk import TRAFFIC_KEYS, MediaDesk
+from .outage_desk import OutageDesk
 from .sequencer import CursorSequencer
 from .test_presses import TestPresses
 from .sessions import ButtonSession, ConsoleSession, Session, wall_us
@@ -146,6 +147,8 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
         }
         #: Traffic of sessions that have ended, so that ``traffic()`` only ever grows.
         self._ended_traffic = dict.fromkeys(TRAFFIC_KEYS, 0)
+        #: Many buttons of one district offline together: one mass-outage alert (relay/outage_desk.py).
+        self.outages = OutageDesk(self)
         self.press_guard = PressGuard(self.config.press_rate_per_button, self.config.press_burst_per_button)
         self.tracks = TrackSpace(self.config.max_tracks, is_watched=self.hub.is_watched, wide_limit=MAX_TRACK_ID)
         self.hub.unwatched = self.tracks.unwatched
@@ -239,6 +242,7 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
             await nursery.start(self.evidence.run)
             nursery.start_soon(self._supervise)
             nursery.start_soon(self._escalate)
+            nursery.start_soon(self.outages.run)
             if self.cluster is not None:
                 nursery.start_soon(self.cluster.run)
             nursery.start_soon(self._watch_operators)
@@ -299,6 +303,7 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
             **(self.data_plane.stats() if self.data_plane is not None else {}),
             **self.tracks.stats(),
             **self.press_guard.stats(),
+            **self.outages.stats(),
         }
 
 

@@ -47,6 +47,9 @@ class Supervisor:
         heapq.heappush(self._deadlines, (now + self.window, button_id))
         return True
 
+    def last_seen(self, button_id: str) -> float | None:
+        return self._last_seen.get(button_id)
+
     def forget(self, button_id: str) -> None:
         """Stop supervising a button (removed from the registry)."""
         self._online.discard(button_id)

@@ -36,6 +36,7 @@ class SupervisionDesk:
         if self.supervisor.seen(button_id, now):
             self._button_state(button_id, "online")
             self._supervision_wakeup.set()
+            self.outages.back_online(button_id)
             offline_alert = self._offline_alerts.pop(button_id, None)
             if offline_alert is not None and self._nursery is not None:
                 self._nursery.start_soon(self._resolve_offline, offline_alert)
@@ -78,6 +79,8 @@ class SupervisionDesk:
         session = self.sessions_by_button.get(button_id)
         if session is not None:
             session.say_goodbye(f"nothing received for {self.config.supervision_window:g} s")
+        if await self.outages.offline(button_id):
+            return  # part of a mass outage: journalled, told to the consoles in the group's alert (outage_desk.py)
         button = self.registry.get(button_id)
         alert = Alert(
             alert_id=self._offline_alert_id(button_id),
