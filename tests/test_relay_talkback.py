@@ -278,3 +278,31 @@ async def test_talkback_reaches_a_button_whose_media_a_data_thread_reads(tmp_pat
     player.close()
     hz, samples = dominant_hz(tmp_path / "heard.wav")
     assert abs(hz - TONE_HZ) < 5 and samples >= 0.9 * 48000
+
+
+@trio_test
+async def test_two_operators_pressing_at_once_get_one_talk_and_one_refusal(tmp_path):
+    player = TalkBackPlayer([WavSink(tmp_path / "race.wav")])
+    async with running_relay(tmp_path, 2) as relay, trio.open_nursery() as nursery:
+        button = button_client(relay, BUTTON, talkback=player)
+        await nursery.start(button.run)
+        outcomes: list = []
+
+        async def press(operator: str) -> None:
+            try:
+                outcomes.append(await talk_of(relay, operator, role="supervisor"))
+            except pinkrelay.TalkBackRefused as refusal:
+                outcomes.append(refusal)
+
+        async with trio.open_nursery() as both:
+            both.start_soon(press, "chief")
+            both.start_soon(press, "deputy")
+        talks = [o for o in outcomes if not isinstance(o, Exception)]
+        refusals = [o for o in outcomes if isinstance(o, Exception)]
+        assert len(talks) == 1 and len(refusals) == 1, outcomes
+        assert f"{talks[0].operator} is talking to button {BUTTON} now" in str(refusals[0])
+        assert relay.talkback.talks == {BUTTON: talks[0]}
+        await relay.talkback.close(talks[0])
+        assert relay.talkback.talks == {}
+        nursery.cancel_scope.cancel()
+    player.close()

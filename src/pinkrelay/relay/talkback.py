@@ -121,6 +121,7 @@ class TalkBackDesk:
         try:
             alert = await self._check(operator, role, room, button)
             session = self._session_of(button)
+            self._check_free(button)  # again: another talk may have opened while the journal answered
         except TalkBackRefused as refusal:
             self.counters["refused"] += 1
             await self._audit(operator, "talk-refused", button, f"{via}: {refusal}")
@@ -131,8 +132,9 @@ class TalkBackDesk:
                     alert_id=alert.alert_id if alert is not None else "", via=via, session=session)
         self.talks[button] = talk
         self.counters["talks"] += 1
-        await self._audit(operator, "talk-start", button,
-                          f"alert {talk.alert_id or '(none)'}; {via}; talk {talk.talk_id}")
+        with trio.CancelScope(shield=True):  # registered: the caller must get the talk back to close it
+            await self._audit(operator, "talk-start", button,
+                              f"alert {talk.alert_id or '(none)'}; {via}; talk {talk.talk_id}")
         log_event(log, logging.INFO, f"operator {operator} ({role}) talking to button {button}"
                   + (f" about alert {talk.alert_id}" if talk.alert_id else "") + f" ({via})",
                   operator=operator, button=button, alert_id=talk.alert_id, talk_id=talk.talk_id, action="talk")
@@ -144,10 +146,7 @@ class TalkBackDesk:
         relay = self.relay
         if button not in relay.registry:
             raise TalkBackRefused(f"no button {button!r} in the registry")
-        busy = self.talks.get(button)
-        if busy is not None:
-            raise TalkBackRefused(f"{busy.operator} is talking to button {button} now; one voice at a time, "
-                                  "wait until they let go")
+        self._check_free(button)
         alerts = [a for a in await relay.journal.open_alerts() if a.button == button]
         alert = alerts[-1] if alerts else None
         if role == "supervisor":
@@ -167,6 +166,12 @@ class TalkBackDesk:
             raise TalkBackRefused(f"alert {alert.alert_id} of button {button} is held by {holder or 'nobody'} "
                                   f"(acknowledged it); only {holder or 'its holder'} or a supervisor may talk")
         return alert
+
+    def _check_free(self, button: str) -> None:
+        busy = self.talks.get(button)
+        if busy is not None:
+            raise TalkBackRefused(f"{busy.operator} is talking to button {button} now; one voice at a time, "
+                                  "wait until they let go")
 
     def _session_of(self, button: str) -> ButtonSession:
         session = self.relay.sessions_by_button.get(button)
