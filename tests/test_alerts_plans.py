@@ -219,3 +219,19 @@ def test_the_console_prints_the_plan_and_the_record_under_a_new_alert(tmp_path, 
     assert "       PLAN   1. Call campus security\n              2. Send the nearest unit to gate 2\n" in out
     assert "       CALL   Campus security: +92 91 921 6701\n" in out
     assert "       NOTE   Gate 2 is locked after 22:00; use gate 1.\n" in out
+
+
+def test_without_a_journal_for_edits_the_board_shows_the_registrys_plans(tmp_path):
+    """A store that cannot run SQL (a cluster's alert bus; here a journal not open) must not stop the board."""
+    import pinkrelay
+    from pinkrelay.web.plans import AlertContext
+
+    from relay_helpers import relay_config
+
+    relay = pinkrelay.Relay(relay_config(tmp_path), registry=load_registry(write_registry(tmp_path)))
+    context = AlertContext(relay, lambda: time.time_ns() // 1000)
+    trio.run(context.load)  # no JournalError out of it: the board's pump would restart forever
+    assert context._warned, "said once in the log (pinkrelay console's logging may have taken the handlers)"
+    shown = context.extend({}, _alert("0199-x", "kp-campus-1", "University campus", time.time_ns() // 1000))
+    assert shown["plan"]["source"] == "registry" and shown["plan"]["steps"][0] == "Call campus security"
+    assert shown["false_alarms_12m"] == 0

@@ -34,8 +34,21 @@ class AlertContext:
         self.false_alarms = FalseAlarms()
 
     async def load(self) -> None:
-        await self.plans.load(self.relay.journal)
-        await self.false_alarms.load(self.relay.journal, self.clock())
+        """Read the edits and counts; a store without them (a cluster's alert bus) leaves both empty.
+
+        The board must never wait on these: without them it shows the
+        registry's plans and no counts, and says why in the log once.
+        """
+        try:
+            await self.plans.load(self.relay.journal)
+            await self.false_alarms.load(self.relay.journal, self.clock())
+        except JournalError as error:
+            if not self._warned:
+                log.warning("action plan edits and false-alarm counts are not available (%s); the web room "
+                            "shows the registry's plans without counts", error)
+                self._warned = True
+
+    _warned = False
 
     def site_name(self, alert: Alert) -> str:
         if alert.site is not None:

@@ -51,6 +51,10 @@ async def report_for(relay: Any, query: bytes, role: str, room: str) -> tuple[in
         return 400, {"error": f"room {wanted!r} is not a room name"}
     if role != "supervisor":
         wanted = room  # an operator reports on her own room
+    path = getattr(relay.journal, "path", None)
+    if path is None:
+        return 503, {"error": "reports read the SQLite journal, which this relay does not keep (a cluster relay); "
+                              "run pinkrelay report where a journal is"}
     registry = relay.registry
 
     def rooms_of(button: str) -> tuple[str, ...]:
@@ -59,7 +63,7 @@ async def report_for(relay: Any, query: bytes, role: str, room: str) -> tuple[in
 
     def compute() -> dict[str, Any]:
         tz = datetime.now().astimezone().tzinfo
-        conn = reports.open_read_only(relay.journal.path)
+        conn = reports.open_read_only(path)
         try:
             return reports.compute(conn, since_us=since, until_us=until, rooms_of=rooms_of, room=wanted, tz=tz)
         finally:
