@@ -159,6 +159,7 @@ def cli_button(relay, tmp_path: Path, *extra: str) -> list[str]:
             "--secret-file", str(secret), "--video", "160x120@10", "--json", *extra]
 
 
+@pytest.mark.core_independent  # the CLI and the evidence files; the relay path runs in both cores above
 @trio_test
 async def test_pinkrelay_button_plays_talkback_into_its_wav_file(tmp_path):
     wav_path = tmp_path / "cli-heard.wav"
@@ -207,6 +208,7 @@ def test_pinkrelay_button_speaker_without_audio_output_fails_clearly(tmp_path):
     assert "cannot play talk-back on a speaker" in result.stderr and "--talkback-wav FILE" in result.stderr
 
 
+@pytest.mark.core_independent  # the CLI and the evidence files; the relay path runs in both cores above
 @trio_test
 async def test_talkback_about_a_recorded_alert_is_kept_in_its_evidence_chained_and_signed(tmp_path):
     """The operator's words go into the incident's evidence as talk-001.ogg, verified like every segment."""
