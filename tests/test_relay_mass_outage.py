@@ -12,12 +12,17 @@ grouping rules themselves are tested sans-IO.
 from __future__ import annotations
 
 import pytest
+import io
+
 import trio
 from trio.testing import trio_test
 
 import pinkrelay
 from pinkrelay.protocol import Alert, AlertUpdate, Heartbeat, Site
+from pinkrelay.cli.common import Output
+from pinkrelay.cli.console import ConsoleView
 from pinkrelay.relay.outage import OutageGroups
+from pinkrelay.web.app import ControlRoom
 
 from relay_helpers import (
     button_client,
@@ -26,6 +31,7 @@ from relay_helpers import (
     raw_button,
     raw_session,
     relay_config,
+    TOKEN,
     secret_for,
     wait_until,
     wall_us,
@@ -73,6 +79,11 @@ async def test_two_thousand_buttons_offline_at_once_raise_one_alert_per_district
         await nursery.start(console.run)
         seen: list = []
         nursery.start_soon(collect_events, console, seen)
+        # What an operator at 'pinkrelay console' reads, from a second console.
+        terminal = io.StringIO()
+        view = ConsoleView(console_client(relay, "desk-2", TOKEN + "-2"), Output(False, terminal))
+        await nursery.start(view.client.run)
+        nursery.start_soon(view.run)
         survivor = button_client(relay, "kp-survivor")
         await nursery.start(survivor.run)
 
@@ -137,6 +148,14 @@ async def test_two_thousand_buttons_offline_at_once_raise_one_alert_per_district
         escalations = [e for e in seen if isinstance(e, AlertUpdate) and e.level and e.alert_id != press.alert_id]
         assert sorted(e.alert_id for e in escalations) == sorted(ids)  # once per group
         await wait_until(lambda: relay.stats()["offline_grouped"] == len(doomed), what="every member grouped")
+        lines = terminal.getvalue().splitlines()
+        assert sum(line.startswith("ALERT  MASS OUTAGE in district ") for line in lines) == len(DISTRICTS)
+        assert any(line.startswith(f"OUTAGE mass outage in district Mardan: {PER_DISTRICT} of {PER_DISTRICT}")
+                   for line in lines)
+        assert not any("button went silent" in line for line in lines)
+        assert sum(line.startswith("OFFLINE") for line in lines) < 100, "one line per button offline"
+        board = ControlRoom(relay)._alert_json(outages()[0])  # what a web board that loads now shows
+        assert f"{PER_DISTRICT} of {PER_DISTRICT} buttons offline" in board["outage"]
         stored = await relay.journal.recent_alerts(0)
         quiet = [a for a in stored if a.kind == "offline"]
         assert len(quiet) <= len(doomed) and all(a.state == "duplicate" and a.duplicate_of in ids for a in quiet)

@@ -70,6 +70,9 @@ LEGACY_SECRET_FILE = "console-token"
 DEFAULT_DATA_DIR = Path("var")
 #: ButtonState events this soon after signing in are the relay's snapshot of every button.
 SNAPSHOT_SECONDS = 0.3
+#: Button state lines a second before the rest of that second's changes are summarised in one line
+#: (a mass outage takes hundreds of buttons offline at once; the alert says so in one line).
+STATE_LINES_PER_SECOND = 3
 #: Live frames whose latency the summary's median is taken over (the most recent).
 LATENCY_SAMPLES = 100_000
 #: A stream watched for less than this is reported with the next second's numbers.
@@ -325,6 +328,9 @@ class ConsoleView:
         self.streams: dict[str, StreamView] = {}
         self.snapshot_until = trio.current_time() + SNAPSHOT_SECONDS
         self.snapshot: dict[str, str] = {}
+        #: Button state changes this second: how many were printed, and those held for the summary line.
+        self.state_lines: dict[str, int] = {}
+        self.held_states: dict[str, list[str]] = {}
 
     # -- running -----------------------------------------------------------------
 
@@ -338,6 +344,7 @@ class ConsoleView:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._stats_every_second)
             nursery.start_soon(self._snapshot_timer)
+            nursery.start_soon(self._state_summaries)
             async for event in self.client.events():
                 self.handle(event)
 
@@ -399,12 +406,14 @@ class ConsoleView:
             age = f"open since {latency / 1000:.0f} s ago"
         else:
             age = f"open since {latency / 60_000:.0f} min ago"
-        what = "button went silent" if alert.kind == "offline" else alert.kind.upper()
+        what = {"offline": "button went silent", "mass_outage": "MASS OUTAGE"}.get(alert.kind, alert.kind.upper())
         repeat = f" (repeat press of alert {alert.duplicate_of})" if alert.duplicate_of else ""
         level = f", escalation level {alert.level}" if alert.level else ""
+        place = site.name if site else "unknown site"
         self.out.say(
-            f"ALERT  {what} at {alert.button}: {site.name if site else 'unknown site'} - "
+            f"ALERT  {what} " + (f"at {alert.button}: {place}" if alert.button else f"in {place}") + " - "
             f"{alert.state}{repeat}{level}, {utc_clock(alert.pressed_at)}, {age}"
+            + ("; one alert for all its silent buttons, their count follows" if alert.kind == "mass_outage" else "")
         )
         if site is not None and trio.current_time() >= self.snapshot_until:
             where = ", ".join(
@@ -448,6 +457,10 @@ class ConsoleView:
         unit = f", unit {update.unit}" if update.unit else ""
         level = f", escalation level {update.level}" if update.level else ""
         note = f": {update.note}" if update.note else ""
+        if known is not None and known.kind == "mass_outage" and update.operator == "relay" \
+                and update.note.startswith("mass outage") and not update.level:
+            self.out.say(f"OUTAGE {update.note} (alert {update.alert_id})")
+            return
         self.out.say(f"UPDATE alert {update.alert_id}: {update.state}{by}{unit}{level}{note}")
 
     def _button_state(self, event: ButtonState) -> None:
@@ -462,7 +475,22 @@ class ConsoleView:
             self.snapshot[event.button] = event.state
             return
         self._report_snapshot()
+        printed = self.state_lines.get(event.state, 0)
+        if printed >= STATE_LINES_PER_SECOND:
+            self.held_states.setdefault(event.state, []).append(event.button)
+            return
+        self.state_lines[event.state] = printed + 1
         self.out.say(f"{event.state.upper():7} {self._name(event.button)}")
+
+    async def _state_summaries(self) -> None:
+        """Once a second: one line for the button state changes held back in that second."""
+        while True:
+            await trio.sleep(1.0)
+            held, self.held_states = self.held_states, {}
+            self.state_lines = {}
+            for state, buttons in held.items():
+                shown = ", ".join(buttons[:8]) + (f" and {len(buttons) - 8} more" if len(buttons) > 8 else "")
+                self.out.say(f"{state.upper():7} {len(buttons)} more buttons: {shown}")
 
     async def _snapshot_timer(self) -> None:
         await trio.sleep_until(self.snapshot_until)

@@ -181,5 +181,12 @@ class OutageDesk:
                       "buttons back online", alert_id=outage.alert_id, group=outage.group)
             await relay._resolve_offline(outage.alert_id)
 
+    def summary_of(self, alert_id: str) -> str | None:
+        """The live line of an open mass outage's alert (for a board that loads it between updates)."""
+        for outage in self.groups.open.values():
+            if outage.alert_id == alert_id:
+                return outage.summary(len(self.members(outage.group)))
+        return None
+
     def stats(self) -> dict[str, int]:
         return {"mass_outages_open": len(self.groups.open), "offline_grouped": self.grouped}

@@ -351,7 +351,10 @@ class ControlRoom:
             viewer.send_json_text(text)
 
     def _alert_json(self, alert: Alert) -> dict[str, Any]:
-        return self.context.extend(alert_json(alert), alert)
+        data = self.context.extend(alert_json(alert), alert)
+        if alert.kind == "mass_outage":
+            data["outage"] = self.relay.outages.summary_of(alert.alert_id) or ""
+        return data
 
     async def _open_alerts_for(self, session: WebSession) -> list[Alert]:
         """The open alerts this operator's room sees, newest first."""

@@ -44,6 +44,15 @@ const STATE_LABEL = {
 };
 const CLOSED_LINGER_MS = 8000;
 
+// The latest count and list of a mass outage: the relay's newest note, else what the board loaded.
+function outageLine(item) {
+  for (let i = item.history.length - 1; i >= 0; i -= 1) {
+    const u = item.history[i];
+    if (u.operator === "relay" && u.note && !u.level && u.note.startsWith("mass outage")) return u.note;
+  }
+  return item.alert.outage || "Many buttons of this district went silent together; the list follows.";
+}
+
 function el(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -227,7 +236,7 @@ export class Board {
     node.dataset.alertId = alert.alert_id;
     node.dataset.button = alert.button;
     const head = el("div", "alert-head");
-    item.kindTag = el("span", `tag kind-${alert.kind}`, alert.kind);
+    item.kindTag = el("span", `tag kind-${alert.kind}`, alert.kind.replace("_", " "));
     item.urgency = el("span", "tag urgency");
     const site = alert.site || this.siteOf(alert.button);
     item.siteName = el("strong", "site-name", site ? site.name : alert.button);
@@ -235,13 +244,16 @@ export class Board {
     head.append(item.kindTag, item.urgency, item.siteName, item.stateTag);
     const meta = el("div", "alert-meta");
     const where = site ? [site.kind, site.district, site.address].filter(Boolean).join(" · ") : "";
-    meta.append(el("span", "button-id", alert.button));
-    if (where) meta.append(document.createTextNode(` · ${where}`));
+    if (alert.button) meta.append(el("span", "button-id", alert.button));
+    if (where) meta.append(document.createTextNode(`${alert.button ? " · " : ""}${where}`));
     meta.append(document.createTextNode(" · pressed "));
     const time = el("time", "pressed", clockTime(alert.pressed_at));
     time.dateTime = new Date(alert.pressed_at / 1000).toISOString();
     meta.append(time);
     item.repeatText = el("div", "repeat");
+    // A mass outage (many buttons of a district silent together): its live count and list of buttons.
+    item.outageText = el("div", "outage");
+    item.outageText.hidden = alert.kind !== "mass_outage";
     item.record = el("div", "site-record");
     item.planBox = el("section", "plan");
     item.planBox.hidden = true;
@@ -261,7 +273,7 @@ export class Board {
       if (event.animationName === "flash") node.classList.remove("flash");
     });
     node.addEventListener("pointerdown", () => this.select(alert.alert_id));
-    node.append(head, meta, item.record, item.planBox, item.repeatText, history, item.actions, item.form, item.error);
+    node.append(head, meta, item.outageText, item.record, item.planBox, item.repeatText, history, item.actions, item.form, item.error);
     return node;
   }
 
@@ -275,6 +287,7 @@ export class Board {
     item.stateTag.textContent = STATE_LABEL[alert.state] || alert.state;
     this.showUrgency(item);
     item.repeatText.textContent = item.repeats ? `Pressed again ×${item.repeats}` : "";
+    if (alert.kind === "mass_outage") item.outageText.textContent = outageLine(item);
     item.record.textContent = falseAlarmText(alert.false_alarms_12m);
     item.record.classList.toggle("warn", (alert.false_alarms_12m || 0) > 0);
     if (item.shownPlan !== alert.plan) {
@@ -282,7 +295,7 @@ export class Board {
       item.planView.show(alert.plan);
     }
     item.historyList.replaceChildren(
-      ...item.history.slice(-3).map((u) => {
+      ...item.history.filter((u) => alert.kind !== "mass_outage" || !u.note.startsWith("mass outage")).slice(-3).map((u) => {
         if (u.operator === "relay" && u.state === "raised" && u.level) { // the relay's escalation step
           return el("li", "escalation", `${clockTime(u.at)} ${u.note || `escalated to level ${u.level}`}`);
         }
