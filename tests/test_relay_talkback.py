@@ -308,3 +308,25 @@ async def test_two_operators_pressing_at_once_get_one_talk_and_one_refusal(tmp_p
         assert relay.talkback.talks == {}
         nursery.cancel_scope.cancel()
     player.close()
+
+
+def test_a_speaker_without_sounddevice_plays_through_aplay_as_raw_48k_mono(monkeypatch, tmp_path):
+    """ALSA's aplay gets 16-bit little-endian 48 kHz mono on its stdin (a stand-in aplay records it)."""
+    recorded, arguments = tmp_path / "played.raw", tmp_path / "argv"
+    aplay = tmp_path / "aplay"
+    aplay.write_text(f'#!/bin/sh\necho "$@" > {arguments}\ncat > {recorded}\n')
+    aplay.chmod(0o755)
+    monkeypatch.setitem(sys.modules, "sounddevice", None)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    speaker = SpeakerSink()
+    assert speaker.backend == "aplay"
+    player = TalkBackPlayer([speaker])
+    for seq, packet in enumerate(opus_tone(0.5, TONE_HZ)):
+        player.receive(pinkrelay.TalkBack(talk_id="t", seq=seq, packet=packet))
+    player.close()
+    assert arguments.read_text().split() == ["-q", "-t", "raw", "-f", "S16_LE", "-r", "48000", "-c", "1",
+                                             "--buffer-time=60000"]
+    samples = np.frombuffer(recorded.read_bytes(), "<i2").astype(np.float64)
+    assert len(samples) == player.packets * 960
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    assert abs(np.argmax(spectrum) * 48000 / len(samples) - TONE_HZ) < 5
