@@ -119,6 +119,23 @@ class Directory:
                 continue  # another relay claimed it meanwhile: take the epoch after theirs
             return epoch
 
+    async def holder_now(self, button_id: str) -> Holder | None:
+        """The holder as the bucket has it now (not as this relay last heard); raises if NATS is away."""
+        from nats.js.errors import KeyNotFoundError
+
+        async def read() -> Holder | None:
+            try:
+                entry = await self._buttons.get(token(button_id))
+            except KeyNotFoundError:
+                return None
+            record = msgpack.unpackb(entry.value)
+            return Holder(record["relay"], record["epoch"])
+
+        holder = await self.nats.call(read)
+        if holder is not None:
+            self._seen(button_id, holder)
+        return holder
+
     def _seen(self, button_id: str, holder: Holder) -> None:
         known = self.holders.get(button_id)
         if known is not None and known.epoch >= holder.epoch:

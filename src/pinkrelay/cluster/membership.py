@@ -104,6 +104,27 @@ class Membership:
         holder = self.directory.holders.get(button_id)
         return holder is not None and holder.relay != self.name and button_id not in self.adopted
 
+    async def may_report_offline(self, button_id: str) -> bool:
+        """Ask the bucket itself whether this relay may still speak for the button's silence.
+
+        A relay cut off from the cluster cannot hear that its button was
+        claimed elsewhere; its offline alert, stored once it is back, would
+        be false. So before each attempt it reads the holder: another relay
+        at a higher epoch than this one knows means the button moved. When
+        NATS cannot be read, the store cannot take the alert either, and the
+        attempt is made (and retried) as usual.
+        """
+        known = self.adopted.get(button_id)
+        if known is None:
+            holder = self.directory.holders.get(button_id)
+            known = holder.epoch if holder is not None else 0
+        try:
+            with trio.fail_after(self.directory.lease):
+                now = await self.directory.holder_now(button_id)
+        except Exception:
+            return True
+        return now is None or now.relay == self.name or now.epoch <= known
+
     def offline_alert_id(self, button_id: str) -> str:
         epoch = self.adopted.get(button_id)
         if epoch is None:

@@ -73,7 +73,8 @@ class SupervisionDesk:
                 await self._button_offline(button_id)
 
     async def _button_offline(self, button_id: str) -> None:
-        if self.cluster is not None and self.cluster.moved_away(button_id):
+        if self.cluster is not None and (self.cluster.moved_away(button_id)
+                                         or not await self.cluster.may_report_offline(button_id)):
             return  # another relay holds it now and supervises it
         self._button_state(button_id, "offline")
         session = self.sessions_by_button.get(button_id)
@@ -125,6 +126,10 @@ class SupervisionDesk:
         while True:
             attempt += 1
             await trio.sleep(backoff_delay(attempt, first=ESCALATION_RETRY))
+            if self.cluster is not None and not await self.cluster.may_report_offline(button_id):
+                log_event(log, logging.INFO, f"offline alert {alert.alert_id} for {button_id} dropped: the "
+                          "button signed in at another relay meanwhile", button=button_id, alert_id=alert.alert_id)
+                return
             try:
                 await self.journal.record(alert)
             except JournalError:
