@@ -330,3 +330,16 @@ def test_a_speaker_without_sounddevice_plays_through_aplay_as_raw_48k_mono(monke
     assert len(samples) == player.packets * 960
     spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
     assert abs(np.argmax(spectrum) * 48000 / len(samples) - TONE_HZ) < 5
+
+
+def test_a_packet_that_is_not_opus_costs_its_20_ms_not_the_talk(tmp_path):
+    wav = tmp_path / "mixed.wav"
+    player = TalkBackPlayer([WavSink(wav)])
+    good = opus_tone(0.2, TONE_HZ)
+    lies = [b"\xff" * 50, b"\x03", b"\x0b\xff\xff"]  # bad frame counts and lengths in the TOC
+    for seq, packet in enumerate(good[:5] + lies + good[5:]):
+        player.receive(pinkrelay.TalkBack(talk_id="t", seq=seq, packet=packet))
+    player.receive(pinkrelay.TalkBack(talk_id="t", seq=99, end=True))
+    player.close()
+    assert (player.undecodable, player.packets, player.sessions) == (3, len(good), 1)
+    assert dominant_hz(wav)[1] == len(good) * 960

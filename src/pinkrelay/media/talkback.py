@@ -39,8 +39,9 @@ from typing import Any, Protocol
 import av
 import numpy as np
 
-from ._audio import channel_layout
+from .decoder import Decoder
 from .errors import MediaError, SourceUnavailable
+from .tracks import TrackInfo
 
 __all__ = ["SpeakerSink", "SpeakerUnavailable", "TalkBackPlayer", "WavSink", "ogg_opus"]
 
@@ -216,22 +217,15 @@ class TalkBackPlayer:
         return [(played - captured) / 1000.0 for captured, played in playouts]
 
     def _start(self, talk_id: str) -> None:
-        context = av.CodecContext.create("opus", "r")
-        context.sample_rate = SAMPLE_RATE
-        context.layout = channel_layout(1)
-        try:
-            context.open()
-        except av.FFmpegError as error:
-            raise MediaError(f"cannot open an Opus decoder for talk-back: {error}") from error
-        self._decoder = context
+        self._decoder = Decoder(TrackInfo(kind="audio", codec="opus", sample_rate=SAMPLE_RATE, channels=1))
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
         self.talk_id = talk_id
         self.sessions += 1
 
     def _decode(self, packet: bytes) -> bytes:
         try:
-            frames = self._decoder.decode(av.Packet(packet))
-        except av.FFmpegError:
+            frames = self._decoder.decode(packet)
+        except MediaError:
             # One bad packet costs 20 ms of sound, not the session.
             self.undecodable += 1
             return b""

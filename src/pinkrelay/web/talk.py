@@ -28,17 +28,16 @@ flood gets one error message a second, never a closed board.
 from __future__ import annotations
 
 import logging
-import struct
 from typing import Any
 
 from ..errors import TalkBackRefused
 from ..protocol.events import MAX_TALKBACK_PACKET
 from ..relay.talkback import Talk
+from .live import HEADER, VERSION
 
 log = logging.getLogger("pinkrelay.web")
 
-HEADER = struct.Struct(">BBHQ")
-VERSION = 1
+#: The flag of live.py's framing that marks talk-back (page → relay); live media uses 1, 2 and 4.
 FLAG_TALKBACK = 8
 #: Seconds between two complaints to one page about what it sends.
 COMPLAINT_INTERVAL = 1.0
