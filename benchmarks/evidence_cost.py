@@ -14,8 +14,8 @@ buttons:
 
 Per run: the relay's CPU (share of a core over the measured window, from
 /proc), its RSS at the end, and the live viewers' video latency (capture
-timestamp to arrival at the console; the buttons send each message at its
-timestamp, so this is what the relay and loopback add) p50/p99. Prints one
+timestamp, taken as the message leaves the button, to arrival at a console
+in a separate viewers' process: what the relay and loopback add) p50/p99. Prints one
 line per run and the differences, and saves JSON under benchmarks/results/.
 """
 
@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,22 +55,10 @@ def percentile(values: list[float], fraction: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-async def drive(ports: tuple[int, int], ids: list[tuple[str, str]], token: str, clip: Any, args: argparse.Namespace,
-                presses: int, relay_pid: int) -> dict[str, Any]:
-    tracks = [clip.video.to_dict(), clip.audio.to_dict()]
-    buttons = [ButtonClient(Address("127.0.0.1", ports[0]), button_id, secret.encode(), tracks=tracks)
-               for button_id, secret in ids]
-    watched = [button_id for button_id, _ in ids[:args.recording]]
-    latencies: list[float] = []
+async def view(port: int, token: str, watched: list[str], seconds: float) -> None:
+    """The viewers' process: two consoles watching ``watched``; prints video latencies (µs) as JSON at the end."""
+    latencies: list[int] = []
     measuring = False
-    result: dict[str, Any] = {}
-
-    async def stream(button: ButtonClient) -> None:
-        start = trio.current_time() + 0.5
-        base = time.time_ns() // 1000 + 500_000
-        for packet in clip.replay(0):
-            await trio.sleep_until(start + packet.pts_us / 1e6)
-            button.send_media(packet.kind, packet.data, base + packet.pts_us, packet.keyframe)
 
     async def watch(console: ConsoleClient, button_ids: list[str]) -> None:
         for button_id in button_ids:
@@ -79,29 +69,63 @@ async def drive(ports: tuple[int, int], ids: list[tuple[str, str]], token: str, 
                 latencies.append(time.time_ns() // 1000 - event.timestamp)
 
     async with trio.open_nursery() as nursery:
-        for button in buttons:
-            await nursery.start(button.run)
-            nursery.start_soon(stream, button)
-        consoles = [ConsoleClient(Address("127.0.0.1", ports[1]), "bench", token.encode()) for _ in range(2)]
+        consoles = [ConsoleClient(Address("127.0.0.1", port), "bench", token.encode()) for _ in range(2)]
         half = len(watched) // 2
         for console, share in zip(consoles, (watched[:half], watched[half:]), strict=True):
             await nursery.start(console.run)
             nursery.start_soon(watch, console, share)
-        await trio.sleep(args.warmup)  # every ring is full (pre_roll) before the window
-        for button in buttons[:presses]:
-            button.start_press()
-        await trio.sleep(1.0)
+        # Start measuring on the driver's word (a line on stdin), stop on the next.
+        await trio.to_thread.run_sync(sys.stdin.readline)
         measuring = True
-        cpu_start, wall_start = load.proc_cpu(relay_pid), time.monotonic()
-        await trio.sleep(args.seconds)
-        cpu_end, wall_end = load.proc_cpu(relay_pid), time.monotonic()
+        await trio.to_thread.run_sync(sys.stdin.readline)
         measuring = False
-        result["relay_cpu_percent"] = 100 * (sum(cpu_end) - sum(cpu_start)) / (wall_end - wall_start)
-        result["relay_rss_mb"] = (load.proc_status(relay_pid, "VmRSS") or 0) / 1024
-        result["latency_p50_ms"] = percentile(latencies, 0.5) / 1000
-        result["latency_p99_ms"] = percentile(latencies, 0.99) / 1000
-        result["media_received"] = len(latencies)
+        print(json.dumps(latencies), flush=True)
         nursery.cancel_scope.cancel()
+
+
+async def drive(ports: tuple[int, int], ids: list[tuple[str, str]], token: str, clip: Any, args: argparse.Namespace,
+                presses: int, relay_pid: int) -> dict[str, Any]:
+    tracks = [clip.video.to_dict(), clip.audio.to_dict()]
+    buttons = [ButtonClient(Address("127.0.0.1", ports[0]), button_id, secret.encode(), tracks=tracks)
+               for button_id, secret in ids]
+    watched = [button_id for button_id, _ in ids[:args.recording]]
+    result: dict[str, Any] = {}
+
+    async def stream(button: ButtonClient) -> None:
+        start = trio.current_time() + 0.5
+        for packet in clip.replay(0):
+            await trio.sleep_until(start + packet.pts_us / 1e6)
+            # Stamped when it leaves, so the load process's own lag is not counted as the relay's.
+            button.send_media(packet.kind, packet.data, time.time_ns() // 1000, packet.keyframe)
+
+    viewers = subprocess.Popen([sys.executable, __file__, "--view", str(ports[1]), token, ",".join(watched)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        async with trio.open_nursery() as nursery:
+            for button in buttons:
+                await nursery.start(button.run)
+                nursery.start_soon(stream, button)
+            await trio.sleep(args.warmup)  # every ring is full (pre_roll) before the window
+            for button in buttons[:presses]:
+                button.start_press()
+            await trio.sleep(1.0)
+            viewers.stdin.write("start\n")
+            viewers.stdin.flush()
+            cpu_start, wall_start = load.proc_cpu(relay_pid), time.monotonic()
+            await trio.sleep(args.seconds)
+            cpu_end, wall_end = load.proc_cpu(relay_pid), time.monotonic()
+            viewers.stdin.write("stop\n")
+            viewers.stdin.flush()
+            latencies = json.loads(await trio.to_thread.run_sync(viewers.stdout.readline))
+            result["relay_cpu_percent"] = 100 * (sum(cpu_end) - sum(cpu_start)) / (wall_end - wall_start)
+            result["relay_rss_mb"] = (load.proc_status(relay_pid, "VmRSS") or 0) / 1024
+            result["latency_p50_ms"] = percentile(latencies, 0.5) / 1000
+            result["latency_p99_ms"] = percentile(latencies, 0.99) / 1000
+            result["media_received"] = len(latencies)
+            nursery.cancel_scope.cancel()
+    finally:
+        viewers.kill()
+        viewers.wait()
     return result
 
 
@@ -131,6 +155,9 @@ def run(kind: str, args: argparse.Namespace, clip: Any) -> dict[str, Any]:
 
 
 def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] == "--view":
+        trio.run(view, int(sys.argv[2]), sys.argv[3], sys.argv[4].split(","), 0.0)
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--buttons", type=int, default=100)
     parser.add_argument("--recording", type=int, default=20)
@@ -140,10 +167,11 @@ def main() -> None:
     args = parser.parse_args()
     args.warmup = args.warmup or args.pre_roll + 1.0
     clip = encode_clip(4, width=320, height=240, fps=15, bitrate=250_000, label="evidence", gop_seconds=1.0)
+    load_before = os.getloadavg()
     runs = [run(kind, args, clip) for kind in ("off", "preroll", "recording")]
     for r in runs:
         print(f"{r['run']:<9} relay CPU {r['relay_cpu_percent']:5.1f} % of a core, RSS {r['relay_rss_mb']:6.1f} MB, "
-              f"viewers' media latency p50 {r['latency_p50_ms']:.2f} ms p99 {r['latency_p99_ms']:.2f} ms "
+              f"viewers' video latency p50 {r['latency_p50_ms']:.2f} ms p99 {r['latency_p99_ms']:.2f} ms "
               f"({r['media_received']} messages), recordings {r['recordings']} ({r['evidence_mb']:.1f} MB)")
     off, preroll, recording = runs
     print(f"pre-roll on {args.buttons} streams: +{preroll['relay_cpu_percent'] - off['relay_cpu_percent']:.1f} % CPU, "
@@ -154,7 +182,12 @@ def main() -> None:
           f"({100 * (recording['latency_p99_ms'] / preroll['latency_p99_ms'] - 1):+.0f} %)")
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"evidence-cost-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1))
+    path.write_text(json.dumps({
+        "command": "python benchmarks/evidence_cost.py " + " ".join(sys.argv[1:]),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "python": platform.python_version(), "cpus": os.cpu_count(),
+        "load_average_before": load_before, "load_average_after": os.getloadavg(),
+        "args": vars(args), "runs": runs}, indent=1))
     print(f"saved {path}")
 
 

@@ -20,7 +20,10 @@ from pinkrelay.alerts.lifecycle import LifecycleError
 from pinkrelay.media import encode_clip
 from pinkrelay.operators import OperatorStore
 
-from test_web_browser import CHROMIUM_ARGS, CHROMIUM, RoomThread, sync_api, wait_until
+from test_web_browser import CHROMIUM, CHROMIUM_ARGS, RoomThread, sync_api, wait_until
+
+#: The page, its routes and the audit: nothing the core mode changes (test_evidence.py records in both).
+pytestmark = pytest.mark.core_independent
 
 INVESTIGATOR, INVESTIGATOR_SECRET = "irfan", "irfan-secret-for-tests-1"
 OUTSIDER, OUTSIDER_SECRET = "bilal", "bilal-secret-for-tests-1"

@@ -1,0 +1,72 @@
+"""Pre-roll rings (relay/evidence/preroll.py) in memory: whole GOPs, pre_roll seconds, one shared budget."""
+
+from __future__ import annotations
+
+from pinkrelay._core import Lane, Message, encode_media
+from pinkrelay.relay.evidence.preroll import LOW_WATER, Preroll
+
+FPS = 10
+
+
+def message(seq: int, *, keyframe: bool = False, audio: bool = False, size: int = 1000) -> Message:
+    lane = Lane.AUDIO if audio else Lane.VIDEO
+    chunks = tuple(encode_media(1, lane, seq, seq * 1000, b"\0" * size, keyframe, 65536))
+    return Message(1, int(lane), seq, seq * 1000, keyframe, chunks, size)
+
+
+def feed(ring, seconds: float, *, start: float = 0.0, gop: int = FPS) -> float:
+    """Video at FPS with a keyframe every ``gop`` frames and one audio message per frame; returns the clock."""
+    frames = int(seconds * FPS)
+    now = start
+    for n in range(frames):
+        now = start + n / FPS
+        ring.offer(message(n, keyframe=n % gop == 0), now)
+        ring.offer(message(n, audio=True, size=100), now)
+    return now
+
+
+def test_a_ring_keeps_the_fewest_whole_gops_that_reach_pre_roll_back_and_shares_the_message_objects():
+    preroll = Preroll(pre_roll=3.0, budget_bytes=10**9)
+    ring = preroll.open("kp-1")
+    now = feed(ring, 10.0)
+    held = ring.messages()
+    assert held[0].keyframe and held[0].lane == Lane.VIDEO
+    assert 3.0 <= ring.span(now) < 4.0  # three seconds back, at most one GOP more
+    assert ring.gop_count == 4
+    assert preroll.nbytes == ring.nbytes == sum(m.wire_size for m in held)
+    probe = message(999, keyframe=True)
+    ring.offer(probe, now + 0.1)
+    assert ring.messages()[-1] is probe  # a reference, not a copy
+
+
+def test_audio_before_the_first_keyframe_is_not_kept():
+    preroll = Preroll(pre_roll=3.0, budget_bytes=10**9)
+    ring = preroll.open("kp-1")
+    ring.offer(message(1, audio=True), 0.0)
+    ring.offer(message(2), 0.0)
+    assert ring.messages() == [] and preroll.nbytes == 0
+
+
+def test_over_the_budget_the_longest_ring_loses_whole_gops_first():
+    gop_bytes = FPS * (message(0).wire_size + message(0, audio=True, size=100).wire_size)
+    preroll = Preroll(pre_roll=20.0, budget_bytes=int(gop_bytes * 12.5))
+    long_ring, short_ring = preroll.open("kp-long"), preroll.open("kp-short")
+    feed(long_ring, 10.0)
+    now = feed(short_ring, 3.0, start=7.0)
+    assert preroll.gops_cut_for_budget > 0
+    assert preroll.nbytes <= preroll.budget_bytes
+    # The long ring paid: it still starts at a keyframe, the short one kept all three seconds.
+    assert short_ring.gop_count == 3
+    assert long_ring.messages()[0].keyframe
+    assert long_ring.span(now) < 10.0
+    stats = preroll.stats(now)
+    assert stats["preroll_bytes"] == preroll.nbytes and stats["preroll_gops_cut_for_budget"] > 0
+    assert preroll.nbytes <= preroll.budget_bytes and LOW_WATER < 1
+
+
+def test_closing_a_stream_frees_its_ring():
+    preroll = Preroll(pre_roll=3.0, budget_bytes=10**9)
+    ring = preroll.open("kp-1")
+    feed(ring, 2.0)
+    preroll.close("kp-1", ring)
+    assert preroll.nbytes == 0 and preroll.rings == {}
