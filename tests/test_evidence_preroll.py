@@ -70,3 +70,29 @@ def test_closing_a_stream_frees_its_ring():
     feed(ring, 2.0)
     preroll.close("kp-1", ring)
     assert preroll.nbytes == 0 and preroll.rings == {}
+
+
+def test_retention_and_the_disk_high_water_delete_the_oldest_unheld_finished_recordings(tmp_path):
+    from pinkrelay.relay.evidence.manifest import Manifest
+    from pinkrelay.relay.evidence.store import EvidenceStore
+
+    store = EvidenceStore(tmp_path / "evidence", tmp_path)
+    day = 86400 * 10**6
+    now = 100 * day
+    for alert_id, started, state in (("old", now - 95 * day, "complete"), ("held", now - 200 * day, "complete"),
+                                     ("open", now - 300 * day, "recording"), ("recent", now - day, "complete"),
+                                     ("newest", now - 1000, "complete")):
+        directory = store.directory(alert_id)
+        directory.mkdir(parents=True)
+        manifest = Manifest.new(alert_id=alert_id, button="kp-1", relay="r", started_at=started, reason="press")
+        manifest.data["state"] = state
+        manifest.data["ended_at"] = started + 1
+        manifest.save(directory, None)
+    store.place_hold("held", "sup-1", "case 9")
+    deleted = store.sweep(retention_days=90, high_water=1.0, now_us=now)
+    assert [d.alert_id for d in deleted] == ["old"] and "evidence_retention_days" in deleted[0].reason
+    # A disk above its high-water mark: the oldest finished, unheld ones go, one at a time.
+    deleted = store.sweep(retention_days=90, high_water=0.0, now_us=now)
+    assert [d.alert_id for d in deleted] == ["recent", "newest"]
+    assert all("evidence_disk_high_water" in d.reason for d in deleted)
+    assert sorted(path.name for path in store.root.iterdir()) == ["held", "open"]

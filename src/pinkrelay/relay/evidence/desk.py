@@ -74,8 +74,15 @@ class EvidenceDesk:
     # -- running ---------------------------------------------------------------------------------
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        self.store.root.mkdir(parents=True, exist_ok=True)
-        key = load_or_create_key(self.config.data_dir)
+        """Run beside the relay; evidence that cannot be stored never stops the relay, it says why."""
+        key = None
+        try:
+            self.store.root.mkdir(parents=True, exist_ok=True)
+            key = load_or_create_key(self.config.data_dir)
+        except (OSError, ValueError) as error:
+            log_event(log, logging.ERROR, f"evidence: {error}; recordings are made but cannot be signed or may "
+                      f"fail to be written: check {self.store.root} and {self.config.data_dir}",
+                      decision="evidence-unsigned")
         token = trio.lowlevel.current_trio_token()
         self.writer = EvidenceWriter(key=key, segment_us=int(self.config.evidence_segment * 1e6),
                                      queue_bytes=self.config.evidence_queue_bytes,
@@ -93,24 +100,40 @@ class EvidenceDesk:
                     nursery.start_soon(self._sweeps)
                     task_status.started()
                     async for item in events:
-                        if isinstance(item, Alert):
-                            self.alert_raised(item)
-                        elif isinstance(item, AlertUpdate):
-                            self.alert_changed(item)
+                        try:
+                            if isinstance(item, Alert):
+                                self.alert_raised(item)
+                            elif isinstance(item, AlertUpdate):
+                                self.alert_changed(item)
+                        except (OSError, ValueError) as error:
+                            alert_id = getattr(item, "alert_id", "?")
+                            log_event(log, logging.ERROR, f"RECORDING NOT STARTED for alert {alert_id}: {error}; "
+                                      "alerts and live video go on", alert_id=alert_id,
+                                      decision="evidence-stopped")
+                            self.counters["evidence_recordings_failed"] += 1
         finally:
             for recording in list(self.recordings.values()):
                 self.writer.end_part(recording, "relay stopped")
             self.writer.stop()
 
     async def _resume(self) -> None:
-        for manifest in self.store.recordings():
+        try:
+            unfinished = self.store.recordings()
+        except OSError as error:
+            log.error("evidence: cannot read %s to resume recordings: %s", self.store.root, error)
+            unfinished = []
+        for manifest in unfinished:
             if manifest.data["state"] != "recording":
                 continue
             alert_id = manifest.data["alert_id"]
             directory = self.store.directory(alert_id)
-            for line in recover(directory, manifest):
-                log.info("recording %s: %s", alert_id, line)
-            alert = await self.relay.journal.get(alert_id)
+            try:
+                for line in recover(directory, manifest):
+                    log.info("recording %s: %s", alert_id, line)
+                alert = await self.relay.journal.get(alert_id)
+            except OSError as error:
+                log.error("recording %s cannot be resumed: %s", alert_id, error)
+                continue
             recording = Recording(alert_id=alert_id, button_id=manifest.data["button"], directory=directory,
                                   manifest=manifest)
             recording.part = len(manifest.data["parts"])
@@ -148,9 +171,14 @@ class EvidenceDesk:
     async def _sweeps(self) -> None:
         while True:
             busy = frozenset(self.recordings)
-            deleted = await trio.to_thread.run_sync(lambda: self.store.sweep(
-                retention_days=self.config.evidence_retention_days,
-                high_water=self.config.evidence_disk_high_water, busy=busy))
+            try:
+                deleted = await trio.to_thread.run_sync(lambda: self.store.sweep(
+                    retention_days=self.config.evidence_retention_days,
+                    high_water=self.config.evidence_disk_high_water, busy=busy))
+            except OSError as error:
+                log.error("evidence retention sweep of %s failed: %s; trying again in %g s", self.store.root,
+                          error, SWEEP_INTERVAL)
+                deleted = []
             for item in deleted:
                 self.counters["evidence_recordings_deleted"] += 1
                 log_event(log, logging.WARNING, f"recording of alert {item.alert_id} deleted ({item.bytes} "
