@@ -5,8 +5,11 @@
 Starts a 3-node nats-server cluster on loopback (tests/nats_helpers.py), makes
 an R=3 file stream, and times JetStream publish-to-PubAck from N tasks:
 
-* ``thread``: nats-py on an asyncio loop in a thread of its own (NatsThread below);
-* ``trio-asyncio``: pinkrelay.cluster.bridge.NatsLoop, nats-py inside trio's loop (what the relay uses);
+* ``thread``: nats-py on an asyncio loop in a thread of its own, one handoff per call (NatsThread below);
+* ``batched``: pinkrelay.cluster.bridge.NatsThread, the same with calls and replies in batches (what
+  the relay uses);
+* ``trio-asyncio``: nats-py inside trio's loop (NatsLoop below), run last, since importing trio_asyncio
+  changes asyncio for the rest of the process;
 * ``asyncio``: nats-py alone, the anchor (no trio at all).
 
 Each line: publishes per second and p50/p99 of one publish as its caller sees it.
@@ -15,6 +18,7 @@ Each line: publishes per second and p50/p99 of one publish as its caller sees it
 from __future__ import annotations
 
 import argparse
+import logging
 import asyncio
 import concurrent.futures
 import threading
@@ -28,14 +32,16 @@ from pathlib import Path
 import outcome
 import trio
 
+log = logging.getLogger("bench")
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from nats_helpers import NatsCluster  # noqa: E402
 
-from pinkrelay.cluster.bridge import NatsLoop  # noqa: E402
+from pinkrelay.cluster.bridge import NatsThread as BatchedThread  # noqa: E402
 
 
 class NatsThread:
-    """The alternative measured: nats-py on an asyncio loop in its own thread, each call handed across."""
+    """An alternative measured: nats-py on an asyncio loop in its own thread, each call handed across alone."""
 
     def __init__(self, name: str = "pinkrelay-nats") -> None:
         self.name = name
@@ -123,6 +129,57 @@ class NatsThread:
             pass
 
 
+class NatsLoop:
+    """The other alternative measured: nats-py on an asyncio loop on trio's own, through trio-asyncio."""
+
+    def __init__(self) -> None:
+        self.loop: Any = None
+        self._stop = trio.Event()
+        self._stopped = trio.Event()
+
+    async def start(self) -> None:
+        if self.loop is not None:
+            return
+        import trio_asyncio
+
+        ready = trio.Event()
+
+        async def host() -> None:
+            try:
+                async with trio_asyncio.open_loop() as loop:
+                    self.loop = loop
+                    ready.set()
+                    await self._stop.wait()
+            except Exception:  # a system task's error would end the whole trio run
+                log.exception("the asyncio loop for NATS stopped")
+            finally:
+                self.loop = None
+                ready.set()
+                self._stopped.set()
+
+        trio.lowlevel.spawn_system_task(host, name="pinkrelay-nats-loop")
+        await ready.wait()
+        if self.loop is None:
+            raise RuntimeError("the asyncio loop for NATS did not start (see the log)")
+
+    async def stop(self) -> None:
+        """Close the loop (what still runs on it is cancelled) and wait until it has."""
+        if self.loop is None and not self._stopped.is_set():
+            return
+        self._stop.set()
+        await self._stopped.wait()
+
+    async def call(self, function: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+        """Run ``await function(*args, **kwargs)`` on the asyncio loop and return its result (or raise its error)."""
+        if self.loop is None:
+            raise RuntimeError("the asyncio loop for NATS is not running; start() it first")
+        return await self.loop.run_aio_coroutine(function(*args, **kwargs))
+
+    def to_trio(self, function: Callable[..., Any], *args: Any) -> None:
+        """From the asyncio loop: run ``function(*args)`` for trio now, in the order of the calls."""
+        function(*args)
+
+
 def _report(name: str, writers: int, latencies: list[float], elapsed: float) -> None:
     latencies.sort()
     p = lambda q: latencies[min(len(latencies) - 1, int(len(latencies) * q))] * 1000  # noqa: E731
@@ -158,10 +215,9 @@ async def run_asyncio(urls: list[str], stream: str, publishes: int, writers: int
 
 async def run_bridged(name: str, bridge: Any, urls: list[str], stream: str, publishes: int, writers: int) -> None:
     """The same writers as run_asyncio, each publish handed to nats-py through ``bridge.call``."""
-    if isinstance(bridge, NatsThread):
-        bridge.start()
-    else:
-        await bridge.start()
+    started = bridge.start()
+    if started is not None:
+        await started
     connection, js = await bridge.call(_setup, urls, stream)
     latencies: list[float] = []
 
@@ -190,8 +246,9 @@ def main() -> None:
         cluster.start()
         try:
             runs = 0
-            for writers in args.writers:
-                for name, bridge in (("asyncio", None), ("thread", NatsThread), ("trio-asyncio", NatsLoop)):
+            bridges = (("asyncio", None), ("thread", NatsThread), ("batched", BatchedThread), ("trio-asyncio", NatsLoop))
+            for name, bridge in bridges:
+                for writers in args.writers:
                     runs += 1
                     stream = f"BENCH{runs}"
                     if bridge is None:

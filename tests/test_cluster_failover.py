@@ -143,7 +143,7 @@ def test_kill_9_of_a_relay_loses_no_alert_and_the_lost_button_is_reported_offlin
         lone.kill()
         relay1.wait()
         killed_at = time.monotonic()
-        wait_until(lambda: sum(len(p.values("acked")) for p in pressers) > before_kill + 100, 20,
+        wait_until(lambda: sum(len(p.values("acked")) for p in pressers) > before_kill + 100, 30,
                    "acks from relay 2 after the kill")
         failover = time.monotonic() - killed_at
 
@@ -153,7 +153,7 @@ def test_kill_9_of_a_relay_loses_no_alert_and_the_lost_button_is_reported_offlin
         # The lone button's offline alert, while the others go on pressing through relay 2.
         wait_until(lambda: any(f"kp-lone-3 offline: silent" in line for index in (2, 3)
                                for line in (tmp_path / f"relay-{index}.log").read_text().splitlines()),
-                   15, "relay 1's lease to lapse and the lone button to be reported offline")
+                   25, "relay 1's lease to lapse and the lone button to be reported offline")
         time.sleep(1.0)  # the other survivor's window too
         stopped_at = time.time_ns() // 1000
         for child in pressers:
@@ -162,7 +162,7 @@ def test_kill_9_of_a_relay_loses_no_alert_and_the_lost_button_is_reported_offlin
         acked = [alert_id for child in [*pressers, lone] for alert_id in child.values("acked")]
         stream = read_stream(nats_cluster.urls, namespace)
         raised = [e for e in stream if isinstance(e, Alert) and e.kind == "panic"]
-        wait_until(lambda: len(console.values("alert")) >= len(raised) + len(offline_alerts(stream)), 10,
+        wait_until(lambda: len(console.values("alert")) >= len(raised) + len(offline_alerts(stream)), 20,
                    "the console to catch up")
         time.sleep(0.5)
         console.stop(timeout=10)

@@ -1,6 +1,6 @@
 """Several relays as one control room, on NATS JetStream (``cluster_nats_urls``; docs/operations.md §22).
 
-- ``bridge.py``: nats-py on an asyncio loop inside the relay's trio run (trio-asyncio).
+- ``bridge.py``: nats-py on an asyncio loop in a thread of its own, awaited from trio.
 - ``records.py``: subjects, message ids and record bodies (sans-IO).
 - ``view.py``: the control room's state read from the stream (sans-IO).
 - ``bus.py``: the relay's alert store on the replicated stream.

@@ -37,7 +37,7 @@ from ..alerts.journal import JournalError, Recorded, StaleStep
 from ..alerts.lifecycle import AlertState, Step
 from ..protocol import Alert, AlertUpdate, ButtonState
 from . import records
-from .bridge import NatsLoop
+from .bridge import NatsThread
 from .records import Subjects
 from .view import AlertView
 
@@ -72,14 +72,14 @@ class JetStreamAlertStore:
         namespace: str = "pinkrelay",
         replicas: int = 3,
         publish_timeout: float = PUBLISH_TIMEOUT,
-        nats: NatsLoop | None = None,
+        nats: NatsThread | None = None,
     ) -> None:
         self.urls = tuple(urls)
         self.relay = relay
         self.subjects = Subjects(namespace)
         self.replicas = replicas
         self.publish_timeout = publish_timeout
-        self.nats = nats or NatsLoop()
+        self.nats = nats or NatsThread()
         self.view = AlertView()
         #: Called in the trio thread for each new record, in stream order (the relay's broadcast).
         self.on_event: Callable[[Alert | AlertUpdate | ButtonState], None] | None = None

@@ -354,7 +354,6 @@ def _alert_store(config: RelayConfig) -> Any:
         return SqliteJournal(config.data_dir / "journal.sqlite3")
     try:
         import nats  # noqa: F401
-        import trio_asyncio  # noqa: F401
     except ImportError:
         raise ConfigError("cluster_nats_urls needs the NATS client: pip install 'pinkrelay[cluster]'") from None
     from ..cluster.bus import JetStreamAlertStore
