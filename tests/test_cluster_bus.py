@@ -52,13 +52,16 @@ def test_a_press_is_stored_once_and_every_relay_sees_it_at_the_same_cursor(nats_
                 while len(seen[second]) < 1:
                     await trio.sleep(0.01)
             assert [e.cursor for e in seen[first]] == [e.cursor for e in seen[second]] == [stored.alert.cursor]
-            # A relay started later reads the same history.
+            await second.audit(17, "supervisor-1", "registry-reload", "buttons.csv", "2 buttons added")
+            # A relay started later reads the same history, audit trail included (not told to consoles).
             third = JetStreamAlertStore(nats_cluster.urls, relay="relay-3", namespace=first.subjects.namespace)
             await third.open()
             try:
                 assert [a.alert_id for a in await third.open_alerts()] == [alert.alert_id]
+                assert [(e.operator, e.action, e.relay) for e in third.view.audit] == [
+                    ("supervisor-1", "registry-reload", "relay-2")]
                 last, open_alerts, missed = await third.snapshot(0)
-                assert last == stored.alert.cursor and missed == []
+                assert last == stored.alert.cursor + 1 and missed == []  # the audit entry is the last record
             finally:
                 await third.close()
         finally:

@@ -355,7 +355,9 @@ class JetStreamAlertStore:
         """Handshake counters stay in each relay's memory in a cluster (see docs/operations.md)."""
 
     async def audit(self, at: int, operator: str, action: str, subject: str, detail: str = "") -> None:
-        log.info("audit: %s %s %s %s", operator, action, subject, detail)
+        """Store an audit entry on the stream (raises JournalError when it is not stored, as the journal)."""
+        await self._publish(self.subjects.audit(operator),
+                            records.audit(at, operator, action, subject, detail, self.relay), {})
 
     async def execute(self, work: Any) -> Any:
         raise JournalError(f"{self.where}: SQL work needs the SQLite journal, which a cluster relay does not use")

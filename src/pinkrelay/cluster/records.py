@@ -10,6 +10,7 @@ One JetStream stream per namespace holds every record of the control room:
   0: an alert id is stored once for the stream's life, and ``Nats-Msg-Id``
   answers a retry within the duplicate window without even that check.
 - ``NS.button.TOKEN``: a button going online or offline.
+- ``NS.audit.TOKEN``: an entry of the audit trail, by operator.
 
 Ids become subject tokens unchanged when they are letters, digits, ``-`` and
 ``_`` (a UUID, a registry's button ids); anything else is written as ``~``
@@ -60,6 +61,9 @@ class Subjects:
     def button(self, button_id: str) -> str:
         return f"{self.namespace}.button.{token(button_id)}"
 
+    def audit(self, operator: str) -> str:
+        return f"{self.namespace}.audit.{token(operator or '-')}"
+
     @property
     def buttons_bucket(self) -> str:
         return f"{self.namespace}_buttons".replace("-", "_")
@@ -103,11 +107,28 @@ def button(state: ButtonState, relay: str) -> bytes:
                           "at": state.at})
 
 
+def audit(at: int, operator: str, action: str, subject: str, detail: str, relay: str) -> bytes:
+    return msgpack.packb({"k": "audit", "relay": relay, "at": at, "operator": operator, "action": action,
+                          "subject": subject, "detail": detail})
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """Who did what, on the stream as in the journal's audit table (not told to consoles)."""
+
+    at: int
+    operator: str
+    action: str
+    subject: str
+    detail: str
+    relay: str
+
+
 class BadRecord(ValueError):
     """A message on the stream that is not a record of this version; it is skipped, with a log line."""
 
 
-def decode(seq: int, body: bytes) -> tuple[str, Alert | AlertUpdate | ButtonState, str]:
+def decode(seq: int, body: bytes) -> tuple[str, Alert | AlertUpdate | ButtonState | AuditEntry, str]:
     """(kind, event, note) of the record at stream sequence ``seq``; the event's cursor is ``seq``.
 
     A ``test`` record gives the Alert as stored and its note; the view turns
@@ -130,6 +151,9 @@ def decode(seq: int, body: bytes) -> tuple[str, Alert | AlertUpdate | ButtonStat
                 outcome=record["outcome"], category=record["category"]), ""
         if kind == "button":
             return kind, ButtonState(button=record["button"], state=record["state"], at=record["at"]), ""
+        if kind == "audit":
+            return kind, AuditEntry(at=record["at"], operator=record["operator"], action=record["action"],
+                                    subject=record["subject"], detail=record["detail"], relay=record["relay"]), ""
     except (ValueError, TypeError, KeyError, msgpack.UnpackException) as error:
         raise BadRecord(f"stream sequence {seq}: not a pinkrelay record ({error})") from None
     raise BadRecord(f"stream sequence {seq}: unknown record kind {kind!r}")

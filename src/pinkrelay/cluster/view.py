@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from ..alerts.lifecycle import OPEN_STATES
 from ..protocol import Alert, AlertUpdate, ButtonState
+from .records import AuditEntry
 
 #: Events kept for consoles that resume; one that was away longer gets the open alerts only.
 HISTORY = 100_000
@@ -29,8 +30,10 @@ class AlertView:
         self.buttons: dict[str, ButtonState] = {}
         self.events: deque[Alert | AlertUpdate] = deque(maxlen=history)
         self.last_seq = 0
+        #: The audit trail's recent entries (the stream keeps them all).
+        self.audit: deque[AuditEntry] = deque(maxlen=history)
 
-    def apply(self, seq: int, kind: str, event: Alert | AlertUpdate | ButtonState,
+    def apply(self, seq: int, kind: str, event: Alert | AlertUpdate | ButtonState | AuditEntry,
               note: str = "") -> Alert | AlertUpdate | ButtonState | None:
         """Apply the record at ``seq``; return the event consoles are told of (None: nothing new)."""
         self.last_seq = max(self.last_seq, seq)
@@ -56,6 +59,9 @@ class AlertView:
             self.last_record[event.alert_id] = seq
             self.events.append(event)
             return event
+        if isinstance(event, AuditEntry):
+            self.audit.append(event)
+            return None
         self.buttons[event.button] = event
         return event
 
