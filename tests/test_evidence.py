@@ -130,6 +130,8 @@ def test_verify_passes_then_names_a_flipped_byte_and_a_removed_segment(incident,
     verdict = verify(source, key)
     assert verdict.ok, verdict.problems
     assert verdict.signed and verdict.segments >= 4
+    segments = [p for p in json.loads((source / "manifest.json").read_text())["pieces"] if p["kind"] == "media"]
+    assert all(a["end_us"] == b["start_us"] for a, b in zip(segments, segments[1:])), "segments leave media out"
 
     flipped = shutil.copytree(source, tmp_path / "flipped")
     victim = sorted(flipped.glob("seg-*.m4s"))[2]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
+from contextlib import closing
 
 import httpx
 import pytest
@@ -20,7 +21,7 @@ from pinkrelay.alerts.lifecycle import LifecycleError
 from pinkrelay.media import encode_clip
 from pinkrelay.operators import OperatorStore
 
-from test_web_browser import CHROMIUM, CHROMIUM_ARGS, RoomThread, sync_api, wait_until
+from test_web_browser import ARTEFACTS, CHROMIUM, CHROMIUM_ARGS, RoomThread, sync_api, wait_until
 
 #: The page, its routes and the audit: nothing the core mode changes (test_evidence.py records in both).
 pytestmark = pytest.mark.core_independent
@@ -96,6 +97,9 @@ def test_an_investigator_plays_and_seeks_the_recording_in_chromium_and_each_look
                        timeout=10)
             assert page.evaluate("() => document.querySelector('#recording').error") is None
             assert not errors, errors
+            ARTEFACTS.mkdir(parents=True, exist_ok=True)
+            page.set_viewport_size({"width": 1280, "height": 900})
+            page.screenshot(path=str(ARTEFACTS / "incident.png"), full_page=True)  # for people to look at
         finally:
             browser.close()
     data_dir = room.data_dir
@@ -131,3 +135,49 @@ def test_an_investigator_may_not_act_on_an_alert(recorded):
     with pytest.raises(LifecycleError, match="investigator"):
         room.call(lambda: act(alert_id=alert_id, state="false_alarm", operator=INVESTIGATOR, role="investigator",
                               console="web", outcome="false", category="accidental"))
+
+
+SUPERVISOR, SUPERVISOR_SECRET = "saima", "saima-secret-for-tests-1"
+
+
+def signed_in(url: str, name: str, secret: str) -> httpx.Client:
+    """A signed-in client (close it: ``with closing(...)``)."""
+    http = httpx.Client(base_url=url, headers={"origin": url}, timeout=10)
+    page = http.get("/signin")
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    assert http.post("/signin", data={"name": name, "secret": secret, "csrf": token}).status_code in (200, 303)
+    http.headers["x-csrf-token"] = http.get("/api/session").json()["csrf"]
+    return http
+
+
+def test_a_supervisor_records_a_live_stream_without_an_alert_and_stops_it(recorded):
+    room, _ = recorded
+    OperatorStore.in_data_dir(room.data_dir).add(SUPERVISOR, "supervisor", secret=SUPERVISOR_SECRET)
+    url = room.room.url
+    with closing(signed_in(url, OUTSIDER, OUTSIDER_SECRET)) as operator:
+        refused = operator.post("/api/evidence/record", json={"button": "kp-test-001"})
+        assert refused.status_code == 403 and "needs a supervisor" in refused.json()["error"]
+    with closing(signed_in(url, SUPERVISOR, SUPERVISOR_SECRET)) as http:
+        assert http.post("/api/evidence/record", content=b"not json").status_code == 400
+        assert http.post("/api/evidence/record", json={"button": "kp-nope"}).status_code == 400
+        assert http.post("/api/evidence/record", json={"button": "kp-test-002"}).status_code == 409  # not streaming
+        started = http.post("/api/evidence/record", json={"button": "kp-test-001"})
+        assert started.status_code == 200, started.text
+        recording_id = started.json()["recording"]
+        assert http.post("/api/evidence/record", json={"button": "kp-test-001"}).status_code == 409
+        time.sleep(3.5)
+        assert http.post(f"/api/evidence/{recording_id}/stop").status_code == 200
+        manifest = room.data_dir / "evidence" / recording_id / "manifest.json"
+        deadline = time.monotonic() + 8
+        while '"state": "complete"' not in (manifest.read_text() if manifest.exists() else ""):
+            assert time.monotonic() < deadline, "the supervisor's recording did not complete"
+            time.sleep(0.1)
+        detail = http.get(f"/api/evidence/{recording_id}").json()
+        assert detail["integrity"]["ok"] and detail["recording"]["seconds"] > 3.0  # pre-roll included
+        assert http.get(f"/api/evidence/{recording_id}/video", headers={"range": "bytes=0-99"}).status_code == 206
+        assert http.get(f"/api/evidence/{recording_id}/video", headers={"range": "bytes=x-"}).status_code == 416
+    with closing(signed_in(url, OUTSIDER, OUTSIDER_SECRET)) as operator:
+        assert operator.get(f"/api/evidence/{recording_id}").status_code == 403
+    assert [row[0] for row in audit(room.data_dir, "evidence-record")] == [SUPERVISOR]
+    assert [row[0] for row in audit(room.data_dir, "evidence-record-stop")] == [SUPERVISOR]
+    assert [row[0] for row in audit(room.data_dir, "evidence-record-refused")] == [OUTSIDER]

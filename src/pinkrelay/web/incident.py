@@ -5,6 +5,8 @@
     GET /api/evidence/{id}             the alert, its timeline, the recording's parts, gaps, integrity, hold
     GET /api/evidence/{id}/video       the recording as one MP4, with HTTP ranges (seeking)
     GET /api/evidence/{id}/download    the same as an attachment: supervisors and investigators only
+    POST /api/evidence/record          {"button": ID}: a supervisor records a live stream (no alert needed)
+    POST /api/evidence/{id}/stop       a supervisor ends a recording started that way
 
 Who may see a recording: supervisors and investigators every one; an
 operator only those of alerts their room sees (alerts/routing.py). A refusal
@@ -16,15 +18,19 @@ is 403 and is audited (``evidence-refused``), as is every view
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from ..ids import uuid7
+from ..relay.evidence.desk import MANUAL
 from ..relay.evidence.store import EvidenceError
 
 EVIDENCE_PATH = re.compile(r"^/api/evidence/([^/]{1,128})(/video|/download)?$")
+STOP_PATH = re.compile(r"^/api/evidence/([^/]{1,128})/stop$")
 #: Roles that see every recording, whatever room the alert belongs to.
 ALL_RECORDINGS = frozenset({"supervisor", "investigator"})
 #: Largest body of one ranged answer; the browser asks again for the rest.
@@ -47,6 +53,13 @@ async def route(room: Any, request: Any, session: Any) -> bool:
     if path == "/api/evidence":
         await _list(room, request, session)
         return True
+    if path == "/api/evidence/record" or STOP_PATH.match(path):
+        if request.method != "POST":
+            await room._method_not_allowed(request, "POST")
+            return True
+        status, answer = await _record_action(room, request, session)
+        await room._json(request, status, answer)
+        return True
     match = EVIDENCE_PATH.match(path)
     if not match:
         return False
@@ -61,15 +74,17 @@ async def route(room: Any, request: Any, session: Any) -> bool:
         manifest = store.manifest(alert_id)
     except EvidenceError:
         manifest = None
-    if alert is None or manifest is None:
+    if manifest is None or (alert is None and not manifest.data["reason"].startswith(MANUAL)):
         await room._json(request, 404, {"error": f"no recording of alert {alert_id}"})
         return True
+    if alert is None:  # a supervisor's recording of a live stream: no alert, no room to see it by
+        alert = _StandIn(alert_id, manifest.data["button"])
     where = request.remote
-    if not may_see(relay, session, alert) or (what == "/download" and session.role not in ALL_RECORDINGS):
+    if not may_see_recording(relay, session, alert) or (what == "/download" and session.role not in ALL_RECORDINGS):
         await room._audit(session.operator, "evidence-refused", alert_id, f"{where}: {what or 'view'} as "
                           f"{session.role} of room {session.room}")
         reason = ("downloads are for supervisors and investigators" if what == "/download" and
-                  may_see(relay, session, alert) else
+                  may_see_recording(relay, session, alert) else
                   f"the recording of alert {alert_id} belongs to {', '.join(relay._rooms(alert.button))}, "
                   f"not to room {session.room}")
         await room._json(request, 403, {"error": reason})
@@ -87,12 +102,65 @@ async def route(room: Any, request: Any, session: Any) -> bool:
     return True
 
 
+class _StandIn:
+    """What the checks and the details need of an alert, for a recording that has none."""
+
+    def __init__(self, alert_id: str, button: str) -> None:
+        self.alert_id, self.button = alert_id, button
+        self.kind, self.state, self.level, self.pressed_at, self.received_at = "record action", "", 0, 0, 0
+        self.site = None
+
+
+def may_see_recording(relay: Any, session: Any, alert: Any) -> bool:
+    return may_see(relay, session, alert) if not isinstance(alert, _StandIn) else session.role in ALL_RECORDINGS
+
+
+async def _record_action(room: Any, request: Any, session: Any) -> tuple[int, dict[str, Any]]:
+    """A supervisor starts or stops a recording of a live stream; refusals are audited like the rest."""
+    relay, where = room.relay, request.remote
+    stop = STOP_PATH.match(request.path)
+    subject = stop.group(1) if stop else ""
+    if not stop:
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            return 400, {"error": 'the body must be JSON: {"button": "BUTTON_ID"}'}
+        subject = body.get("button") if isinstance(body, dict) else None
+        if not isinstance(subject, str) or subject not in relay.registry:
+            return 400, {"error": f"no button {subject!r} in the registry; send {{\"button\": \"BUTTON_ID\"}}"}
+    if session.role != "supervisor":
+        await room._audit(session.operator, "evidence-record-refused", subject, f"{where}: role {session.role}")
+        return 403, {"error": f"starting or stopping a recording needs a supervisor; {session.operator} is "
+                              f"{session.role}"}
+    desk = relay.evidence
+    if stop:
+        recording = desk.recordings.get(subject)
+        if recording is None:
+            return 404, {"error": f"no recording {subject} under way"}
+        desk.stop(recording, f"stopped by {session.operator}")
+        await room._audit(session.operator, "evidence-record-stop", subject, where)
+        return 200, {"recording": subject, "state": "stopping"}
+    current = next(iter(desk.recordings_of(subject)), None)
+    if current is not None:
+        return 409, {"error": f"button {subject} is already being recorded ({current.alert_id})",
+                     "recording": current.alert_id}
+    stream = relay.hub.streams.get(subject)
+    if stream is None or not stream.tracks:
+        return 409, {"error": f"button {subject} is not streaming now; nothing to record"}
+    recording_id = f"rec-{uuid7()}"
+    desk.start(recording_id, subject, reason=f"{MANUAL} by {session.operator}")
+    await room._audit(session.operator, "evidence-record", recording_id, f"{where}: button {subject}")
+    return 200, {"recording": recording_id}
+
+
 async def _list(room: Any, request: Any, session: Any) -> None:
     relay = room.relay
     listed = []
     for manifest in reversed(relay.evidence.store.recordings()):
         alert = relay.alert_index.get(manifest.data["alert_id"]) or await relay.journal.get(manifest.data["alert_id"])
-        if alert is None or not may_see(relay, session, alert):
+        if alert is None:
+            alert = _StandIn(manifest.data["alert_id"], manifest.data["button"])
+        if not may_see_recording(relay, session, alert):
             continue
         listed.append(_summary(manifest) | {"site": alert.site.name if alert.site else ""})
     await room._json(request, 200, {"recordings": listed[:500]})

@@ -33,6 +33,8 @@ from .writer import EvidenceWriter, Recording, recover
 
 log = logging.getLogger("pinkrelay.evidence")
 
+#: How a supervisor's recording of a live stream (no alert) is started: its manifest's reason begins so.
+MANUAL = "record action"
 #: Seconds between retention sweeps.
 SWEEP_INTERVAL = 60.0
 EVENT_BUFFER = 10_000
@@ -63,8 +65,6 @@ class EvidenceDesk:
         self.preroll = Preroll(config.pre_roll, config.preroll_budget_bytes)
         self.store = EvidenceStore(config.evidence_root, config.data_dir)
         self.recordings: dict[str, Recording] = {}
-        self.by_button: dict[str, Recording] = {}
-        self._taps: dict[int, _Tap] = {}
         self.writer: EvidenceWriter | None = None
         self.counters = {"evidence_recordings_started": 0, "evidence_recordings_resumed": 0,
                          "evidence_recordings_finished": 0, "evidence_recordings_failed": 0,
@@ -200,8 +200,7 @@ class EvidenceDesk:
         if self.preroll.enabled:
             ring = self.preroll.open(stream.button_id)
             stream.taps = (ring,) + tuple(t for t in stream.taps if isinstance(t, _Tap))
-        recording = self.by_button.get(stream.button_id)
-        if recording is not None and recording.active:
+        for recording in self.recordings_of(stream.button_id):
             reason, recording.next_part_reason = recording.next_part_reason or "stream described again", ""
             self._attach(recording, stream, reason)
 
@@ -217,7 +216,10 @@ class EvidenceDesk:
     def _attach(self, recording: Recording, stream: Any, reason: str) -> None:
         self.writer.new_part(recording, stream.tracks.values(), reason)
         tap = _Tap(recording, self.writer)
-        stream.taps = tuple(t for t in stream.taps if not isinstance(t, _Tap)) + (tap,)
+        stream.taps = tuple(t for t in stream.taps if not (isinstance(t, _Tap) and t.recording is recording)) + (tap,)
+
+    def recordings_of(self, button_id: str) -> list[Recording]:
+        return [r for r in self.recordings.values() if r.button_id == button_id and r.active]
 
     # -- alerts ----------------------------------------------------------------------------------
 
@@ -226,7 +228,7 @@ class EvidenceDesk:
             return
         if not is_open(alert.state) or (self.store.directory(alert.alert_id)).exists():
             return
-        if alert.button in self.by_button:
+        if any(not r.manifest.data["reason"].startswith(MANUAL) for r in self.recordings_of(alert.button)):
             return  # the button's open incident is already being recorded
         self.start(alert.alert_id, alert.button, reason=f"{alert.kind} press", press_us=alert.pressed_at)
 
@@ -274,12 +276,9 @@ class EvidenceDesk:
 
     def _register(self, recording: Recording) -> None:
         self.recordings[recording.alert_id] = recording
-        self.by_button[recording.button_id] = recording
 
     def _unregister(self, recording: Recording) -> None:
         self.recordings.pop(recording.alert_id, None)
-        if self.by_button.get(recording.button_id) is recording:
-            del self.by_button[recording.button_id]
         stream = self.relay.hub.streams.get(recording.button_id)
         if stream is not None:
             stream.taps = tuple(t for t in stream.taps if not (isinstance(t, _Tap) and t.recording is recording))

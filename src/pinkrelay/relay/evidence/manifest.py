@@ -36,6 +36,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 FORMAT = "pinkrelay-evidence/1"
+#: Media segments follow each other end to start; a hole wider than this must be stated in ``gaps``.
+UNSTATED_GAP_US = 1000
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 NEXT_SIGNATURE = "manifest.sig.next"
@@ -271,6 +273,13 @@ def verify(directory: Path, public_key: Ed25519PublicKey | None) -> Verdict:
                                         f"match its SHA-256: it was altered")
     if pieces and data.get("head") != prev:
         verdict.problems.append("the manifest's head is not the last entry's chain: entries were cut off the end")
+    stated = {gap.get("after") for gap in data.get("gaps", [])}
+    segments = [piece for piece in pieces if piece.get("kind") == "media"]
+    for before, after in zip(segments, segments[1:]):
+        if after.get("start_us", 0) > before.get("end_us", 0) + UNSTATED_GAP_US and before.get("index") not in stated:
+            verdict.problems.append(f"segments {before.get('index')} and {after.get('index')} leave "
+                                    f"{(after['start_us'] - before['end_us']) / 1e6:.1f} s out and the manifest "
+                                    "states no gap there: media is missing")
     listed = {str(piece.get("file")) for piece in pieces}
     for path in sorted(directory.glob("seg-*.m4s")) + sorted(directory.glob("init-*.mp4")):
         if path.name not in listed:
@@ -279,7 +288,6 @@ def verify(directory: Path, public_key: Ed25519PublicKey | None) -> Verdict:
         verdict.gaps.append(f"gap of {(gap['to_us'] - gap['from_us']) / 1e6:.1f} s after segment "
                             f"{gap['after']} ({gap['from_us'] / 1e6:.1f} s to {gap['to_us'] / 1e6:.1f} s): "
                             f"{gap['reason']}")
-    segments = [piece for piece in pieces if piece.get("kind") == "media"]
     if segments:
         verdict.seconds = (segments[-1]["end_us"] - segments[0]["start_us"]) / 1e6
     return verdict

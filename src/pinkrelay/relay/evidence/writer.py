@@ -257,6 +257,8 @@ class EvidenceWriter:
                            sample_rate=t.sample_rate, channels=t.channels, bitrate=t.bitrate,
                            extradata=t.extradata) for t in chosen]
         recording.part += 1
+        if recording.part > 1 and not recording.gap_reason:
+            recording.gap_reason = f"new part: {reason}"  # whatever fell between the parts is stated
         recording.track_index = {t.track_id: i for i, t in enumerate(chosen)}
         recording.track_kinds = [t.kind for t in chosen]
         recording.fps = video.fps or 30.0
@@ -314,8 +316,8 @@ class EvidenceWriter:
     def _add_fragment(self, recording: Recording, fragment: Fragment) -> None:
         pending = recording.pending
         if pending and fragment.start_us - pending[0].start_us >= self.segment_us:
-            self._write_segment(recording, fragment.start_us)
-        pending.append(fragment)
+            self._write_segment(recording, fragment.start_us)  # replaces recording.pending
+        recording.pending.append(fragment)
 
     def _write_segment(self, recording: Recording, end_us: int) -> None:
         pending, recording.pending = recording.pending, []

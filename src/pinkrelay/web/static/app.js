@@ -64,6 +64,21 @@ async function act(alertId, state, unit, note, outcome = {}) {
   return response.ok ? { ok: true } : { ok: false, error: body.error || `refused (${response.status})` };
 }
 
+// A supervisor's record action on a live stream (web/incident.py); the tile's button shows the outcome.
+async function recordStream(button) {
+  try {
+    const response = await fetch("/api/evidence/record", {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-csrf-token": room.csrf },
+      body: JSON.stringify({ button }),
+    });
+    const body = await response.json().catch(() => ({}));
+    return response.ok ? "Recording" : (body.error || `refused (${response.status})`).slice(0, 60);
+  } catch (error) {
+    return "No answer: not recording";
+  }
+}
+
 async function savePlan(key, plan) {
   let response;
   try {
@@ -135,6 +150,7 @@ function onMessage(message) {
       room.role = message.role;
       room.csrf = message.csrf;
       board.role = message.role;
+      live.record = message.role === "supervisor" ? recordStream : null;
       $("operator").textContent = message.operator;
       $("role").textContent = message.role;
       room.sites = new Map(message.sites.map((s) => [s.button, s]));

@@ -128,7 +128,18 @@ class LiveStream {
     close.type = "button";
     close.title = "Stop watching this button";
     close.addEventListener("click", () => this.wall.close(this.button));
-    header.append(this.muteButton, close);
+    header.append(this.muteButton);
+    if (wall.record) {
+      const record = el("button", "record", "Record");
+      record.type = "button";
+      record.title = "Record this stream as evidence (from its pre-roll), audited";
+      record.addEventListener("click", async () => {
+        record.disabled = true;
+        record.textContent = await wall.record(button);
+      });
+      header.append(record);
+    }
+    header.append(close);
     this.canvas = el("canvas");
     this.canvas.width = 640;
     this.canvas.height = 360;
@@ -396,6 +407,8 @@ export class LiveWall {
     this.byTrack = new Map();
     this.keyframeAsked = new Map();
     this.onChange = () => {};
+    // Set by the page for supervisors: record(button) starts an evidence recording of a live stream.
+    this.record = null;
   }
 
   watching() {
