@@ -9,7 +9,9 @@ writes on the socket's file descriptor) plus what trio needs around it:
   and calls ``attention()`` only on those whose socket was full or broken;
 * ``run()`` is the outbox's writer task: it sleeps until the socket is full,
   then waits until it is writable, drains, and disconnects the peer if the
-  socket takes nothing for ``stall_timeout`` seconds.
+  socket takes nothing for ``stall_timeout`` seconds. The relay, which holds
+  thousands of idle peers whose sockets are never full, keeps no such task:
+  it sets ``on_blocked`` and starts ``drain()`` only when a socket fills.
 
 Nothing else writes to the socket, so frames are never interleaved mid-chunk.
 The relay uses one per peer; button and console clients use one for their uplink,
@@ -50,6 +52,14 @@ class Outbox(SendQueue):  # type: ignore[misc,valid-type]
         self.failure: str | None = None
         self._on_fail = on_fail
         self._wakeup = trio.Event()
+        #: Set: there is no standing writer task; called when the socket fills, to start ``drain()``.
+        self.on_blocked: Callable[[], None] | None = None
+
+    def _wake(self) -> None:
+        if self.on_blocked is None:
+            self._wakeup.set()
+        elif self.failure is None:
+            self.on_blocked()
 
     def send(self, lane: int, chunks: Sequence[Any], now: float) -> None:
         """Queue one control or alert frame and write now if the socket has room."""
@@ -73,7 +83,7 @@ class Outbox(SendQueue):  # type: ignore[misc,valid-type]
             return
         if not self.empty:
             self.blocked = True
-            self._wakeup.set()
+            self._wake()
 
     def attention(self) -> None:
         """Called by the hub for an outbox that ``deliver()`` reported."""
@@ -85,7 +95,7 @@ class Outbox(SendQueue):  # type: ignore[misc,valid-type]
                 "to be sent alerts; disconnecting it so it can reconnect and resume"
             )
         elif self.blocked:
-            self._wakeup.set()
+            self._wake()
 
     def detach(self) -> None:
         """Stop every write before the socket closes.
@@ -98,13 +108,13 @@ class Outbox(SendQueue):  # type: ignore[misc,valid-type]
         self.blocked = True
         if self.failure is None:
             self.failure = "closed"
-        self._wakeup.set()
+        self._wake()
 
     def fail(self, reason: str) -> None:
         if self.failure is None:
             self.failure = reason
             self.blocked = True
-            self._wakeup.set()
+            self._wake()
             self._on_fail(reason)
 
     async def run(self) -> None:
@@ -112,19 +122,23 @@ class Outbox(SendQueue):  # type: ignore[misc,valid-type]
         while self.failure is None:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
-            while self.failure is None and not self.empty:
-                with trio.move_on_after(self.stall_timeout) as waiting:
-                    await trio.lowlevel.wait_writable(self.sock)
-                if waiting.cancelled_caught:
-                    self.fail(
-                        f"stopped reading: its socket took nothing for {self.stall_timeout:g} s "
-                        f"({self.pending_bytes} bytes waiting)"
-                    )
-                    return
-                try:
-                    self.write_to()
-                except OSError as error:
-                    self.fail(f"send failed: {error.strerror or error}")
-                    return
-            if self.failure is None:
-                self.blocked = False
+            await self.drain()
+
+    async def drain(self) -> None:
+        """Write until the queue is empty (then the outbox writes at once again) or the peer fails."""
+        while self.failure is None and not self.empty:
+            with trio.move_on_after(self.stall_timeout) as waiting:
+                await trio.lowlevel.wait_writable(self.sock)
+            if waiting.cancelled_caught:
+                self.fail(
+                    f"stopped reading: its socket took nothing for {self.stall_timeout:g} s "
+                    f"({self.pending_bytes} bytes waiting)"
+                )
+                return
+            try:
+                self.write_to()
+            except OSError as error:
+                self.fail(f"send failed: {error.strerror or error}")
+                return
+        if self.failure is None:
+            self.blocked = False

@@ -40,7 +40,7 @@ import trio
 from ..clients import ButtonClient
 from ..integrations.onvif import OnvifPresses, OnvifTarget
 from ..logs import setup_logging
-from ..media import MediaError, RtspSource, SourceUnavailable, UnsupportedStream
+from ..media.errors import MediaError, SourceUnavailable
 from ..tls import ClientTls
 from .common import (
     client_tls_of,
@@ -182,6 +182,8 @@ class CameraBridge:
         failures = 0
         while True:
             try:
+                from ..media.rtsp import RtspSource  # PyAV: loaded by this command only, not by every other
+
                 source = await trio.to_thread.run_sync(RtspSource, self.rtsp_url, abandon_on_cancel=True)
             except MediaError as error:
                 failures += 1
@@ -200,12 +202,14 @@ class CameraBridge:
             await trio.sleep(wait)
 
     def _camera_failed(self, error: MediaError) -> None:
+        from ..media.rtsp import UnsupportedStream
+
         key = "unsupported_stream" if isinstance(error, UnsupportedStream) else "camera_failures"
         self.counters[key] += 1
         self.last_error = str(error)
         log.warning("camera %s: %s; trying again", self.button.button_id, error)
 
-    async def _relay(self, source: RtspSource) -> None:
+    async def _relay(self, source: Any) -> None:
         """Pass the camera's packets to the relay until the stream fails (raises MediaError).
 
         A worker thread reads the camera and closes it when it is done: PyAV

@@ -8,21 +8,40 @@ values with microsecond timestamps and bytes payloads, and the exceptions in
 
 from __future__ import annotations
 
-from . import h264
-from .audio_encoder import AudioEncoder, opus_available
-from .camera import CameraSource, Microphone
-from .clip import Clip, encode_clip
-from .decoder import Decoder
-from .errors import CodecUnavailable, MediaError, SourceUnavailable
-from .file_source import FileSource
-from .packets import EncodedPacket
-from .pattern import TestPatternSource
-from .recorder import Recorder
-from .rtsp import RtspSource, UnsupportedStream
-from .sources import MediaSource, SyntheticSource, open_source
-from .tone import ToneSource
-from .tracks import TrackInfo
-from .video_encoder import VideoEncoder
+import importlib
+from typing import Any
+
+#: Where each public name lives. They are imported on first use (PEP 562), so that importing a
+#: light module of this package (errors, packets, tracks, h264) does not load PyAV and numpy:
+#: a relay without evidence recording never needs them, and they cost it about 35 MB.
+_WHERE = {
+    "AudioEncoder": "audio_encoder", "opus_available": "audio_encoder",
+    "CameraSource": "camera", "Microphone": "camera",
+    "Clip": "clip", "encode_clip": "clip",
+    "Decoder": "decoder",
+    "CodecUnavailable": "errors", "MediaError": "errors", "SourceUnavailable": "errors",
+    "FileSource": "file_source",
+    "EncodedPacket": "packets",
+    "TestPatternSource": "pattern",
+    "Recorder": "recorder",
+    "RtspSource": "rtsp", "UnsupportedStream": "rtsp",
+    "MediaSource": "sources", "SyntheticSource": "sources", "open_source": "sources",
+    "ToneSource": "tone",
+    "TrackInfo": "tracks",
+    "VideoEncoder": "video_encoder",
+    "h264": "h264",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    loaded = importlib.import_module(f".{module}", __name__)
+    value = loaded if name == module else getattr(loaded, name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AudioEncoder",

@@ -20,7 +20,6 @@ then sends ``error_frame(exc)`` if it can and closes the transport.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -104,7 +103,8 @@ class Connection:
         self._reassembler = Reassembler(
             limits.max_message_bytes, limits.max_chunks_per_message, limits.max_partial_tracks
         )
-        self._events: deque[ev.Event] = deque()
+        #: A list, not a deque: an idle connection holds none, and an empty deque costs 600 bytes.
+        self._events: list[ev.Event] = []
         #: track -> seq of a message being discarded chunk by chunk.
         self._discarding: dict[int, int] = {}
         self._media_in = FrameType.MEDIA in READY_TRAFFIC[(role, self.incoming)]
@@ -157,7 +157,7 @@ class Connection:
     def next_event(self) -> ev.Event | None:
         """The next event, or None when more bytes (or a timer) are needed."""
         if self._events:
-            return self._events.popleft()
+            return self._events.pop(0)
         if self._error is not None:
             raise self._error
         return None

@@ -32,7 +32,6 @@ from ..protocol import (
     StreamDescription,
     auth,
 )
-from ..protocol.media_rules import checking
 from ..registry import Registry, load_registry
 from . import door, registry_reload
 from . import events as relay_events
@@ -122,12 +121,6 @@ class AdmissionDesk:
         with os.fdopen(fd, "w") as handle:
             handle.write(secret + "\n")
         log.info("created operator %s (supervisor); its secret is in %s (mode 0600)", DEFAULT_OPERATOR, path)
-
-    async def _handle_button(self, stream: trio.SocketStream) -> None:
-        await self._run_session(ButtonSession, stream)
-
-    async def _handle_console(self, stream: trio.SocketStream) -> None:
-        await self._run_session(ConsoleSession, stream)
 
     async def _run_session(self, kind: type[Session], stream: trio.SocketStream) -> None:
         peer = _peer(stream)
@@ -366,7 +359,8 @@ class AdmissionDesk:
             for outbox in self.hub.watchers.get(button_id, ()):
                 stream.publisher.subscribe(outbox.handle, 0)
                 outbox.handle.release()
-        session.conn.media_sink = checking(self._media_sink(session, stream))
+        # conn.media_sink is set when the button first describes its tracks (media_desk.py): media
+        # before that is discarded anyway (protocol.md §2.3 F2), and most buttons sit idle for days.
         log_event(log, logging.INFO, f"button {button_id} authenticated from {session.peer}",
                   role="button", identity=button_id, peer=session.peer)
         if self.cluster is not None:

@@ -24,6 +24,7 @@ from ..protocol import (
     StreamDescription,
     Subscribed,
 )
+from ..protocol.media_rules import checking
 from .limits import MediaRate, Verdict
 from .sessions import ButtonSession, ConsoleSession, Session
 from .tracks import TrackSpaceFull
@@ -93,6 +94,8 @@ class MediaDesk:
         if session.stream_state is None:
             return
         stream = session.stream_state
+        if session.conn.media_sink is None:
+            session.conn.media_sink = checking(self._media_sink(session, stream))
         if stream.publisher is not None:
             described = {track.track_id for track in description.tracks}
             for track_id in stream.track_ids:

@@ -34,6 +34,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,7 @@ from .sessions import ButtonSession, ConsoleSession, Session, wall_us
 from .supervision import Supervisor
 from .supervision_desk import SupervisionDesk
 from .talkback import TalkBackDesk
+from .timers import SessionTimers
 from .tracks import TrackSpace
 
 log = logging.getLogger("pinkrelay.relay")
@@ -149,6 +151,8 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
         self._ended_traffic = dict.fromkeys(TRAFFIC_KEYS, 0)
         #: Many buttons of one district offline together: one mass-outage alert (relay/outage_desk.py).
         self.outages = OutageDesk(self)
+        #: Every session's heartbeat, silence and handshake deadlines, in one task (relay/timers.py).
+        self.timers = SessionTimers()
         self.press_guard = PressGuard(self.config.press_rate_per_button, self.config.press_burst_per_button)
         self.tracks = TrackSpace(self.config.max_tracks, is_watched=self.hub.is_watched, wide_limit=MAX_TRACK_ID)
         self.hub.unwatched = self.tracks.unwatched
@@ -243,6 +247,7 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
             nursery.start_soon(self._supervise)
             nursery.start_soon(self._escalate)
             nursery.start_soon(self.outages.run)
+            nursery.start_soon(self.timers.run)
             if self.cluster is not None:
                 nursery.start_soon(self.cluster.run)
             nursery.start_soon(self._watch_operators)
@@ -256,10 +261,10 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
                 with trio.CancelScope() as listening:
                     self._listener_scope = listening
                     connections.start_soon(
-                        _serve, self._handle_button, button_listeners, connections
+                        _serve, partial(self._run_session, ButtonSession), button_listeners, connections
                     )
                     connections.start_soon(
-                        _serve, self._handle_console, console_listeners, connections
+                        _serve, partial(self._run_session, ConsoleSession), console_listeners, connections
                     )
                     log_event(
                         log,

@@ -99,8 +99,9 @@ class Session:
         self.admitted_from: str | None = None
         #: On a TLS listener: the CN of the client's certificate ("" without one); None: plaintext.
         self.certificate: str | None = None
-        self._rearm = trio.Event()
         self._scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+        self._writing = False
         self.connected_at = now
 
     @property
@@ -122,11 +123,15 @@ class Session:
         try:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
-                nursery.start_soon(self.outbox.run)
-                nursery.start_soon(self._run_timers)
+                self._nursery = nursery
+                # No standing writer or timer task: an idle session is its read loop alone.
+                self.outbox.on_blocked = self._start_writer
+                self.relay.timers.schedule(self)
                 await self._read_loop()
                 nursery.cancel_scope.cancel()
         finally:
+            self.relay.timers.forget(self)
+            self._nursery = None
             self.relay.hub.unwatch_input(fd)
             self.leave_data_plane()
             self.outbox.detach()
@@ -300,28 +305,34 @@ class Session:
 
     _over_rate_counted = 0
 
-    def rearm_timers(self) -> None:
-        """The connection's next deadline moved earlier (it became READY): wake the timer task."""
-        self._rearm.set()
+    def _start_writer(self) -> None:
+        """The socket filled up: drain it in a task of its own until the queue is empty (outbox.py)."""
+        if not self._writing and self._nursery is not None:
+            self._writing = True
+            self._nursery.start_soon(self._write)
 
-    async def _run_timers(self) -> None:
-        while True:
-            deadline = self.conn.get_timer()
-            if deadline is None:
-                return
-            # Before READY the deadline is the handshake's (10 s); once welcomed, the
-            # heartbeat and supervision deadlines are usually sooner: rearm_timers().
-            with trio.move_on_at(deadline):
-                await self._rearm.wait()
-            if self._rearm.is_set():
-                self._rearm = trio.Event()
-                continue
-            now = trio.current_time()
-            self.refresh_liveness(now)
-            heartbeat = self.conn.handle_timer(now, wall_us())
-            if heartbeat:
-                self.outbox.send(Lane.CONTROL, [heartbeat], now)
-            await self._drain(now)
+    async def _write(self) -> None:
+        try:
+            await self.outbox.drain()
+        finally:
+            self._writing = False
+
+    def rearm_timers(self) -> None:
+        """The connection's next deadline moved earlier (it became READY): reschedule it (timers.py)."""
+        if self._nursery is not None:
+            self.relay.timers.schedule(self)
+
+    async def timer_fired(self, now: float) -> None:
+        """The relay's timer task reached this session's deadline: act on the clock, then schedule again."""
+        if self.close_reason:
+            return
+        self.refresh_liveness(now)
+        heartbeat = self.conn.handle_timer(now, wall_us())
+        if heartbeat:
+            self.outbox.send(Lane.CONTROL, [heartbeat], now)
+        await self._drain(now)
+        if not self.close_reason:
+            self.relay.timers.schedule(self)
 
     # -- events ----------------------------------------------------------------
 

@@ -37,10 +37,11 @@ class PrerollRing:
     def __init__(self, button_id: str, owner: Preroll) -> None:
         self.button_id = button_id
         self._owner = owner
-        #: GOPs oldest first; each is a list of messages, a video keyframe first.
-        self._gops: deque[list[Any]] = deque()
+        #: GOPs oldest first; each is a list of messages, a video keyframe first. Empty tuples until the
+        #: first keyframe: a relay holds thousands of idle buttons, and two deques cost 1.2 KB each.
+        self._gops: deque[list[Any]] | tuple[()] = ()
         #: When each GOP's keyframe arrived (relay clock, seconds).
-        self._starts: deque[float] = deque()
+        self._starts: deque[float] | tuple[()] = ()
         self._current: list[Any] | None = None
         self.nbytes = 0
 
@@ -48,6 +49,8 @@ class PrerollRing:
         """One message of this ring's stream, in arrival order (the hub's call on the media path)."""
         size = message.wire_size
         if message.lane == _VIDEO and message.keyframe:
+            if not isinstance(self._gops, deque):
+                self._gops, self._starts = deque(), deque()
             self._current = [message]
             self._gops.append(self._current)
             self._starts.append(now)

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...media.fragments import join_parts
 from .manifest import MANIFEST, PUBLIC_KEY, SIGNATURE, Manifest, Verdict, load_public_key, signature_of, verify
 
 HOLD = "hold.json"
@@ -159,6 +158,8 @@ class EvidenceStore:
         with tempfile.NamedTemporaryFile(dir=directory, suffix=".mp4", delete=False) as handle:
             temporary = Path(handle.name)
         try:
+            from ...media.fragments import join_parts  # PyAV: loaded only when a recording is exported
+
             join_parts(parts, str(temporary))
             temporary.replace(target)
         finally:

@@ -25,15 +25,18 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...media.errors import MediaError
-from ...media.fragments import Fragment, FragmentMuxer
 from ...media.packets import EncodedPacket
-from ...media.talkback import ogg_opus
 from ...media.tracks import TrackInfo
 from ..._core import Lane
 from .manifest import Manifest, init_name, segment_name
+
+if TYPE_CHECKING:
+    # PyAV (through media.fragments) is loaded by the writer thread when it first records: a relay
+    # that never records does not pay its ~35 MB.
+    from ...media.fragments import Fragment, FragmentMuxer
 
 log = logging.getLogger("pinkrelay.evidence")
 
@@ -263,6 +266,8 @@ class EvidenceWriter:
         recording.track_kinds = [t.kind for t in chosen]
         recording.fps = video.fps or 30.0
         recording.audio_codec = audio.codec if audio is not None else ""
+        from ...media.fragments import FragmentMuxer
+
         recording.muxer = FragmentMuxer(infos, f"recording {recording.alert_id} part {recording.part}")
         recording.pending = []
         recording.shift_us = 0
@@ -357,6 +362,8 @@ class EvidenceWriter:
         entries = data.setdefault("talkback", [])
         name = f"talk-{len(entries) + 1:03d}.ogg"
         entries.append({**talk, "file": name})
+        from ...media.talkback import ogg_opus
+
         self._store(recording, "talkback", name, ogg_opus(packets), start, start + len(packets) * 20_000)
 
     def _close_part(self, recording: Recording) -> None:
