@@ -53,6 +53,13 @@ def test_a_press_is_stored_once_and_every_relay_sees_it_at_the_same_cursor(nats_
                     await trio.sleep(0.01)
             assert [e.cursor for e in seen[first]] == [e.cursor for e in seen[second]] == [stored.alert.cursor]
             await second.audit(17, "supervisor-1", "registry-reload", "buttons.csv", "2 buttons added")
+            # Handshake counters: the last accepted on any relay, never lowered by an older hello.
+            await first.save_counter("button", "kp-test-001", 1_000)
+            await second.save_counter("button", "kp-test-001", 999)
+            with trio.fail_after(5):
+                while second.counter_of("button", "kp-test-001") < 1_000:
+                    await trio.sleep(0.01)
+            assert first.counter_of("button", "kp-test-001") == 1_000
             # A relay started later reads the same history, audit trail included (not told to consoles).
             third = JetStreamAlertStore(nats_cluster.urls, relay="relay-3", namespace=first.subjects.namespace)
             await third.open()
@@ -60,6 +67,7 @@ def test_a_press_is_stored_once_and_every_relay_sees_it_at_the_same_cursor(nats_
                 assert [a.alert_id for a in await third.open_alerts()] == [alert.alert_id]
                 assert [(e.operator, e.action, e.relay) for e in third.view.audit] == [
                     ("supervisor-1", "registry-reload", "relay-2")]
+                assert third.counter_of("button", "kp-test-001") == 1_000
                 last, open_alerts, missed = await third.snapshot(0)
                 assert last == stored.alert.cursor + 1 and missed == []  # the audit entry is the last record
             finally:

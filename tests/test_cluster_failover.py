@@ -33,7 +33,7 @@ from pinkrelay.protocol import Alert
 
 from nats_helpers import fresh_namespace, free_port, nats_cluster  # noqa: F401 (the fixture)
 from relay_helpers import secret_for
-from test_crash_relay import Child, listening, wait_until
+from test_crash_relay import Child, wait_until
 
 pytestmark = [pytest.mark.core_independent, pytest.mark.slow]
 HERE = Path(__file__).parent

@@ -26,7 +26,9 @@ from relay_helpers import (
     TOKEN,
     button_client,
     collect_events,
+    handshake,
     make_registry,
+    raw_button,
     relay_config,
     stream_clip,
     wait_until,
@@ -75,6 +77,15 @@ def test_consoles_on_other_relays_see_every_alert_and_resume_on_any_relay(nats_c
 
             receipt = await button.press(timeout=10)
             assert not receipt.duplicate
+            # The counter relay 1 accepted is the cluster's: an older hello is refused at relay 2.
+            await wait_until(lambda: relay2.journal.counter_of("button", "kp-test-001") > 0, 5,
+                             "relay 1's accepted counter to reach relay 2")
+            stale = raw_button("kp-test-001", counter=relay2.journal.counter_of("button", "kp-test-001"))
+            stream = await trio.open_tcp_stream(relay2.buttons_address.host, relay2.buttons_address.port)
+            with pytest.raises(AssertionError, match="closed the connection"):
+                await handshake(stream, stale)
+            await stream.aclose()
+            assert relay2.counters["auth_failures"] == 1
             await wait_until(lambda: alerts_in(seen3) and alerts_in(seen2), 5, "both consoles to get the alert")
             alert = alerts_in(seen3)[0]
             assert alert.alert_id == receipt.alert_id and alert.button == "kp-test-001"

@@ -93,6 +93,8 @@ class JetStreamAlertStore:
         self.commits = 0
         self.bad_records = 0
         self._closing = False
+        self._counters: dict[tuple[str, str], int] = {}
+        self._counter_bucket: Any = None
 
     @property
     def where(self) -> str:
@@ -108,6 +110,7 @@ class JetStreamAlertStore:
             self.jetstream = self.connection.jetstream(timeout=self.publish_timeout)
             last = await self._soon(self._ensure_stream)
             self._subscription = await self._soon(self._follow)
+            await self._soon(self._follow_counters)
         except Exception as error:
             await self.close()
             if isinstance(error, JournalError):
@@ -348,11 +351,72 @@ class JetStreamAlertStore:
         except Exception as error:
             raise JournalError(f"{self.where}: JetStream does not answer ({_describe(error)})") from None
 
+    # -- handshake counters: a KV bucket every relay follows -------------------------
+
+    def counter_of(self, role: str, identity: str) -> int:
+        """The last handshake counter any relay of the cluster accepted for this role and identity."""
+        return self._counters.get((role, identity), 0)
+
     async def load_counters(self) -> dict[tuple[str, str], int]:
+        """Nothing for the relay's own restore: in a cluster, ``counter_of`` answers at each sign-in."""
         return {}
 
     async def save_counter(self, role: str, identity: str, counter: int) -> None:
-        """Handshake counters stay in each relay's memory in a cluster (see docs/operations.md)."""
+        """Raise the shared counter to ``counter`` (never lower it), so no relay accepts an older hello."""
+        self._counters[(role, identity)] = max(counter, self._counters.get((role, identity), 0))
+        try:
+            await self.nats.call(self._raise_counter, f"{role}.{records.token(identity)}", role, identity, counter)
+        except Exception as error:
+            raise JournalError(f"{self.where}: handshake counter not shared ({_describe(error)})") from None
+
+    async def _raise_counter(self, key: str, role: str, identity: str, counter: int) -> None:
+        import msgpack
+        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+        value = msgpack.packb({"role": role, "identity": identity, "counter": counter})
+        while True:
+            try:
+                entry = await self._counter_bucket.get(key)
+            except KeyNotFoundError:
+                entry = None
+            try:
+                if entry is None:
+                    await self._counter_bucket.create(key, value)
+                elif msgpack.unpackb(entry.value)["counter"] < counter:
+                    await self._counter_bucket.update(key, value, last=entry.revision)
+                return
+            except KeyWrongLastSequenceError:
+                continue  # another relay moved it meanwhile: compare again
+
+    async def _follow_counters(self) -> None:
+        """Make the counters bucket, read it, and follow it (an asyncio task on the NATS thread)."""
+        import asyncio
+
+        import msgpack
+        from nats.js.errors import BucketNotFoundError
+
+        try:
+            self._counter_bucket = await self.jetstream.key_value(self.subjects.counters_bucket)
+        except BucketNotFoundError:
+            self._counter_bucket = await self.jetstream.create_key_value(
+                bucket=self.subjects.counters_bucket, history=1, replicas=self.replicas)
+        watcher = await self._counter_bucket.watchall()
+        synced = asyncio.Event()
+
+        async def follow() -> None:
+            async for entry in watcher:
+                if entry is None:
+                    synced.set()
+                elif entry.value:
+                    record = msgpack.unpackb(entry.value)
+                    self.nats.to_trio(self._counter_seen, record["role"], record["identity"], record["counter"])
+
+        asyncio.get_running_loop().create_task(follow())
+        await asyncio.wait_for(synced.wait(), OPEN_TIMEOUT)
+
+    def _counter_seen(self, role: str, identity: str, counter: int) -> None:
+        key = (role, identity)
+        self._counters[key] = max(counter, self._counters.get(key, 0))
 
     async def audit(self, at: int, operator: str, action: str, subject: str, detail: str = "") -> None:
         """Store an audit entry on the stream (raises JournalError when it is not stored, as the journal)."""

@@ -219,6 +219,9 @@ class AdmissionDesk:
         identity = conn.identity
         key = (session.role, identity)
         last = self._handshake_counters.get(key, 0)
+        shared = getattr(self.journal, "counter_of", None)
+        if shared is not None:
+            last = max(last, shared(session.role, identity))  # a cluster: the last any relay accepted
         if isinstance(session, ButtonSession):
             secret = self.registry.secret(identity)
             if secret is None:
