@@ -174,3 +174,27 @@ def test_kill_9_of_a_nats_node_during_presses_loses_no_acknowledged_alert(nats_c
         node = nats_cluster.nodes[0]
         node.start()
         node.wait_healthy()
+
+
+def test_a_record_that_is_not_ours_on_the_stream_is_skipped_and_said(nats_cluster, caplog):
+    """Garbage (or a newer version's record) published on the alert subjects stops nothing."""
+
+    async def main():
+        (store,) = stores(nats_cluster, count=1)
+        seen = []
+        store.on_event = seen.append
+        await store.open()
+        try:
+            js = store.jetstream
+            for body in (b"\xc1 not msgpack", b"\x81\xa1k\xa6future", b"\x80"):
+                await store.nats.call(js.publish, store.subjects.alert("x"), body)
+            alert = (await store.record(press())).alert
+            assert [e.alert_id for e in seen] == [alert.alert_id]
+            assert store.bad_records == 3 and alert.cursor == 4
+        finally:
+            await store.close()
+
+    trio.run(main)
+    problems = [r.getMessage() for r in caplog.records if "not a pinkrelay record" in r.getMessage()
+                or "unknown record kind" in r.getMessage()]
+    assert len(problems) == 3 and "skipped" in problems[0] and "stream sequence 1" in problems[0]

@@ -29,6 +29,7 @@ from relay_helpers import (
     handshake,
     make_registry,
     raw_button,
+    raw_console,
     relay_config,
     stream_clip,
     wait_until,
@@ -216,6 +217,11 @@ def test_a_console_on_another_relay_plays_the_stream_through_one_pull(nats_clust
             pullers = [s for s in relay1.consoles if s.identity == "relay.relay-2"]
             assert len(pullers) == 1
             assert relay1.hub.watchers["kp-test-003"] == (pullers[0].outbox,)
+            # A relay's name with a made-up token is no relay.
+            forged = await trio.open_tcp_stream(relay1.consoles_address.host, relay1.consoles_address.port)
+            with pytest.raises(AssertionError, match="closed the connection"):
+                await handshake(forged, raw_console("relay.relay-9", "a-guessed-token-" + "0" * 48))
+            await forged.aclose()
             nursery.cancel_scope.cancel()
         video = first["video"]
         description = next(t for t in first["tracks"] if t.kind == "video")
@@ -230,3 +236,12 @@ def test_a_console_on_another_relay_plays_the_stream_through_one_pull(nats_clust
         print(f"\nsecond console on relay 2: first video {second_join * 1000:.0f} ms after subscribing")
 
     trio.run(main)
+
+
+@pytest.mark.core_independent
+def test_a_short_cluster_secret_stops_the_relay_at_start(nats_cluster, tmp_path):
+    secret = tmp_path / "cluster.secret"
+    secret.write_text("too-short\n")
+    config = relay_config(tmp_path / "relay", cluster_nats_urls=tuple(nats_cluster.urls), cluster_secret_file=secret)
+    with pytest.raises(pinkrelay.ConfigError, match="has 9 bytes; use at least 32"):
+        pinkrelay.Relay(config, registry=make_registry(2))
