@@ -17,6 +17,8 @@ import trio
 
 import pinkrelay
 from pinkrelay._core import Lane
+from pinkrelay.certs import init_deployment
+from pinkrelay.tls import client_tls
 from pinkrelay.media import Decoder, TrackInfo, encode_clip
 from pinkrelay.protocol import Alert, AlertUpdate, Media, StreamDescription, Subscribed
 
@@ -48,8 +50,8 @@ async def start_relays(stack: AsyncExitStack, tmp_path, cluster, count=3, **chan
     return relays
 
 
-def console_on(relay, cursor=0, operator=OPERATOR, token=TOKEN):
-    console = pinkrelay.ConsoleClient(relay.consoles_address, operator, token.encode())
+def console_on(relay, cursor=0, operator=OPERATOR, token=TOKEN, **options):
+    console = pinkrelay.ConsoleClient(relay.consoles_address, operator, token.encode(), **options)
     console.cursor = cursor
     return console
 
@@ -174,8 +176,19 @@ def clip():
     return encode_clip(3, width=320, height=240, fps=30, bitrate=400_000, label="cluster")
 
 
-def test_a_console_on_another_relay_plays_the_stream_through_one_pull(nats_cluster, tmp_path, clip):
-    """Consoles on relay 2 watch a button on relay 1: one relay-to-relay pull, real H.264 decoded, fast join."""
+@pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "tls"])
+def test_a_console_on_another_relay_plays_the_stream_through_one_pull(nats_cluster, tmp_path, clip, tls):
+    """Consoles on relay 2 watch a button on relay 1: one relay-to-relay pull, real H.264 decoded, fast join.
+
+    With TLS on every listener (one relay certificate for the deployment's hosts), the pull speaks TLS too.
+    """
+    pki = tmp_path / "pki"
+    client = {}
+    changes = {}
+    if tls:
+        init_deployment(pki, hosts=("127.0.0.2", "127.0.0.3"), devices=("kp-test-003",))
+        client = {"tls": client_tls(ca=pki / "ca.pem")}
+        changes = {"tls_cert": pki / "relay.pem", "tls_key": pki / "relay.key"}
 
     async def main():
         with trio.fail_after(40):
@@ -185,16 +198,17 @@ def test_a_console_on_another_relay_plays_the_stream_through_one_pull(nats_clust
         secret = tmp_path / "cluster.secret"
         secret.write_text("a-cluster-secret-of-at-least-thirty-two-bytes\n")
         async with AsyncExitStack() as stack:
-            relay1, relay2 = await start_relays(stack, tmp_path, nats_cluster, count=2, cluster_secret_file=secret)
+            relay1, relay2 = await start_relays(stack, tmp_path, nats_cluster, count=2, cluster_secret_file=secret,
+                                                **changes)
             nursery = await stack.enter_async_context(trio.open_nursery())
-            button = button_client(relay1, "kp-test-003", [clip.video.to_dict(), clip.audio.to_dict()])
+            button = button_client(relay1, "kp-test-003", [clip.video.to_dict(), clip.audio.to_dict()], **client)
             await nursery.start(button.run)
             await wait_until(lambda: relay2.cluster.directory.holders.get("kp-test-003") is not None, 5,
                              "relay 2 to know who holds the button")
             nursery.start_soon(lambda: stream_clip(button, clip, seconds=3.0))
 
             async def watch(operator, token, into, count):
-                console = console_on(relay2, operator=operator, token=token)
+                console = console_on(relay2, operator=operator, token=token, **client)
                 await nursery.start(console.run)
                 console.subscribe("kp-test-003")
                 async for event in console.events():
@@ -217,11 +231,11 @@ def test_a_console_on_another_relay_plays_the_stream_through_one_pull(nats_clust
             pullers = [s for s in relay1.consoles if s.identity == "relay.relay-2"]
             assert len(pullers) == 1
             assert relay1.hub.watchers["kp-test-003"] == (pullers[0].outbox,)
-            # A relay's name with a made-up token is no relay.
-            forged = await trio.open_tcp_stream(relay1.consoles_address.host, relay1.consoles_address.port)
-            with pytest.raises(AssertionError, match="closed the connection"):
-                await handshake(forged, raw_console("relay.relay-9", "a-guessed-token-" + "0" * 48))
-            await forged.aclose()
+            if not tls:  # A relay's name with a made-up token is no relay.
+                forged = await trio.open_tcp_stream(relay1.consoles_address.host, relay1.consoles_address.port)
+                with pytest.raises(AssertionError, match="closed the connection"):
+                    await handshake(forged, raw_console("relay.relay-9", "a-guessed-token-" + "0" * 48))
+                await forged.aclose()
             nursery.cancel_scope.cancel()
         video = first["video"]
         description = next(t for t in first["tracks"] if t.kind == "video")

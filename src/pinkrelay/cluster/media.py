@@ -48,6 +48,7 @@ class RemoteStreams:
         self.secret = secret
         self.pulls: dict[str, _Pull] = {}
         self.refused_without_secret: set[str] = set()
+        self._tls: Any = None
 
     @property
     def identity(self) -> str:
@@ -58,6 +59,30 @@ class RemoteStreams:
         if self.secret is None or not identity.startswith(RELAY_PREFIX):
             return None
         return relay_token(self.secret, identity)
+
+    def client_tls(self) -> Any:
+        """How this relay's pulls reach the others: plaintext, or TLS when its own listeners speak it.
+
+        Relays of one deployment trust each other as their consoles do: the
+        CA of ``tls_client_ca`` when it is set (the deployment's, from
+        'pinkrelay certs init'), or else the relay certificate itself, which
+        every relay of the deployment then serves (it names all their hosts).
+        """
+        config = self.relay.config
+        if config.tls_cert is None:
+            return None
+        if self._tls is None:
+            from ..tls import client_tls, fingerprint
+
+            if config.tls_client_ca is not None:
+                self._tls = client_tls(ca=config.tls_client_ca)
+            else:
+                from cryptography import x509
+                from cryptography.hazmat.primitives import serialization
+
+                own = x509.load_pem_x509_certificate(config.tls_cert.read_bytes())
+                self._tls = client_tls(pin=fingerprint(own.public_bytes(serialization.Encoding.DER)))
+        return self._tls
 
     def watch(self, button_id: str) -> None:
         """A console here asked for ``button_id``: pull it if another relay holds it."""
@@ -118,7 +143,6 @@ class _Pull:
     async def run(self) -> None:
         from ..clients.console import ConsoleClient
 
-        relay = self.owner.relay
         with self._scope:
             address = await self.owner.membership.directory.consoles_of(self.holder)
             if address is None:
@@ -127,7 +151,7 @@ class _Pull:
                 return
             identity = self.owner.identity
             self.console = ConsoleClient(address, identity, relay_token(self.owner.secret, identity),
-                                         buffer=1024)
+                                         buffer=1024, tls=self.owner.client_tls())
             self.console.subscribe(self.button_id)
             log_event(log, logging.INFO, f"pulling button {self.button_id} from relay {self.holder} ({address})",
                       button=self.button_id, relay=self.holder, action="pull")
