@@ -100,6 +100,15 @@ def test_an_investigator_plays_and_seeks_the_recording_in_chromium_and_each_look
             ARTEFACTS.mkdir(parents=True, exist_ok=True)
             page.set_viewport_size({"width": 1280, "height": 900})
             page.screenshot(path=str(ARTEFACTS / "incident.png"), full_page=True)  # for people to look at
+            # A recording the relay has to stop is loud on the board too.
+            page.goto(room.room.url + "/")
+            page.wait_for_selector("#link.up")
+            desk = room.relay.evidence
+            stopped = room.call_sync(lambda: desk.start("rec-stopped-test", "kp-test-001", reason="test"))
+            room.call_sync(lambda: desk.writer.fail(stopped, "the evidence disk is full (test)"))
+            page.wait_for_selector(".evidence-stopped")
+            banner = page.text_content(".evidence-stopped")
+            assert "RECORDING STOPPED" in banner and "rec-stopped-test" in banner and "disk is full" in banner
         finally:
             browser.close()
     data_dir = room.data_dir

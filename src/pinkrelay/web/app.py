@@ -70,6 +70,7 @@ from .auth import (
     tokens_equal,
 )
 from .asgi import answer_lifespan
+from ..relay.evidence.desk import EvidenceStopped
 from . import incident
 from .live import LiveBridge, Viewer
 from .maintenance import mode_message, set_button_mode
@@ -370,6 +371,9 @@ class ControlRoom:
             return {"type": "update", "update": update_json(item)}
         if isinstance(item, ButtonState):
             return {"type": "button", "button": item.button, "state": item.state, "at": item.at}
+        if isinstance(item, EvidenceStopped):
+            return {"type": "evidence-stopped", "alert_id": item.alert_id, "button": item.button,
+                    "message": item.message}
         return None
 
     async def _sweep(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -42,6 +43,15 @@ EVENT_BUFFER = 10_000
 
 def wall_us() -> int:
     return time.time_ns() // 1000
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceStopped:
+    """Published on the relay's event stream when a recording stops on its own (the web room shows it)."""
+
+    alert_id: str
+    button: str
+    message: str
 
 
 class _Tap:
@@ -295,6 +305,7 @@ class EvidenceDesk:
         for console in list(self.relay.consoles):
             if console.ready:
                 console.send(notice)
+        self.relay.publish_event(EvidenceStopped(recording.alert_id, recording.button_id, text))
 
     def stats(self) -> dict[str, Any]:
         writer = self.writer

@@ -221,12 +221,29 @@ function onMessage(message) {
     case "talk":
       talk.onMessage(message);
       break;
+    case "evidence-stopped":
+      showEvidenceStopped(message);
+      break;
     case "error":
       console.warn("control room:", message.message);
       break;
     default:
       break;
   }
+}
+
+// A recording the relay had to stop (queue or disk full): loud, until someone closes it. Live video goes on.
+function showEvidenceStopped(message) {
+  const banner = document.createElement("div");
+  banner.className = "evidence-stopped";
+  banner.setAttribute("role", "alert");
+  banner.textContent = message.message;
+  const close = document.createElement("button");
+  close.type = "button";
+  close.textContent = "Close";
+  close.addEventListener("click", () => banner.remove());
+  banner.append(close);
+  document.body.prepend(banner);
 }
 
 function setLink(state, text) {
