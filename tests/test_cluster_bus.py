@@ -55,11 +55,15 @@ def test_a_press_is_stored_once_and_every_relay_sees_it_at_the_same_cursor(nats_
             await second.audit(17, "supervisor-1", "registry-reload", "buttons.csv", "2 buttons added")
             # Handshake counters: the last accepted on any relay, never lowered by an older hello.
             await first.save_counter("button", "kp-test-001", 1_000)
+            await first.save_counter("console", "relay.relay-2", 5)  # not a plain token: hex in the key
             await second.save_counter("button", "kp-test-001", 999)
             with trio.fail_after(5):
                 while second.counter_of("button", "kp-test-001") < 1_000:
                     await trio.sleep(0.01)
             assert first.counter_of("button", "kp-test-001") == 1_000
+            with trio.fail_after(5):
+                while second.counter_of("console", "relay.relay-2") != 5:
+                    await trio.sleep(0.01)
             # A relay started later reads the same history, audit trail included (not told to consoles).
             third = JetStreamAlertStore(nats_cluster.urls, relay="relay-3", namespace=first.subjects.namespace)
             await third.open()

@@ -184,11 +184,11 @@ def test_a_console_on_another_relay_plays_the_stream_through_one_pull(nats_clust
     """
     pki = tmp_path / "pki"
     client = {}
-    changes = {}
+    changes = {"data_threads": 0}  # pulls need the trio fan-out (operations.md §22.1)
     if tls:
         init_deployment(pki, hosts=("127.0.0.2", "127.0.0.3"), devices=("kp-test-003",))
         client = {"tls": client_tls(ca=pki / "ca.pem")}
-        changes = {"tls_cert": pki / "relay.pem", "tls_key": pki / "relay.key"}
+        changes.update(tls_cert=pki / "relay.pem", tls_key=pki / "relay.key")
 
     async def main():
         with trio.fail_after(40):

@@ -12,9 +12,10 @@ One JetStream stream per namespace holds every record of the control room:
 - ``NS.button.TOKEN``: a button going online or offline.
 - ``NS.audit.TOKEN``: an entry of the audit trail, by operator.
 
-Ids become subject tokens unchanged when they are letters, digits, ``-`` and
-``_`` (a UUID, a registry's button ids); anything else is written as ``~``
-and the hex of its UTF-8, so no id can add a subject level or a wildcard.
+Ids become subject tokens (and KV keys) unchanged when they are letters,
+digits, ``-`` and ``_`` (a UUID, a registry's button ids); anything else is
+written as ``=`` and the hex of its UTF-8, so no id can add a subject level
+or a wildcard, and every token is a valid KV key.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def token(identifier: str) -> str:
     """A subject token (and KV key) for an alert or button id."""
     if _PLAIN_TOKEN.fullmatch(identifier):
         return identifier
-    return "~" + identifier.encode().hex()
+    return "=" + identifier.encode().hex()
 
 
 @dataclass(frozen=True, slots=True)
