@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from pinkrelay.alerts.journal import JournalError, StaleStep
-from pinkrelay.alerts.lifecycle import transition
+from pinkrelay.alerts.lifecycle import Step, transition
 from pinkrelay.cluster.bus import JetStreamAlertStore
 from pinkrelay.ids import uuid7
 from pinkrelay.protocol import Alert, AlertUpdate
@@ -93,6 +93,15 @@ def test_two_relays_acting_on_one_alert_at_once_cannot_both_win(nats_cluster):
             with trio.fail_after(5):
                 while await second.get(alert.alert_id) is None:
                     await trio.sleep(0.01)
+            # Every relay escalates every alert: a level the stream has already is not recorded again.
+            escalation = Step(alert_id=alert.alert_id, previous="raised", state="raised", operator="relay",
+                              console="", at=1, note="escalated to level 1")
+            assert (await first.apply(escalation, level=1)).level == 1
+            with trio.fail_after(5):
+                while (await second.get(alert.alert_id)).level != 1:
+                    await trio.sleep(0.01)
+            with pytest.raises(StaleStep, match="at escalation level 1 already"):
+                await second.apply(escalation, level=1)
             outcomes = []
 
             async def acknowledge(store, operator):

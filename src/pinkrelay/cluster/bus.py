@@ -290,6 +290,9 @@ class JetStreamAlertStore:
             raise StaleStep(f"no alert {step.alert_id} on the {self.where}")
         if alert.state != step.previous:
             raise StaleStep(f"alert {step.alert_id} changed to {alert.state} meanwhile; refresh and try again")
+        if level is not None and level <= alert.level:
+            # Every relay escalates every alert; the stream has this level from another already.
+            raise StaleStep(f"alert {step.alert_id} is at escalation level {alert.level} already")
         new_level = alert.level if level is None else level
         kind = "note" if step.state == step.previous and step.note and level is None else (
             "escalated" if level is not None else "transition")
