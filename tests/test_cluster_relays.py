@@ -259,3 +259,52 @@ def test_a_short_cluster_secret_stops_the_relay_at_start(nats_cluster, tmp_path)
     config = relay_config(tmp_path / "relay", cluster_nats_urls=tuple(nats_cluster.urls), cluster_secret_file=secret)
     with pytest.raises(pinkrelay.ConfigError, match="has 9 bytes; use at least 32"):
         pinkrelay.Relay(config, registry=make_registry(2))
+
+
+@pytest.mark.core_independent
+def test_kill_9_of_a_nats_node_under_relays_loses_nothing_and_consoles_keep_following(nats_cluster, tmp_path):
+    """Presses through relay 1 while a NATS node dies: all acknowledged, stored once, seen once on relay 2."""
+
+    async def main():
+        with trio.fail_after(60):
+            await scenario()
+
+    async def scenario():
+        async with AsyncExitStack() as stack:
+            relay1, relay2 = await start_relays(stack, tmp_path, nats_cluster, count=2, merge_window=0.0,
+                                                press_rate_per_button=0.0)
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            seen = []
+            console = console_on(relay2)
+            await nursery.start(console.run)
+            nursery.start_soon(collect_events, console, seen)
+            button = button_client(relay1, "kp-test-004", retry_interval=0.3)
+            await nursery.start(button.run)
+            receipts = []
+            started = trio.current_time()
+            for index in range(60):
+                if index == 15:
+                    nats_cluster.nodes[0].kill()
+                receipts.append(await button.press(timeout=20))
+                await trio.sleep(0.02)
+            took = trio.current_time() - started
+            acked = {r.alert_id for r in receipts}
+            await wait_until(lambda: acked <= {a.alert_id for a in alerts_in(seen)}, 15,
+                             "relay 2's console to see every acknowledged press")
+            got = [a.alert_id for a in alerts_in(seen)]
+            assert len(got) == len(set(got)), "a console got an alert twice"
+            cursors = [a.cursor for a in alerts_in(seen)]
+            assert cursors == sorted(cursors)
+            stored = [a.alert_id for a in relay2.journal.view.alerts.values() if a.button == "kp-test-004"]
+            assert sorted(stored) == sorted(acked)
+            latencies = sorted(r.latency_ms for r in receipts)
+            print(f"\n60 presses across kill -9 of a NATS node under two relays in {took:.1f} s: ack p50 "
+                  f"{latencies[30]:.1f} ms, max {latencies[-1]:.0f} ms")
+            nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main)
+    finally:
+        node = nats_cluster.nodes[0]
+        node.start()
+        node.wait_healthy()
