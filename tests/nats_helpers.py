@@ -108,6 +108,16 @@ class NatsCluster:
         for node in self.nodes:
             node.wait_healthy()
 
+    def node(self, name: str) -> NatsNode:
+        return next(node for node in self.nodes if node.name == name)
+
+    def restart_stopped(self) -> None:
+        for node in self.nodes:
+            if node.process is None:
+                node.start()
+                node.wait_healthy()
+
+
     def stop(self) -> None:
         for node in self.nodes:
             if node.process is not None and node.process.poll() is None:
@@ -135,3 +145,9 @@ def nats_cluster(tmp_path_factory):
     cluster.start()
     yield cluster
     cluster.stop()
+
+
+async def stream_leader(store) -> str:
+    """The name of the NATS node that leads the store's stream now (the one whose death costs an election)."""
+    info = await store.nats.call(store.jetstream.stream_info, store.subjects.stream)
+    return info.cluster.leader
