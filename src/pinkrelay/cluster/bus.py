@@ -92,6 +92,8 @@ class JetStreamAlertStore:
         self._waiters = 0
         self.commits = 0
         self.bad_records = 0
+        #: Times the relay's own record had not come back on the stream within READ_YOUR_WRITE.
+        self.behind = 0
         self._closing = False
         self._counters: dict[tuple[str, str], int] = {}
         self._counter_bucket: Any = None
@@ -213,7 +215,7 @@ class JetStreamAlertStore:
             heapq.heappop(self._waiting)[2].set()
 
     async def _caught_up(self, seq: int, timeout: float = float("inf")) -> None:
-        """Wait until the view has applied the record at ``seq``."""
+        """Wait until the view has applied the record at ``seq`` (at most ``timeout``; then say so)."""
         if self.view.last_seq >= seq:
             return
         event = trio.Event()
@@ -221,6 +223,11 @@ class JetStreamAlertStore:
         heapq.heappush(self._waiting, (seq, self._waiters, event))
         with trio.move_on_after(timeout):
             await event.wait()
+        if self.view.last_seq < seq:
+            self.behind += 1
+            log.warning("%s: relay %s has read to record %d, not yet %d, after %g s; its consoles hear of "
+                        "newer records late (NATS slow or reconnecting)", self.where, self.relay,
+                        self.view.last_seq, seq, timeout)
 
     async def _publish(self, subject: str, body: bytes, headers: dict[str, str]) -> Any:
         """Publish and return the PubAck; JournalError when it is not stored (or StaleStep's cause)."""
