@@ -1,4 +1,4 @@
-"""Pre-roll rings (relay/evidence/preroll.py) in memory: whole GOPs, pre_roll seconds, one shared budget."""
+"""Evidence parts without a relay: pre-roll rings (whole GOPs, pre_roll seconds, one budget), retention, fMP4 muxing."""
 
 from __future__ import annotations
 
@@ -96,3 +96,26 @@ def test_retention_and_the_disk_high_water_delete_the_oldest_unheld_finished_rec
     assert [d.alert_id for d in deleted] == ["recent", "newest"]
     assert all("evidence_disk_high_water" in d.reason for d in deleted)
     assert sorted(path.name for path in store.root.iterdir()) == ["held", "open"]
+
+
+def test_h264_with_aac_is_muxed_into_fragments_that_join_into_one_playable_mp4(tmp_path):
+    import json
+    import subprocess
+
+    from pinkrelay.media import encode_clip
+    from pinkrelay.media.fragments import FragmentMuxer, join_parts
+
+    clip = encode_clip(2, width=160, height=120, fps=10, bitrate=100_000, audio="aac", gop_seconds=1.0)
+    muxer = FragmentMuxer([clip.video, clip.audio])
+    fragments = []
+    for packet in clip.packets:
+        fragments += muxer.write(0 if packet.kind == "video" else 1, packet)
+    fragments += muxer.close()
+    assert [f.start_us for f in fragments] == [0, 1_000_000]
+    path = tmp_path / "aac.mp4"
+    join_parts([(muxer.init + b"".join(f.data for f in fragments), 0)], str(path))
+    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name:format=duration", "-of",
+                            "json", str(path)], capture_output=True, text=True, timeout=30, check=True)
+    data = json.loads(probe.stdout)
+    assert sorted(s["codec_name"] for s in data["streams"]) == ["aac", "h264"]
+    assert abs(float(data["format"]["duration"]) - 2.0) < 0.2
