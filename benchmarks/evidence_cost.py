@@ -129,6 +129,49 @@ async def drive(ports: tuple[int, int], ids: list[tuple[str, str]], token: str, 
     return result
 
 
+def writer_alone(clip: Any, recordings: int, seconds: float) -> dict[str, Any]:
+    """The evidence writer thread by itself, no relay: CPU per second of media for ``recordings`` streams."""
+    from pinkrelay._core import Message, encode_media
+    from pinkrelay.protocol import TrackDescription
+    from pinkrelay.relay.evidence.manifest import Manifest, load_or_create_key
+    from pinkrelay.relay.evidence.writer import EvidenceWriter, Recording
+
+    messages = []
+    for repeat in range(max(1, round(seconds * 1e6 / clip.duration_us))):
+        for packet in clip.packets:
+            lane, track = (Lane.VIDEO, 1) if packet.kind == "video" else (Lane.AUDIO, 2)
+            stamp = 1_700_000_000_000_000 + packet.pts_us + repeat * clip.duration_us
+            chunks = tuple(encode_media(track, lane, 0, stamp, packet.data, packet.keyframe, 16384))
+            messages.append(Message(track, int(lane), 0, stamp, packet.keyframe, chunks, len(packet.data)))
+    media_seconds = len(messages) and (messages[-1].timestamp - messages[0].timestamp) / 1e6
+    tracks = [TrackDescription(track_id=1, kind="video", codec="h264", width=clip.video.width,
+                               height=clip.video.height, fps=clip.video.fps, extradata=clip.video.extradata),
+              TrackDescription(track_id=2, kind="audio", codec=clip.audio.codec, sample_rate=clip.audio.sample_rate,
+                               channels=clip.audio.channels, extradata=clip.audio.extradata)]
+    with tempfile.TemporaryDirectory(prefix="pinkrelay-evidence-writer-") as name:
+        tmp = Path(name)
+        writer = EvidenceWriter(key=load_or_create_key(tmp), segment_us=2_000_000, queue_bytes=1 << 40,
+                                on_failure=lambda *failed: print("writer failed:", failed),
+                                call_soon=lambda fn, *a: fn(*a))
+        records = []
+        for index in range(recordings):
+            directory = tmp / f"r{index}"
+            directory.mkdir()
+            manifest = Manifest.new(alert_id=f"r{index}", button="b", relay="bench", started_at=0, reason="bench")
+            records.append(Recording(alert_id=f"r{index}", button_id="b", directory=directory, manifest=manifest))
+            writer.new_part(records[-1], tracks, "bench")
+        started = time.process_time()
+        writer.start()
+        for record in records:
+            writer.offer_many(record, messages)
+            writer.finish(record, "bench")
+        writer.stop(120)
+        cpu = time.process_time() - started
+    return {"recordings": recordings, "media_seconds": media_seconds, "cpu_seconds": cpu,
+            "cpu_percent_of_a_core_in_real_time": 100 * cpu / media_seconds,
+            "segments": writer.segments_written, "mb_written": writer.bytes_written / 1e6}
+
+
 def run(kind: str, args: argparse.Namespace, clip: Any) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="pinkrelay-evidence-cost-") as name:
         tmp = Path(name)
@@ -169,6 +212,7 @@ def main() -> None:
     clip = encode_clip(4, width=320, height=240, fps=15, bitrate=250_000, label="evidence", gop_seconds=1.0)
     load_before = os.getloadavg()
     runs = [run(kind, args, clip) for kind in ("off", "preroll", "recording")]
+    alone = writer_alone(clip, args.recording, args.pre_roll + args.seconds)
     for r in runs:
         print(f"{r['run']:<9} relay CPU {r['relay_cpu_percent']:5.1f} % of a core, RSS {r['relay_rss_mb']:6.1f} MB, "
               f"viewers' video latency p50 {r['latency_p50_ms']:.2f} ms p99 {r['latency_p99_ms']:.2f} ms "
@@ -180,6 +224,9 @@ def main() -> None:
           f"CPU, +{recording['relay_rss_mb'] - preroll['relay_rss_mb']:.1f} MB RSS, viewers' p99 "
           f"{preroll['latency_p99_ms']:.2f} -> {recording['latency_p99_ms']:.2f} ms "
           f"({100 * (recording['latency_p99_ms'] / preroll['latency_p99_ms'] - 1):+.0f} %)")
+    print(f"the writer alone: {alone['cpu_percent_of_a_core_in_real_time']:.1f} % of a core for {args.recording} "
+          f"recordings in real time ({alone['cpu_seconds']:.2f} CPU-s for {alone['media_seconds']:.0f} s of media "
+          f"each, {alone['segments']} segments)")
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"evidence-cost-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps({
@@ -187,7 +234,7 @@ def main() -> None:
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "python": platform.python_version(), "cpus": os.cpu_count(),
         "load_average_before": load_before, "load_average_after": os.getloadavg(),
-        "args": vars(args), "runs": runs}, indent=1))
+        "args": vars(args), "runs": runs, "writer_alone": alone}, indent=1))
     print(f"saved {path}")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from pinkrelay._core import Lane, Message, encode_media
 from pinkrelay.relay.evidence.preroll import LOW_WATER, Preroll
 
@@ -36,7 +38,11 @@ def test_a_ring_keeps_the_fewest_whole_gops_that_reach_pre_roll_back_and_shares_
     assert preroll.nbytes == ring.nbytes == sum(m.wire_size for m in held)
     probe = message(999, keyframe=True)
     ring.offer(probe, now + 0.1)
-    assert ring.messages()[-1] is probe  # a reference, not a copy
+    # The same wire bytes, not a copy; held as a tuple the cycle collector does not track.
+    assert ring.messages()[-1].chunks[0] is probe.chunks[0]
+    gc.collect()  # the first pass untracks the chunks' tuples, the second the entries around them
+    gc.collect()
+    assert not any(gc.is_tracked(entry) for gop in ring._gops for entry in gop)
 
 
 def test_audio_before_the_first_keyframe_is_not_kept():

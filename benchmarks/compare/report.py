@@ -505,13 +505,17 @@ def evidence_section() -> list[str]:
                      f"{r['latency_p50_ms']:.2f} | **{r['latency_p99_ms']:.2f}** | {r['media_received']} | "
                      f"{r['recordings']} ({r['evidence_mb']:.1f}) |")
     off, preroll, recording = runs["off"], runs["preroll"], runs["recording"]
+    alone = data.get("writer_alone") or {}
     lines += [
         "",
         f"Pre-roll on {args['buttons']} streams: {preroll['relay_rss_mb'] - off['relay_rss_mb']:+.1f} MB RSS "
-        f"(the rings hold {args['pre_roll']:g} s of every stream's media, as references to the messages already "
+        f"(the rings hold {args['pre_roll']:g} s of every stream's media, as references to the wire bytes already "
         f"in memory), {preroll['relay_cpu_percent'] - off['relay_cpu_percent']:+.1f} % CPU. "
         f"{args['recording']} recordings on top: {recording['relay_cpu_percent'] - preroll['relay_cpu_percent']:+.1f} "
-        f"% CPU (the writer thread: stream-copy mux, SHA-256, fsync per segment), "
+        f"% CPU, including the 20 presses themselves and the pre-roll each recording writes first; the writer "
+        f"thread alone (stream-copy mux, SHA-256, a signed manifest and fsync per segment), fed the same media "
+        f"without a relay, needs {alone.get('cpu_percent_of_a_core_in_real_time', 0):.1f} % of a core for "
+        f"{args['recording']} recordings in real time; "
         f"{recording['relay_rss_mb'] - preroll['relay_rss_mb']:+.1f} MB RSS; viewers' p99 "
         f"{preroll['latency_p99_ms']:.2f} → {recording['latency_p99_ms']:.2f} ms. Latency is the capture timestamp "
         "taken as the message leaves the button to its arrival at a console, both on loopback. For scale: the "

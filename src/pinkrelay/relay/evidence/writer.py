@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("pinkrelay.evidence")
 
 _VIDEO = int(Lane.VIDEO)
-#: How long the thread sleeps when it has nothing to do before looking again (it is woken on new work).
-IDLE_WAIT = 0.5
+#: The thread drains the queue this often (media never wakes it; a start, stop or failure does).
+DRAIN_INTERVAL = 0.05
 _AUDIO_DURATION_US = {"opus": 20_000}
 #: Messages muxed between two voluntary releases of the GIL (about a millisecond of work).
 YIELD_EVERY = 16
@@ -182,7 +182,9 @@ class EvidenceWriter:
 
     def _put(self, recording: Recording, op: str, arg: Any) -> None:
         self._queue.append((recording, op, arg))
-        if not self._wake.is_set():
+        # Media waits for the next drain (DRAIN_INTERVAL): waking the thread per message would cost the
+        # event loop a futex call and a fight for the GIL 1000s of times a second. Anything else wakes it.
+        if op not in ("media", "many") and not self._wake.is_set():
             self._wake.set()
 
     # -- the thread ------------------------------------------------------------------------------
@@ -190,6 +192,8 @@ class EvidenceWriter:
     def _run(self) -> None:
         queue = self._queue
         while True:
+            self._wake.wait(DRAIN_INTERVAL)
+            self._wake.clear()
             handled = 0
             while queue:
                 recording, op, arg = queue.popleft()
@@ -199,11 +203,8 @@ class EvidenceWriter:
                     # Hand the GIL to the event loop if it waits for it, instead of making it wait out
                     # the interpreter's switch interval (5 ms) behind a burst such as 20 pre-rolls.
                     time.sleep(0)
-            if self._stopping:
+            if self._stopping and not queue:
                 return
-            self._wake.clear()
-            if not queue:
-                self._wake.wait(IDLE_WAIT)
 
     def _handle(self, recording: Recording, op: str, arg: Any) -> None:
         if op == "media":
