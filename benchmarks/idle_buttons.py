@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/idle_buttons.py                  # 5,000, 10,000 and 20,000 buttons
     .venv/bin/python benchmarks/idle_buttons.py --counts 5000,10000 --measure 20
+    .venv/bin/python benchmarks/idle_buttons.py --counts 5000,10000,19800 --max-tracks 3
 
 A real ``pinkrelay serve`` process (default settings, except the
 per-address admission limits: every button here comes from a few loopback
@@ -16,7 +17,11 @@ at each, after the relay has settled, the script samples the relay's RSS
 ``--measure`` seconds, at least two heartbeat intervals, and prints them.
 
 Targets (issue 17): 10,000 buttons at most 150 MB RSS; 20,000 at most 250 MB
-RSS and 10 % of a core.
+RSS and 10 % of a core. With protocol v1's 16-bit track ids and the default
+``max_tracks`` 8, a relay holds at most 8,191 buttons at once: beyond that
+the script needs ``--max-tracks`` (memory per button hardly depends on it).
+The relay needs one open file per button: where the hard limit cannot be
+raised (a container), the largest count must stay below it.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 PER_GENERATOR = 2500
 CONNECT_CONCURRENCY = 64
+#: Seconds a button's connect and handshake may take before it counts as failed.
+HANDSHAKE_TIMEOUT = 30.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGETS_MB = {10_000: 150, 20_000: 250}
 TARGET_CPU = {20_000: 10.0}
@@ -111,22 +118,23 @@ def generate(settings: dict[str, Any]) -> None:
         sock = trio.socket.socket()
         async with limiter:
             try:
-                await sock.bind((settings["source"], 0))
-                await sock.connect((host, port))
-                stream = trio.SocketStream(sock)
-                await stream.send_all(conn.hello(trio.current_time()))
-                welcomed = False
-                while not welcomed:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        raise RuntimeError("closed during the handshake")
-                    conn.receive_data(data, trio.current_time())
-                    for event in conn.events():
-                        if isinstance(event, Challenge):
-                            await stream.send_all(conn.authenticate(trio.current_time()))
-                        elif isinstance(event, Welcome):
-                            welcomed = True
-            except (OSError, RuntimeError, trio.BrokenResourceError) as error:
+                with trio.fail_after(HANDSHAKE_TIMEOUT):
+                    await sock.bind((settings["source"], 0))
+                    await sock.connect((host, port))
+                    stream = trio.SocketStream(sock)
+                    await stream.send_all(conn.hello(trio.current_time()))
+                    welcomed = False
+                    while not welcomed:
+                        data = await stream.receive_some(65536)
+                        if not data:
+                            raise RuntimeError("closed during the handshake")
+                        conn.receive_data(data, trio.current_time())
+                        for event in conn.events():
+                            if isinstance(event, Challenge):
+                                await stream.send_all(conn.authenticate(trio.current_time()))
+                            elif isinstance(event, Welcome):
+                                welcomed = True
+            except (OSError, RuntimeError, trio.BrokenResourceError, trio.TooSlowError) as error:
                 failures.append(f"{index}: {error}")
                 sock.close()
                 return
@@ -164,9 +172,11 @@ def generate(settings: dict[str, Any]) -> None:
 # -- the driver ------------------------------------------------------------------------
 
 
-def start_relay(data_dir: Path, registry: Path, buttons_port: int, consoles_port: int, most: int) -> subprocess.Popen:
+def start_relay(data_dir: Path, registry: Path, buttons_port: int, consoles_port: int, most: int,
+                max_tracks: int) -> subprocess.Popen:
     env = {
         **os.environ,
+        "PINKRELAY_MAX_TRACKS": str(max_tracks),
         # Every button of this benchmark comes from one of a few loopback addresses.
         "PINKRELAY_HANDSHAKE_RATE_PER_ADDRESS": "0",
         "PINKRELAY_MAX_UNAUTHENTICATED_PER_ADDRESS": str(most),
@@ -175,7 +185,9 @@ def start_relay(data_dir: Path, registry: Path, buttons_port: int, consoles_port
     command = [sys.executable, "-m", "pinkrelay", "serve", "--no-web", "--no-metrics", "--log-level", "warning",
                "--registry", str(registry), "--data-dir", str(data_dir),
                "--buttons-listen", f"127.0.0.1:{buttons_port}", "--consoles-listen", f"127.0.0.1:{consoles_port}"]
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    # Its log goes to a file: a pipe nobody reads would stop the relay once 64 KB of warnings filled it.
+    log = open(data_dir.parent / "relay.log", "w")
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True,
                             preexec_fn=lambda: raise_nofile(most + 1024))
 
 
@@ -183,7 +195,7 @@ def wait_listening(port: int, relay: subprocess.Popen, timeout: float = 30.0) ->
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if relay.poll() is not None:
-            raise SystemExit(f"the relay exited ({relay.returncode}): {relay.stderr.read()[-2000:]}")
+            raise SystemExit(f"the relay exited ({relay.returncode}); see its log")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
@@ -215,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--measure", type=float, default=20.0, help="seconds of CPU sampling per count")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds after the last sign-in before sampling")
     parser.add_argument("--heartbeat-interval", type=float, default=10.0, help="the relay's default")
+    parser.add_argument("--max-tracks", type=int, default=8,
+                        help="the relay's max_tracks (default %(default)s); protocol v1's 16-bit track ids hold "
+                             "65535 // max_tracks buttons at once (8191 at 8)")
     parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.generate:
@@ -224,12 +239,19 @@ def main(argv: list[str] | None = None) -> int:
     if counts != sorted(counts) or counts[0] < 1:
         parser.error(f"--counts must be increasing positive numbers, not {args.counts}")
     most = counts[-1]
+    if most > 65535 // args.max_tracks:
+        parser.error(f"{most} buttons do not fit the 16-bit track space with --max-tracks {args.max_tracks} "
+                     f"(at most {65535 // args.max_tracks}); lower --max-tracks")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if most + 64 > max(hard, raise_nofile(most + 1024)):
+        parser.error(f"the relay needs {most + 64} open files for {most} buttons, but this machine's hard limit "
+                     f"is {hard} and cannot be raised here (ulimit -Hn)")
     work = Path(tempfile.mkdtemp(prefix="pinkrelay-idle-"))
     registry = work / "buttons.csv"
     write_registry(registry, most)
     buttons_port, consoles_port = free_port(), free_port()
     started = time.monotonic()
-    relay = start_relay(work / "data", registry, buttons_port, consoles_port, most)
+    relay = start_relay(work / "data", registry, buttons_port, consoles_port, most, args.max_tracks)
     generators: list[subprocess.Popen] = []
     results = []
     try:
@@ -276,7 +298,13 @@ def main(argv: list[str] | None = None) -> int:
             relay.wait(timeout=20)
         except subprocess.TimeoutExpired:
             relay.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        log_lines = (work / "relay.log").read_text(errors="replace").splitlines()
+        if log_lines:
+            print(f"relay log: {len(log_lines)} lines, the last ones:", *log_lines[-5:], sep="\n  ", flush=True)
+        if os.environ.get("IDLE_KEEP"):
+            print("kept", work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     verdicts = []
     for result in results:
         target = TARGETS_MB.get(result["buttons"])
