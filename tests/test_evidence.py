@@ -183,6 +183,8 @@ def test_cli_verifies_exports_holds_and_audits_each(incident, tmp_path, capsys):
                                 "-rawin", "-in", "manifest.json", "-sigfile", "manifest.sig"],
                                cwd=out, capture_output=True, text=True, timeout=30)
     assert signature.returncode == 0 and "Verified" in signature.stdout, signature.stdout + signature.stderr
+    assert main(["evidence", "verify", str(out), *location]) == 0  # the export verifies on its own too
+    assert "OK:" in capsys.readouterr().out
     assert main(["evidence", "hold", alert_id, "--reason", "case 2026/77", "--operator", "sup-1", *location]) == 0
     store = EvidenceStore(data_dir / "evidence", data_dir)
     assert store.hold(alert_id)["reason"] == "case 2026/77"

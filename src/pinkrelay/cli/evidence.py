@@ -147,7 +147,7 @@ def _verify(args: argparse.Namespace, store: EvidenceStore) -> int:
         print(f"  stated {gap}")
     if verdict.ok:
         print(f"OK: {verdict.segments} segments, {verdict.seconds:.1f} s, chain intact, signature verified "
-              f"({verdict.directory})")
+              f"with {verdict.key} ({verdict.directory})")
         return 0
     for problem in verdict.problems:
         print(f"FAIL: {problem}", file=sys.stderr)

@@ -195,6 +195,8 @@ class Verdict:
     segments: int = 0
     seconds: float = 0.0
     signed: bool = False
+    #: The public key file the signature was checked with (set by EvidenceStore.verify).
+    key: Path | None = None
 
     @property
     def ok(self) -> bool:
@@ -237,6 +239,8 @@ def verify(directory: Path, public_key: Ed25519PublicKey | None) -> Verdict:
         if not verdict.signed:
             verdict.problems.append(f"{SIGNATURE} does not verify {MANIFEST}: the manifest was edited or forged")
     pieces = data.get("pieces", [])
+    # An export (store.py) keeps the pieces in segments/ beside the manifest.
+    files = directory / "segments" if (directory / "segments").is_dir() else directory
     by_hash = {piece.get("sha256"): piece for piece in pieces}
     prev = genesis(str(data.get("alert_id", "")))
     for position, entry in enumerate(pieces, start=1):
@@ -252,7 +256,7 @@ def verify(directory: Path, public_key: Ed25519PublicKey | None) -> Verdict:
             verdict.problems.append(f"{label}: manifest entry lacks {missing}")
             continue
         prev = entry["chain"]
-        path = directory / str(entry["file"])
+        path = files / str(entry["file"])
         if entry["kind"] == "media":
             verdict.segments += 1
         try:
@@ -281,7 +285,7 @@ def verify(directory: Path, public_key: Ed25519PublicKey | None) -> Verdict:
                                     f"{(after['start_us'] - before['end_us']) / 1e6:.1f} s out and the manifest "
                                     "states no gap there: media is missing")
     listed = {str(piece.get("file")) for piece in pieces}
-    for path in sorted(directory.glob("seg-*.m4s")) + sorted(directory.glob("init-*.mp4")):
+    for path in sorted(files.glob("seg-*.m4s")) + sorted(files.glob("init-*.mp4")):
         if path.name not in listed:
             verdict.problems.append(f"{path.name} is in the directory but not in the manifest")
     for gap in data.get("gaps", []):

@@ -83,9 +83,13 @@ class EvidenceStore:
     def verify(self, target: str | Path) -> Verdict:
         path = Path(target)
         directory = path if path.is_dir() else self.directory(str(target))
-        key_path = directory / PUBLIC_KEY if (directory / PUBLIC_KEY).exists() else self.public_key_path()
+        # The relay's own key when this is the relay's data directory; an export's copy only without it
+        # (a key that travels with the files proves nothing unless it matches the one the relay published).
+        key_path = self.public_key_path() if self.public_key_path().exists() else directory / PUBLIC_KEY
         key = load_public_key(key_path) if key_path.exists() else None
-        return verify(directory, key)
+        verdict = verify(directory, key)
+        verdict.key = key_path if key is not None else None
+        return verdict
 
     # -- holds ----------------------------------------------------------------------------------
 
