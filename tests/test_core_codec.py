@@ -234,11 +234,11 @@ def test_encode_media_accepts_any_buffer_and_empty_payload():
 @pytest.mark.parametrize(
     "call, cls, words",
     [
-        (lambda: encode_media(-1, 2, 0, 0, b"x"), FrameError, "track -1 out of range 0..65535"),
+        (lambda: encode_media(-1, 2, 0, 0, b"x"), FrameError, "track -1 out of range 0..4194303"),
         (
-            lambda: encode_media(65536, 2, 0, 0, b"x"),
+            lambda: encode_media(4194304, 2, 0, 0, b"x"),
             FrameError,
-            "track 65536 out of range 0..65535",
+            "track 4194304 out of range 0..4194303",
         ),
         (
             lambda: encode_media(1, 2, -1, 0, b"x"),
@@ -275,9 +275,9 @@ def test_encode_media_accepts_any_buffer_and_empty_payload():
             "reserved flag bits 0x10",
         ),
         (
-            lambda: encode_frame(MEDIA, 2, 70000, 0, 0, b""),
+            lambda: encode_frame(MEDIA, 2, 2**22, 0, 0, b""),
             FrameError,
-            "track 70000 out of range 0..65535",
+            "track 4194304 out of range 0..4194303",
         ),
         (
             lambda: encode_frame(0x07, 1, 0, 2**32, 0, b""),
@@ -302,7 +302,7 @@ def test_encode_media_accepts_any_buffer_and_empty_payload():
         (
             lambda: encode_media(2**40, 3, 0, 0, b"x"),
             FrameError,
-            "track 1099511627776 out of range 0..65535",
+            "track 1099511627776 out of range 0..4194303",
         ),
         (
             lambda: encode_media(1, 2**40, 0, 0, b"x"),
@@ -317,6 +317,30 @@ def test_encoder_refuses_bad_fields(call, cls, words):
     assert words in str(info.value)
 
 
+# -- protocol v2: track ids above 65535 (protocol.md §2.5) -------------------------
+
+
+@pytest.mark.parametrize("track", [65536, 70000, 0x3FFFFF])
+def test_a_wide_track_travels_in_a_version_2_header_and_decodes_back(track):
+    frames = encode_media(track, 3, 9, 123, b"k" * 700, keyframe=True, chunk_size=256)
+    assert all(frame[2] == 2 and frame[5] & 3 == 3 and frame[5] >> 2 == track >> 16 for frame in frames)
+    decoded = FrameDecoder().decode(b"".join(frames))
+    assert [(f.track, f.lane, f.keyframe) for f in decoded] == [(track, 3, True)] * 3
+    assert encode_frame(MEDIA, 2, track, 1, 0, b"a")[2] == 2
+
+
+def test_tracks_up_to_65535_and_control_frames_keep_version_1_byte_for_byte():
+    assert encode_media(65535, 3, 1, 2, b"x")[0][:8] == bytes.fromhex("5052014002 03ffff".replace(" ", ""))
+    assert encode_frame(0x07, 1, 0, 0, 0, b"")[2] == 1
+
+
+def test_a_version_2_header_with_a_bad_lane_or_a_v1_header_with_high_lane_bits_is_refused():
+    with pytest.raises(FrameError, match="lane"):
+        FrameDecoder().decode(header(MEDIA, END, 1 | (1 << 2), 5, 0, 0, 0, version=2))  # lane 1 for media
+    with pytest.raises(FrameError):
+        FrameDecoder().decode(header(MEDIA, END, 3 | (1 << 2), 5, 0, 0, 0, version=1))
+
+
 # -- decoder refusals -----------------------------------------------------------
 
 BAD_HEADERS = [
@@ -324,9 +348,9 @@ BAD_HEADERS = [
     (b"PY" + bytes(22), FrameError, ["bad magic 5059", "expected 5052"]),
     (b"X", FrameError, ["bad magic 58"]),
     (
-        header(0x07, END, 1, 0, 0, 0, 0, version=2),
+        header(0x07, END, 1, 0, 0, 0, 0, version=3),
         FrameError,
-        ["unsupported protocol version 2", "speaks 1"],
+        ["unsupported protocol version 3", "speaks 1 and 2"],
     ),
     (b"PR\x00", FrameError, ["unsupported protocol version 0"]),
     (header(0x99, END, 1, 0, 0, 0, 0), FrameError, ["unknown frame type 0x99"]),

@@ -494,7 +494,7 @@ INVALID = [
     (StreamDescription, {"tracks": (), "button": "\n"}, "button"),
     (Subscribe, {"button": ""}, "button"),
     (Unsubscribe, {"button": "b", "reason": b"bytes"}, "reason"),
-    (KeyframeRequest, {"track_id": 70000}, "track_id"),
+    (KeyframeRequest, {"track_id": 2**22}, "track_id"),  # above protocol v2's 22-bit track ids
     (Subscribed, {"button": "b", "tracks": ("x",)}, "tracks"),
     (Subscribed, {"button": "b", "tracks": (AUDIO, AUDIO)}, "track id"),
     (Subscribed, {"button": "b", "catchup_frames": -1}, "catchup_frames"),

@@ -75,6 +75,8 @@ cdef extern from "<string.h>":
 cdef enum:
     HEADER_SIZE = 24
     VERSION = 1
+    VERSION_WIDE = 2
+    MAX_TRACK_ID_V2 = 0x3FFFFF
     MAGIC0 = 0x50
     MAGIC1 = 0x52
     FLAG_KEYFRAME = 0x01
@@ -132,10 +134,15 @@ cdef inline void _wr_header(
     cdef int i
     p[0] = MAGIC0
     p[1] = MAGIC1
-    p[2] = VERSION
     p[3] = <uint8_t>type
     p[4] = <uint8_t>flags
-    p[5] = <uint8_t>lane
+    if track > 0xFFFF:
+        # Version 2: the track's bits 16-21 ride in the six high bits of the lane byte (protocol.md §2.5).
+        p[2] = VERSION_WIDE
+        p[5] = <uint8_t>(lane | ((track >> 16) << 2))
+    else:
+        p[2] = VERSION
+        p[5] = <uint8_t>lane
     p[6] = <uint8_t>(track >> 8)
     p[7] = <uint8_t>track
     p[8] = <uint8_t>(seq >> 24)
@@ -210,8 +217,12 @@ cdef inline Frame _new_frame(const uint8_t *p, Py_ssize_t total):
     cdef Frame frame = Frame.__new__(Frame)
     frame.type = p[3]
     frame.flags = p[4]
-    frame.lane = p[5]
-    frame.track = _rd16(p + 6)
+    if p[2] == VERSION_WIDE:
+        frame.lane = p[5] & 3
+        frame.track = ((p[5] >> 2) << 16) | _rd16(p + 6)
+    else:
+        frame.lane = p[5]
+        frame.track = _rd16(p + 6)
     frame.seq = _rd32(p + 8)
     frame.timestamp = _rd64(p + 12)
     frame.wire = PyBytes_FromStringAndSize(<const char *>p, total)
@@ -226,8 +237,8 @@ cdef bytes _build_frame(
     cdef uint32_t seq
     if not _fields_ok(type, flags, lane, track):
         checks.check_fields(type, flags, lane, track)
-    if track < 0 or track > 0xFFFF:
-        raise FrameError(f"track {track} out of range 0..65535")
+    if track < 0 or track > MAX_TRACK_ID_V2:
+        raise FrameError(f"track {track} out of range 0..{MAX_TRACK_ID_V2}")
     if seq_obj < 0 or seq_obj > 0xFFFFFFFF:
         raise FrameError(f"sequence {seq_obj} out of range 0..4294967295")
     seq = seq_obj
@@ -294,8 +305,8 @@ cdef list _encode_media(int track, int lane, object seq, int64_t timestamp, obje
         raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
     if not _fields_ok(TYPE_MEDIA, flags | FLAG_END, lane, track):
         checks.check_fields(TYPE_MEDIA, flags | FLAG_END, lane, track)
-    if track < 0 or track > 0xFFFF:
-        raise FrameError(f"track {track} out of range 0..65535")
+    if track < 0 or track > MAX_TRACK_ID_V2:
+        raise FrameError(f"track {track} out of range 0..{MAX_TRACK_ID_V2}")
     if seq < 0 or seq > 0xFFFFFFFF:
         raise FrameError(f"sequence {seq} out of range 0..4294967295")
     seq32 = seq
@@ -513,7 +524,7 @@ cdef class FrameDecoder:
                 if check_partial and available > 0 and not (
                     h[0] == MAGIC0
                     and (available < 2 or h[1] == MAGIC1)
-                    and (available < 3 or h[2] == VERSION)
+                    and (available < 3 or h[2] == VERSION or h[2] == VERSION_WIDE)
                     and (available < 4 or TYPE_LANE_TABLE[h[3]] != -1)
                 ):
                     checks.check_prefix(PyBytes_FromStringAndSize(<const char *>h, available))
@@ -525,7 +536,10 @@ cdef class FrameDecoder:
             length = _rd32(h + 20)
             if h[0] != MAGIC0 or h[1] != MAGIC1:
                 checks.bad_magic(PyBytes_FromStringAndSize(<const char *>h, 2))
-            if h[2] != VERSION:
+            if h[2] == VERSION_WIDE:
+                track |= (lane >> 2) << 16
+                lane &= 3
+            elif h[2] != VERSION:
                 checks.bad_version(h[2])
             if not _fields_ok(type, flags, lane, track):
                 checks.check_fields(type, flags, lane, track)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import NoReturn
 
 from ..errors import FrameError, LimitExceeded
-from .wire import FLAGS_KNOWN, MAGIC, TYPE_LANE, VERSION, Flag, FrameType, Lane
+from .wire import FLAGS_KNOWN, MAGIC, TYPE_LANE, VERSIONS, Flag, FrameType, Lane
 
 _END = int(Flag.END)
 _MEDIA = int(FrameType.MEDIA)
@@ -55,7 +55,7 @@ def bad_magic(magic: bytes) -> NoReturn:
 
 def bad_version(version: int) -> NoReturn:
     raise FrameError(
-        f"unsupported protocol version {version} (this side speaks {VERSION}); "
+        f"unsupported protocol version {version} (this side speaks {' and '.join(map(str, VERSIONS))}); "
         "closing the connection"
     )
 
@@ -110,7 +110,7 @@ def check_prefix(prefix: bytes) -> None:
         bad_magic(prefix[:2])
     if len(prefix) >= 2 and prefix[1] != MAGIC[1]:
         bad_magic(prefix[:2])
-    if len(prefix) >= 3 and prefix[2] != VERSION:
+    if len(prefix) >= 3 and prefix[2] not in VERSIONS:
         bad_version(prefix[2])
     if len(prefix) >= 4 and prefix[3] not in KNOWN_TYPES:
         check_fields(prefix[3], _END, 0, 0)

@@ -42,9 +42,12 @@ from .wire import (
     MAGIC,
     MAX_SEQUENCE,
     MAX_TRACK_ID,
+    MAX_TRACK_ID_V2,
     OVERFLOW,
     QUEUED,
     VERSION,
+    VERSION_WIDE,
+    VERSIONS,
     Flag,
     FrameType,
     Lane,
@@ -122,8 +125,8 @@ def encode_frame(
 ) -> bytes:
     """Build one frame's wire bytes (header and payload)."""
     checks.check_fields(type, flags, lane, track)
-    if not 0 <= track <= MAX_TRACK_ID:
-        raise FrameError(f"track {track} out of range 0..{MAX_TRACK_ID}")
+    if not 0 <= track <= MAX_TRACK_ID_V2:
+        raise FrameError(f"track {track} out of range 0..{MAX_TRACK_ID_V2}")
     if not 0 <= seq <= MAX_SEQUENCE:
         raise FrameError(f"sequence {seq} out of range 0..{MAX_SEQUENCE}")
     if not _TIMESTAMP_MIN <= timestamp <= _TIMESTAMP_MAX:
@@ -131,6 +134,10 @@ def encode_frame(
     length = len(payload)
     if length > 0xFFFFFFFF:
         raise LimitExceeded(f"payload of {length} bytes cannot be framed (limit 4 GiB)")
+    if track > MAX_TRACK_ID:
+        # Version 2: the track's bits 16-21 ride in the six high bits of the lane byte (protocol.md §2.5).
+        return HEADER.pack(MAGIC, VERSION_WIDE, type, flags, lane | (track >> 16) << 2, track & 0xFFFF, seq,
+                           timestamp, length) + payload
     return HEADER.pack(MAGIC, VERSION, type, flags, lane, track, seq, timestamp, length) + payload
 
 
@@ -255,6 +262,9 @@ class FrameDecoder:
         magic, version, type, flags, lane, track, seq, timestamp, length = HEADER.unpack_from(
             buffer, pos
         )
+        if version == VERSION_WIDE:
+            track |= (lane >> 2) << 16
+            lane &= 3
         self._check_header(magic, version, type, flags, lane, track, length)
         end = pos + HEADER_SIZE + length
         if end > len(buffer):
@@ -283,7 +293,7 @@ class FrameDecoder:
     ) -> None:
         if magic != MAGIC:
             checks.bad_magic(magic)
-        if version != VERSION:
+        if version not in VERSIONS:
             checks.bad_version(version)
         checks.check_fields(type, flags, lane, track)
         if type == _MEDIA:

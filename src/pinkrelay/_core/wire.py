@@ -12,6 +12,10 @@ import struct
 
 MAGIC = b"PR"
 VERSION = 1
+#: The header version of a frame whose track id is above 65535 (docs/protocol.md §2.5): only peers that
+#: offered version 2 in ``hello`` are given such ids. Every other frame keeps version 1.
+VERSION_WIDE = 2
+VERSIONS = (VERSION, VERSION_WIDE)
 
 #: magic, version, type, flags, lane, track, sequence, timestamp (µs), payload length
 HEADER = struct.Struct(">2sBBBBHIqI")

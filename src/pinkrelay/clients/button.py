@@ -120,7 +120,7 @@ class ButtonClient:
 
     async def connect(self) -> None:
         """One attempt to connect and authenticate; raises OSError or ConnectionRefused."""
-        conn = ButtonConnection(self.button_id, self._secret, talkback=self.talkback is not None)
+        conn = ButtonConnection(self.button_id, self._secret, talkback=self.talkback is not None, protocol=2)
         link = await Link.open(self.relays.current, conn, connect_timeout=self.connect_timeout, tls=self.tls)
         self.link = link
         self._describe(link)

@@ -94,7 +94,7 @@ class ConsoleClient:
         started = False
         attempt = 0
         while True:
-            conn = ConsoleConnection(self.operator, self._token)
+            conn = ConsoleConnection(self.operator, self._token, protocol=2)
             conn.resume_cursor = self.cursor
             try:
                 link = await Link.open(self.relays.current, conn, connect_timeout=self.connect_timeout, tls=self.tls)

@@ -381,11 +381,14 @@ class _ClientConnection(Connection):
         counter: int | None = None,
         software: str = "pinkrelay",
         talkback: bool = False,
+        protocol: int = 1,
         limits: ProtocolLimits = DEFAULT_LIMITS,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         now: float = 0.0,
     ) -> None:
         super().__init__(role=role, limits=limits, handshake_timeout=handshake_timeout, now=now)
+        #: The highest protocol version this client speaks, said in its hello: 2 takes track ids above 65535.
+        self.protocol = protocol
         ev._check_id("identity", identity)
         if not secret:
             raise ValueError(f"{role} {identity!r}: the secret is empty")
@@ -410,6 +413,7 @@ class _ClientConnection(Connection):
                 software=self.software,
                 cursor=self.resume_cursor,
                 talkback=self.talkback,
+                protocol=self.protocol,
             ),
             now,
         )
@@ -618,6 +622,7 @@ class RelayConnection(Connection):
         session: str,
         track_ids: Sequence[int] = (),
         chunk_size: int = Limits.CHUNK_SIZE,
+        protocol: int = 1,
         now: float | None = None,
     ) -> bytes:
         if not self.authenticated:
@@ -632,6 +637,7 @@ class RelayConnection(Connection):
                 chunk_size=chunk_size,
                 max_frame_bytes=self.limits.max_frame_bytes,
                 track_ids=self.assigned_tracks,
+                protocol=protocol,
             ),
             now,
         )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from .._core import FrameType, Message
+from .._core.wire import MAX_TRACK_ID_V2
 
 ROLES = ("button", "console")
 ALERT_KINDS = ("panic", "offline", "tamper", "test", "mass_outage")
@@ -160,12 +161,15 @@ class Welcome(Event):
     """
 
     frame_type: ClassVar[int] = FrameType.WELCOME
+    omit_at_default: ClassVar[tuple[str, ...]] = ("protocol",)
     session: str
     heartbeat_interval: float
     supervision_window: float
     chunk_size: int
     max_frame_bytes: int
     track_ids: tuple[int, ...] = ()
+    #: The protocol version of this session: 2 when the client offered it (track ids may exceed 65535).
+    protocol: int = 1
 
     def __post_init__(self) -> None:
         _check_id("session", self.session)
@@ -178,8 +182,9 @@ class Welcome(Event):
         _check_int("chunk_size", self.chunk_size, 256, self.max_frame_bytes)
         _check_int("max_frame_bytes", self.max_frame_bytes, 256, 2**31)
         object.__setattr__(self, "track_ids", tuple(self.track_ids))
+        _check_int("protocol", self.protocol, 1, 255)
         for track in self.track_ids:
-            _check_int("track id", track, 1, 0xFFFF)
+            _check_int("track id", track, 1, MAX_TRACK_ID_V2)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -364,7 +369,7 @@ class TrackDescription:
     extradata: bytes = b""
 
     def __post_init__(self) -> None:
-        _check_int("track_id", self.track_id, 1, 0xFFFF)
+        _check_int("track_id", self.track_id, 1, MAX_TRACK_ID_V2)
         _check_choice("kind", self.kind, TRACK_KINDS)
         _check_choice("codec", self.codec, CODECS[self.kind])
         _check_int("width", self.width, 0, 16384)
@@ -429,7 +434,7 @@ class KeyframeRequest(Event):
 
     def __post_init__(self) -> None:
         _check_id("button", self.button, allow_empty=True)
-        _check_int("track_id", self.track_id, 0, 0xFFFF)
+        _check_int("track_id", self.track_id, 0, MAX_TRACK_ID_V2)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

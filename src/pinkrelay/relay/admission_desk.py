@@ -21,6 +21,7 @@ import trio
 
 from .. import tls
 from .._core import Lane
+from .._core.wire import MAX_TRACK_ID
 from ..alerts.journal import JournalError
 from ..alerts.routing import Recipient
 from ..errors import AuthenticationFailed, ConfigError, ProtocolError
@@ -342,9 +343,11 @@ class AdmissionDesk:
 
     def _welcome_button(self, session: ButtonSession, now: float) -> None:
         button_id = session.identity
-        track_ids = self._track_block(button_id)
+        protocol = min(session.conn.hello.protocol, 2) if session.conn.hello else 1
+        track_ids = self._track_block(button_id, wide=protocol >= 2)
         welcome = session.conn.welcome(
-            session=secrets.token_hex(8), track_ids=track_ids, chunk_size=self.config.chunk_size, now=now
+            session=secrets.token_hex(8), track_ids=track_ids, chunk_size=self.config.chunk_size,
+            protocol=protocol, now=now,
         )
         session.outbox.send(Lane.CONTROL, [welcome], now)
         previous = self.sessions_by_button.get(button_id)
@@ -354,7 +357,8 @@ class AdmissionDesk:
                 self.hub.close_stream(previous.stream_state)
         self.sessions_by_button[button_id] = session
         stream = session.stream_state = self.hub.open_stream(button_id, track_ids)
-        if self.data_plane is not None:
+        if self.data_plane is not None and track_ids[-1] <= MAX_TRACK_ID:
+            # (The data threads read 16-bit track ids: a button on protocol v2 ids stays on the trio path.)
             # A data thread reads the button once Python's reader reaches a frame boundary
             # (ButtonSession.hand_over_reading); until then, and if it ever hands the socket
             # back, what Python reassembles is fanned out by the data plane too.
@@ -378,7 +382,9 @@ class AdmissionDesk:
         newer than the snapshot are sent, so an alert committed meanwhile is
         neither lost nor sent twice.
         """
-        welcome = session.conn.welcome(session=secrets.token_hex(8), chunk_size=self.config.chunk_size, now=now)
+        protocol = min(session.conn.hello.protocol, 2) if session.conn.hello else 1
+        welcome = session.conn.welcome(session=secrets.token_hex(8), chunk_size=self.config.chunk_size,
+                                       protocol=protocol, now=now)
         session.outbox.send(Lane.CONTROL, [welcome], now)
         session.held_broadcasts = []
         self.consoles.add(session)

@@ -27,6 +27,7 @@ from ..protocol import (
 from ..protocol.media_rules import checking
 from .limits import MediaRate, Verdict
 from .sessions import ButtonSession, ConsoleSession, Session
+from .._core.wire import MAX_TRACK_ID
 from .tracks import TrackSpaceFull
 
 log = logging.getLogger("pinkrelay.relay")
@@ -42,10 +43,13 @@ TRAFFIC_KEYS = ("media_messages_in", "media_bytes_in", "bytes_out", "dropped_vid
 class MediaDesk:
     """Media: track ids, streams and watchers, bitrate limits, subscriptions, keyframe requests."""
 
-    def _track_block(self, button_id: str) -> tuple[int, ...]:
-        """Relay-wide track ids for a button while it is connected or watched (relay/tracks.py)."""
+    def _track_block(self, button_id: str, *, wide: bool = False) -> tuple[int, ...]:
+        """Relay-wide track ids for a button while it is connected or watched (relay/tracks.py).
+
+        ``wide``: the button speaks protocol v2 and may be given ids above 65535.
+        """
         try:
-            return self.tracks.acquire(button_id)
+            return self.tracks.acquire(button_id, wide=wide)
         except TrackSpaceFull as full:
             raise ProtocolError(f"the relay has no track ids left for button {button_id}: {full}",
                                 code="capacity") from None
@@ -118,6 +122,14 @@ class MediaDesk:
     def subscribe(self, session: ConsoleSession, button_id: str, now: float) -> None:
         if button_id not in self.registry:
             session.send(Error(code="unknown-button", message=f"no button {button_id!r} in the registry", fatal=False))
+            return
+        block = self.tracks.block_of(button_id)
+        if block is not None and block[-1] > MAX_TRACK_ID and session.conn.hello.protocol < 2:
+            self.counters["subscriptions_refused"] += 1
+            session.send(Error(code="unsupported", fatal=False, message=(
+                f"button {button_id} streams on track ids above 65535 (protocol v2), and console "
+                f"{session.identity} said protocol {session.conn.hello.protocol} in its hello; a console "
+                "that reads protocol v2 headers (docs/protocol.md §2.5) can watch it")))
             return
         limit = self.config.max_subscriptions_per_console
         if session.outbox not in self.hub.watchers.get(button_id, ()) and self.hub.watching(session.outbox) >= limit:

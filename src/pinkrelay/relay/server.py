@@ -40,7 +40,6 @@ from typing import Any
 
 import trio
 
-from .._core.wire import MAX_TRACK_ID
 from ..alerts.escalation import Escalator
 from ..alerts.index import AlertIndex
 from ..alerts.journal import SqliteJournal
@@ -154,7 +153,7 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
         #: Every session's heartbeat, silence and handshake deadlines, in one task (relay/timers.py).
         self.timers = SessionTimers()
         self.press_guard = PressGuard(self.config.press_rate_per_button, self.config.press_burst_per_button)
-        self.tracks = TrackSpace(self.config.max_tracks, is_watched=self.hub.is_watched, wide_limit=MAX_TRACK_ID)
+        self.tracks = TrackSpace(self.config.max_tracks, is_watched=self.hub.is_watched)
         self.hub.unwatched = self.tracks.unwatched
         self._handshake_counters: dict[tuple[str, str], int] = {}
         self._event_streams: list[_EventStream] = []
