@@ -301,6 +301,10 @@ def test_kill_9_of_a_nats_node_under_relays_loses_nothing_and_consoles_keep_foll
             latencies = sorted(r.latency_ms for r in receipts)
             print(f"\n60 presses across kill -9 of a NATS node under two relays in {took:.1f} s: ack p50 "
                   f"{latencies[30]:.1f} ms, max {latencies[-1]:.0f} ms")
+            # The buttons bucket is still followed after the node's death: a takeover still fences.
+            elsewhere = button_client(relay2, "kp-test-004", reconnect=False)
+            nursery.start_soon(elsewhere.run)
+            await wait_until(lambda: relay1.cluster.fenced == 1, 20, "relay 1 to fence the session taken over")
             nursery.cancel_scope.cancel()
 
     try:

@@ -125,6 +125,17 @@ class NatsThread:
 
         return await trio.lowlevel.wait_task_rescheduled(abort)
 
+    def spawn(self, function: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run ``await function(*args)`` on the NATS loop without waiting for it; its failure is logged."""
+        if self.loop is None:
+            return
+        call = _Call(function, args, {}, None)
+        with self._lock:
+            self._calls.append(call)
+            wake, self._calls_woken = not self._calls_woken, True
+        if wake:
+            self.loop.call_soon_threadsafe(self._take_calls)
+
     def _take_calls(self) -> None:  # NATS thread
         with self._lock:
             calls = list(self._calls)
@@ -138,6 +149,11 @@ class NatsThread:
 
     def _finished(self, call: _Call, future: Any) -> None:  # NATS thread
         if future.cancelled():
+            return
+        if call.task is None:  # spawned: nobody waits for it
+            if future.exception() is not None:
+                log.warning("NATS work %s failed: %s", getattr(call.function, "__name__", call.function),
+                            future.exception())
             return
         call.result = outcome.capture(future.result)
         self._reply(call)

@@ -372,12 +372,16 @@ class JetStreamAlertStore:
         return {}
 
     async def save_counter(self, role: str, identity: str, counter: int) -> None:
-        """Raise the shared counter to ``counter`` (never lower it), so no relay accepts an older hello."""
+        """Raise the shared counter to ``counter`` (never lower it), so no relay accepts an older hello.
+
+        The welcome does not wait for it: a sign-in must not stall while the
+        counters bucket elects a leader (a NATS node just died). The hello is
+        also bound to this relay's fresh nonce, so the moment before the other
+        relays know the counter opens no replay.
+        """
         self._counters[(role, identity)] = max(counter, self._counters.get((role, identity), 0))
-        try:
-            await self.nats.call(self._raise_counter, f"{role}.{records.token(identity)}", role, identity, counter)
-        except Exception as error:
-            raise JournalError(f"{self.where}: handshake counter not shared ({_describe(error)})") from None
+        if self._counter_bucket is not None:
+            self.nats.spawn(self._raise_counter, f"{role}.{records.token(identity)}", role, identity, counter)
 
     async def _raise_counter(self, key: str, role: str, identity: str, counter: int) -> None:
         import msgpack

@@ -149,18 +149,37 @@ class Directory:
         await self.nats.call(self._watch)
 
     async def _watch(self) -> None:
-        watcher = await self._buttons.watchall()
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    self.nats.to_trio(self.synced.set)
-                    continue
-                if not entry.value:
-                    continue
-                record = msgpack.unpackb(entry.value)
+        """Follow the bucket's stream with an ordered consumer that heartbeats, as the alert feed does.
+
+        nats-py's KV watcher has no heartbeat: when the node that served its
+        consumer dies it goes quiet for good, and this relay would never
+        hear of a takeover again. An ordered consumer with heartbeats notices
+        the silence and is made again from where it was.
+        """
+        import asyncio
+
+        from nats.js.api import DeliverPolicy
+
+        bucket = self.subjects.buttons_bucket
+        stream = f"KV_{bucket}"
+        last = (await self.store.jetstream.stream_info(stream)).state.last_seq
+        if not last:
+            self.nats.to_trio(self.synced.set)
+
+        async def arrived(message: Any) -> None:
+            if message.data:
+                record = msgpack.unpackb(message.data)
                 self.nats.to_trio(self._seen, record["button"], Holder(record["relay"], record["epoch"]))
+            if message.metadata.sequence.stream >= last:
+                self.nats.to_trio(self.synced.set)
+
+        subscription = await self.store.jetstream.subscribe(
+            f"$KV.{bucket}.>", stream=stream, cb=arrived, ordered_consumer=True,
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT, idle_heartbeat=1.0)
+        try:
+            await asyncio.Event().wait()  # until cancelled with the relay
         finally:
-            await watcher.stop()
+            await subscription.unsubscribe()
 
     # -- relays ----------------------------------------------------------------------
 
