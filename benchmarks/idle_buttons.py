@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/idle_buttons.py                  # 5,000, 10,000 and 20,000 buttons
     .venv/bin/python benchmarks/idle_buttons.py --counts 5000,10000 --measure 20
-    .venv/bin/python benchmarks/idle_buttons.py --counts 5000,10000,19800 --max-tracks 3
+    .venv/bin/python benchmarks/idle_buttons.py --counts 5000,10000,19800   # in a container with ulimit -Hn 20000
 
 A real ``pinkrelay serve`` process (default settings, except the
 per-address admission limits: every button here comes from a few loopback
@@ -17,11 +17,11 @@ at each, after the relay has settled, the script samples the relay's RSS
 ``--measure`` seconds, at least two heartbeat intervals, and prints them.
 
 Targets (issue 17): 10,000 buttons at most 150 MB RSS; 20,000 at most 250 MB
-RSS and 10 % of a core. With protocol v1's 16-bit track ids and the default
-``max_tracks`` 8, a relay holds at most 8,191 buttons at once: beyond that
-the script needs ``--max-tracks`` (memory per button hardly depends on it).
-The relay needs one open file per button: where the hard limit cannot be
-raised (a container), the largest count must stay below it.
+RSS and 10 % of a core. The buttons say protocol 2 in their hello, so past
+8,191 of them (16-bit track ids at ``max_tracks`` 8) they get wider ids
+(docs/protocol.md §2.5). The relay needs one open file per button: where
+the hard limit cannot be raised (a container), the largest count must stay
+below it.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def generate(settings: dict[str, Any]) -> None:
     failures: list[str] = []
 
     async def button(index: str, limiter: trio.CapacityLimiter, ready: list[int]) -> None:
-        conn = ButtonConnection(index, secret_for(index).encode())
+        conn = ButtonConnection(index, secret_for(index).encode(), protocol=2)  # v2: track ids beyond 16 bits
         sock = trio.socket.socket()
         async with limiter:
             try:
@@ -227,9 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--measure", type=float, default=20.0, help="seconds of CPU sampling per count")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds after the last sign-in before sampling")
     parser.add_argument("--heartbeat-interval", type=float, default=10.0, help="the relay's default")
-    parser.add_argument("--max-tracks", type=int, default=8,
-                        help="the relay's max_tracks (default %(default)s); protocol v1's 16-bit track ids hold "
-                             "65535 // max_tracks buttons at once (8191 at 8)")
+    parser.add_argument("--max-tracks", type=int, default=8, help="the relay's max_tracks (default %(default)s)")
     parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.generate:
@@ -239,9 +237,6 @@ def main(argv: list[str] | None = None) -> int:
     if counts != sorted(counts) or counts[0] < 1:
         parser.error(f"--counts must be increasing positive numbers, not {args.counts}")
     most = counts[-1]
-    if most > 65535 // args.max_tracks:
-        parser.error(f"{most} buttons do not fit the 16-bit track space with --max-tracks {args.max_tracks} "
-                     f"(at most {65535 // args.max_tracks}); lower --max-tracks")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if most + 64 > max(hard, raise_nofile(most + 1024)):
         parser.error(f"the relay needs {most + 64} open files for {most} buttons, but this machine's hard limit "
