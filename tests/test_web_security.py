@@ -503,7 +503,7 @@ async def test_watching_forwards_media_with_the_header_and_is_audited(tmp_path, 
                 continue
             assert stream is not None, "the stream's tracks come before its first packet"
             version, flags, _track, timestamp = HEADER.unpack_from(message)
-            assert version == 1 and len(message) > HEADER.size
+            assert version == 2 and len(message) > HEADER.size
             assert abs(timestamp / 1e6 - time.time()) < 30, "capture time in µs since the epoch"
             if flags & FLAG_AUDIO:
                 audio += 1
@@ -565,9 +565,9 @@ def test_throttle_backs_off_exponentially_per_address_and_name():
 
 
 def test_media_header_layout():
-    packet = struct.pack(">BBHQ", 1, FLAG_KEYFRAME, 7, 1_700_000_000_000_000) + b"\x00\x00\x00\x01\x67"
-    assert HEADER.size == 12
-    assert HEADER.unpack_from(packet) == (1, FLAG_KEYFRAME, 7, 1_700_000_000_000_000)
+    packet = struct.pack(">BBIQ", 2, FLAG_KEYFRAME, 70_000, 1_700_000_000_000_000) + b"\x00\x00\x00\x01\x67"
+    assert HEADER.size == 14  # a 32-bit track id: protocol v2's ids exceed 16 bits
+    assert HEADER.unpack_from(packet) == (2, FLAG_KEYFRAME, 70_000, 1_700_000_000_000_000)
 
 
 @trio_test

@@ -52,8 +52,9 @@ from ..protocol import Media, StreamDescription, Subscribed, TrackDescription
 
 log = logging.getLogger("pinkrelay.web")
 
-HEADER = struct.Struct(">BBHQ")
-VERSION = 1
+#: version, flags, track id (32 bits: protocol v2 track ids exceed 16), capture time in µs.
+HEADER = struct.Struct(">BBIQ")
+VERSION = 2
 FLAG_KEYFRAME = 1
 FLAG_AUDIO = 2
 FLAG_CATCHUP = 4
@@ -135,7 +136,7 @@ class Viewer:
     def _drop(self, packet: bytes) -> None:
         self.dropped += 1
         if not packet[1] & FLAG_AUDIO:
-            self.needs_keyframe.add(int.from_bytes(packet[2:4], "big"))
+            self.needs_keyframe.add(int.from_bytes(packet[2:6], "big"))
 
     def _keep(self, packet: bytes, queued_at: float) -> bool:
         flags = packet[1]
@@ -143,7 +144,7 @@ class Viewer:
             self._drop(packet)
             return False
         if not flags & FLAG_AUDIO:
-            track_id = int.from_bytes(packet[2:4], "big")
+            track_id = int.from_bytes(packet[2:6], "big")
             if track_id in self.needs_keyframe:
                 if not flags & FLAG_KEYFRAME:
                     self.dropped += 1

@@ -9,12 +9,12 @@
 // cannot see. With WebCodecs every frame keeps its capture time, so the
 // latency under the picture is measured, not estimated.
 //
-// Binary message from the server: 12-byte header, then the payload.
-//   u8 version (1) | u8 flags (1 keyframe, 2 audio, 4 catch-up) | u16 track id
+// Binary message from the server: 14-byte header, then the payload.
+//   u8 version (2) | u8 flags (1 keyframe, 2 audio, 4 catch-up) | u32 track id (protocol v2 ids exceed 16 bits)
 //   | u64 capture time in µs since the UNIX epoch
 import { audioContext } from "./sound.js";
 
-const HEADER_BYTES = 12;
+const HEADER_BYTES = 14;
 const FLAG_KEY = 1;
 const FLAG_AUDIO = 2;
 const FLAG_CATCHUP = 4;
@@ -478,11 +478,11 @@ export class LiveWall {
   onPacket(buffer) {
     if (buffer.byteLength < HEADER_BYTES) return;
     const view = new DataView(buffer);
-    if (view.getUint8(0) !== 1) return;
+    if (view.getUint8(0) !== 2) return;
     const flags = view.getUint8(1);
-    const stream = this.byTrack.get(view.getUint16(2));
+    const stream = this.byTrack.get(view.getUint32(2));
     if (!stream) return;
-    const timestamp = Number(view.getBigUint64(4));
+    const timestamp = Number(view.getBigUint64(6));
     const payload = new Uint8Array(buffer, HEADER_BYTES);
     if (flags & FLAG_AUDIO) stream.audioPacket(flags, timestamp, payload);
     else stream.videoPacket(flags, timestamp, payload);
