@@ -199,6 +199,8 @@ class AlertDesk:
             self.alert_index.remember(event if known is None else replace(known, cursor=event.cursor))
             if event.kind == "offline" and event.button and event.state == AlertState.RAISED:
                 self._offline_alerts[event.button] = event.alert_id  # whoever sees it back resolves it
+            if event.kind == "offline" and event.duplicate_of:
+                return  # a member of a mass outage: journalled, told to consoles in the group's alert
             if event.state == AlertState.RAISED:
                 raised_at = trio.current_time() - max(0, wall_us() - event.received_at) / 1e6
                 self._raised_at[event.alert_id] = raised_at
