@@ -27,8 +27,9 @@ class TalkBackEvidence:
 
     def _recording(self, talk: Any) -> Any:
         recording = self.desk.recordings.get(talk.alert_id) if talk.alert_id else None
-        if recording is None:
-            recording = self.desk.by_button.get(talk.button)
+        if recording is None or not recording.active:
+            # A supervisor's talk without an alert: the button's recording, if one runs.
+            recording = next(iter(self.desk.recordings_of(talk.button)), None)
         return recording if recording is not None and recording.active else None
 
     def talk_started(self, talk: Any) -> None:
