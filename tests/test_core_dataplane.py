@@ -330,3 +330,41 @@ def test_a_subscriber_whose_peer_vanished_fails_and_others_keep_flowing(plane) -
     assert gone_sub.failure.startswith("send failed")
     for h in (gone_sub, ok_sub, pub):
         h.remove()
+
+
+def test_audio_waits_up_to_audio_hold_for_the_next_video_frame_and_leaves_with_it() -> None:
+    plane = dataplane.DataPlane(1, 1024 * 1024, 0.2)
+    try:
+        button_far, button = pair()
+        pub = plane.publisher(button_far.fileno(), **LIMITS)
+        pub.resume()
+        pub.describe(VIDEO, Lane.VIDEO)
+        pub.describe(AUDIO, Lane.AUDIO)
+        near, far = pair()
+        sub = plane.subscriber(near.fileno(), **SUB_LIMITS)
+        pub.subscribe(sub, 0)
+        sub.release()
+        key = media(VIDEO, 0, idr(), key=True)
+        button.sendall(key)
+        assert read_exactly(far, len(key)) == key
+        writes = sub.stats()["writes"]
+        # Audio, then video 50 ms later (within the 200 ms hold): one write carries both.
+        audio = media(AUDIO, 0, b"opus" * 10, lane=Lane.AUDIO)
+        button.sendall(audio)
+        time.sleep(0.05)
+        assert not select.select([far], [], [], 0)[0], "audio left before audio_hold although video was due"
+        frame = media(VIDEO, 1, p_frame())
+        button.sendall(frame)
+        got = read_exactly(far, len(audio) + len(frame))
+        assert by_lane(got) == by_lane(audio + frame)
+        assert sub.stats()["writes"] == writes + 1
+        # Audio with no video after it still leaves, once audio_hold has passed.
+        lone = media(AUDIO, 1, b"opus" * 10, lane=Lane.AUDIO)
+        sent = time.monotonic()
+        button.sendall(lone)
+        assert read_exactly(far, len(lone)) == lone
+        assert 0.15 <= time.monotonic() - sent < 2.0
+        for h in (sub, pub):
+            h.remove()
+    finally:
+        plane.stop()

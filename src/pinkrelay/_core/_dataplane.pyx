@@ -49,7 +49,7 @@ cdef extern from "dataplane.h" nogil:
         DP_EV_OVERRATE
         DP_EV_FAILED
 
-    dp_plane *dp_create(int threads, uint64_t gop_cache_bytes, char *error, size_t error_size)
+    dp_plane *dp_create(int threads, uint64_t gop_cache_bytes, double audio_hold, char *error, size_t error_size)
     void dp_stop(dp_plane *plane)
     void dp_destroy(dp_plane *plane)
     int dp_event_fd(dp_plane *plane)
@@ -88,10 +88,10 @@ cdef class DataPlane:
     cdef readonly int threads
     cdef bint _stopped
 
-    def __cinit__(self, int threads, uint64_t gop_cache_bytes):
+    def __cinit__(self, int threads, uint64_t gop_cache_bytes, double audio_hold=0.0):
         cdef char error[200]
         error[0] = 0
-        self._plane = dp_create(threads, gop_cache_bytes, error, sizeof(error))
+        self._plane = dp_create(threads, gop_cache_bytes, audio_hold, error, sizeof(error))
         if self._plane == NULL:
             raise OSError(f"the data plane did not start: {error.decode()}")
         self.threads = threads

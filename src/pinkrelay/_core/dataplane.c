@@ -151,6 +151,8 @@ struct dp_conn {
     int nwaiting;
     int held;                            /* media waits for dp_release */
     int cut_lane;                        /* lane whose head entry is written in part; -1: none */
+    double audio_since;                  /* when audio began waiting in an otherwise empty queue */
+    int on_hold_list;
     int failed;
     char failure[200];
     double last_progress;
@@ -169,6 +171,8 @@ typedef struct {
     dp_conn **touched;
     int ntouched, touched_cap;
     size_t touched_bytes;                /* queued to them since the last flush */
+    dp_conn **held;                      /* subscribers whose audio waits for video (audio_hold) */
+    int nheld, held_cap;
     uint64_t turn;
     pthread_mutex_t lock;                /* covers conns and graveyard */
     dp_conn **conns;
@@ -183,6 +187,7 @@ struct dp_plane {
     int next_worker;
     int stopping;
     uint64_t gop_cache_bytes;
+    double audio_hold;
     uint64_t next_id;
     int eventfd;
     pthread_mutex_t events_lock;
@@ -361,6 +366,7 @@ static void wait_keyframe(dp_conn *s, uint16_t track) {
 static void sub_push_media(dp_conn *s, dp_buf *b, int lane, uint16_t track, int keyframe, double now) {
     if (s->dead || s->failed) return;
     if (!sub_queued(s)) s->last_progress = now;
+    if (lane == LANE_AUDIO && !s->ring[LANE_AUDIO].count) s->audio_since = now;
     lane_ring *r = &s->ring[lane];
     if (lane == LANE_VIDEO) {
         int w = waiting_for(s, track);
@@ -701,10 +707,31 @@ static void pub_read(worker *w, dp_conn *p) {
 
 /* -- threads ------------------------------------------------------------------------------------ */
 
+/* Only audio queued, for less than audio_hold: it waits to leave with the next video frame
+ * (one write per video frame instead of one per audio and video frame, as on the trio path). */
+static int audio_waits(dp_conn *s, double hold, double now) {
+    return hold > 0 && s->ring[LANE_AUDIO].count && !s->ring[0].count && !s->ring[1].count &&
+           !s->ring[LANE_VIDEO].count && s->cut_lane < 0 && !s->held && now - s->audio_since < hold;
+}
+
 static void flush_touched(worker *w) {
+    double hold = w->plane->audio_hold, now = hold > 0 ? now_s() : 0;
     for (int i = 0; i < w->ntouched; i++) {
         dp_conn *s = w->touched[i];
         pthread_mutex_lock(&s->lock);
+        if (audio_waits(s, hold, now)) {
+            if (s->on_hold_list) {         /* already waiting: its deadline stands */
+                pthread_mutex_unlock(&s->lock);
+                conn_unref(s);
+                continue;
+            }
+            if (grow((void **)&w->held, &w->held_cap, w->nheld + 1, sizeof(dp_conn *)) == 0) {
+                s->on_hold_list = 1;
+                w->held[w->nheld++] = s;   /* keeps the touch's reference */
+                pthread_mutex_unlock(&s->lock);
+                continue;
+            }
+        }
         sub_write(s);
         pthread_mutex_unlock(&s->lock);
         conn_unref(s);
@@ -712,6 +739,29 @@ static void flush_touched(worker *w) {
     w->ntouched = 0;
     w->touched_bytes = 0;
     w->turn++;   /* the next push to any of them touches it again */
+}
+
+/* Write the held subscribers whose audio has waited audio_hold; returns the next deadline (or 0). */
+static double flush_held(worker *w, double now) {
+    double next = 0, hold = w->plane->audio_hold;
+    int keep = 0;
+    for (int i = 0; i < w->nheld; i++) {
+        dp_conn *s = w->held[i];
+        pthread_mutex_lock(&s->lock);
+        if (audio_waits(s, hold, now)) {
+            double due = s->audio_since + hold;
+            if (!next || due < next) next = due;
+            w->held[keep++] = s;
+            pthread_mutex_unlock(&s->lock);
+            continue;
+        }
+        s->on_hold_list = 0;
+        sub_write(s);
+        pthread_mutex_unlock(&s->lock);
+        conn_unref(s);
+    }
+    w->nheld = keep;
+    return next;
 }
 
 static void sweep(worker *w, double now) {
@@ -741,9 +791,13 @@ static void sweep(worker *w, double now) {
 static void *worker_main(void *arg) {
     worker *w = arg;
     struct epoll_event events[MAX_EVENTS];
-    double next_sweep = now_s() + SWEEP_INTERVAL;
+    double next_sweep = now_s() + SWEEP_INTERVAL, next_held = 0;
     while (!__atomic_load_n(&w->plane->stopping, __ATOMIC_ACQUIRE)) {
-        int n = epoll_wait(w->epfd, events, MAX_EVENTS, (int)(SWEEP_INTERVAL * 1000));
+        double until = next_sweep;
+        if (next_held && next_held < until) until = next_held;
+        int timeout = (int)((until - now_s()) * 1000 + 0.999);
+        if (timeout < 0) timeout = 0;
+        int n = epoll_wait(w->epfd, events, MAX_EVENTS, timeout);
         if (n < 0 && errno != EINTR) break;
         w->turn++;
         COUNT(w->plane->turns, 1);
@@ -785,6 +839,7 @@ static void *worker_main(void *arg) {
         }
         flush_touched(w);
         double now = now_s();
+        next_held = w->nheld ? flush_held(w, now) : 0;
         if (now >= next_sweep) {
             sweep(w, now);
             next_sweep = now + SWEEP_INTERVAL;
@@ -793,12 +848,13 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
-dp_plane *dp_create(int threads, uint64_t gop_cache_bytes, char *error, size_t error_size) {
+dp_plane *dp_create(int threads, uint64_t gop_cache_bytes, double audio_hold, char *error, size_t error_size) {
     if (threads < 1) threads = 1;
     dp_plane *plane = calloc(1, sizeof *plane);
     if (!plane) { snprintf(error, error_size, "out of memory"); return NULL; }
     plane->nthreads = threads;
     plane->gop_cache_bytes = gop_cache_bytes;
+    plane->audio_hold = audio_hold;
     plane->eventfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     pthread_mutex_init(&plane->events_lock, NULL);
     plane->workers = calloc(threads, sizeof(worker));
@@ -845,6 +901,8 @@ void dp_destroy(dp_plane *plane) {
         for (int k = 0; k < w->nresumed; k++) conn_unref(w->resumed[k]);
         free(w->resumed);
         for (int k = 0; k < w->ntouched; k++) conn_unref(w->touched[k]);
+        for (int k = 0; k < w->nheld; k++) conn_unref(w->held[k]);
+        free(w->held);
         free(w->touched);
         free(w->scratch);
         close(w->epfd);

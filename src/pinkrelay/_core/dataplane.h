@@ -75,7 +75,8 @@ typedef struct {
     uint64_t messages, deliveries, writes, turns, bytes_sent, handbacks, control_events;
 } dp_plane_stats;
 
-dp_plane *dp_create(int threads, uint64_t gop_cache_bytes, char *error, size_t error_size);
+/* audio_hold: seconds a subscriber's audio may wait to leave with the next video frame (0: at once). */
+dp_plane *dp_create(int threads, uint64_t gop_cache_bytes, double audio_hold, char *error, size_t error_size);
 /* Stops the threads (idempotent); handles stay valid until dp_destroy, after the last is released. */
 void dp_stop(dp_plane *plane);
 void dp_destroy(dp_plane *plane);

@@ -45,7 +45,7 @@ class DataPlaneLink:
 
     def __init__(self, config: RelayConfig) -> None:
         self.config = config
-        self.plane = _dataplane.DataPlane(config.data_threads, config.gop_cache_bytes)
+        self.plane = _dataplane.DataPlane(config.data_threads, config.gop_cache_bytes, config.audio_hold)
         #: Sessions by the id of their publisher or subscriber handle.
         self.sessions: dict[int, Any] = {}
 
