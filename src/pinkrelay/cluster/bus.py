@@ -49,6 +49,8 @@ PUBLISH_TIMEOUT = 5.0
 DUPLICATE_WINDOW = 600.0
 #: Seconds a relay starting waits for JetStream to answer for the stream (a leader election takes a few).
 OPEN_TIMEOUT = 20.0
+#: Compare-and-set attempts on a KV key that other relays change at the same moment.
+CAS_ATTEMPTS = 50
 #: Seconds a relay waits for its own record to come back on the stream before it answers anyway.
 READ_YOUR_WRITE = 2.0
 
@@ -384,11 +386,13 @@ class JetStreamAlertStore:
             self.nats.spawn(self._raise_counter, f"{role}.{records.token(identity)}", role, identity, counter)
 
     async def _raise_counter(self, key: str, role: str, identity: str, counter: int) -> None:
+        import asyncio
+
         import msgpack
         from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
         value = msgpack.packb({"role": role, "identity": identity, "counter": counter})
-        while True:
+        for _ in range(CAS_ATTEMPTS):
             try:
                 entry = await self._counter_bucket.get(key)
             except KeyNotFoundError:
@@ -399,11 +403,14 @@ class JetStreamAlertStore:
                 elif msgpack.unpackb(entry.value)["counter"] < counter:
                     await self._counter_bucket.update(key, value, last=entry.revision)
                 return
-            except KeyWrongLastSequenceError:
-                continue  # another relay moved it meanwhile: compare again
+            except (KeyWrongLastSequenceError, KeyNotFoundError):
+                # Another relay moved it meanwhile (a create that lost the race may
+                # not even read the winner's value yet): compare again.
+                await asyncio.sleep(0.01)
+        raise JournalError(f"{self.where}: handshake counter {key} kept changing; not raised to {counter}")
 
     async def _follow_counters(self) -> None:
-        """Make the counters bucket, read it, and follow it (an asyncio task on the NATS thread)."""
+        """Make the counters bucket, read it, and follow it (a task on the NATS thread)."""
         import asyncio
 
         import msgpack

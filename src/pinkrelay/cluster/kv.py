@@ -103,7 +103,11 @@ class Directory:
     async def _claim(self, key: str) -> int:
         from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
-        while True:
+        import asyncio
+
+        from .bus import CAS_ATTEMPTS
+
+        for _ in range(CAS_ATTEMPTS):
             try:
                 entry = await self._buttons.get(key)
             except KeyNotFoundError:
@@ -115,9 +119,13 @@ class Directory:
                     await self._buttons.create(key, value)
                 else:
                     await self._buttons.update(key, value, last=entry.revision)
-            except KeyWrongLastSequenceError:
-                continue  # another relay claimed it meanwhile: take the epoch after theirs
+            except (KeyWrongLastSequenceError, KeyNotFoundError):
+                # Another relay claimed it meanwhile (a create that lost the race may not
+                # even read the winner's claim yet): take the epoch after theirs.
+                await asyncio.sleep(0.01)
+                continue
             return epoch
+        raise RuntimeError(f"the claim kept changing under {CAS_ATTEMPTS} attempts")
 
     async def holder_now(self, button_id: str) -> Holder | None:
         """The holder as the bucket has it now (not as this relay last heard); raises if NATS is away."""
@@ -149,37 +157,11 @@ class Directory:
         await self.nats.call(self._watch)
 
     async def _watch(self) -> None:
-        """Follow the bucket's stream with an ordered consumer that heartbeats, as the alert feed does.
+        def seen(record: dict[str, Any]) -> None:
+            self.nats.to_trio(self._seen, record["button"], Holder(record["relay"], record["epoch"]))
 
-        nats-py's KV watcher has no heartbeat: when the node that served its
-        consumer dies it goes quiet for good, and this relay would never
-        hear of a takeover again. An ordered consumer with heartbeats notices
-        the silence and is made again from where it was.
-        """
-        import asyncio
-
-        from nats.js.api import DeliverPolicy
-
-        bucket = self.subjects.buttons_bucket
-        stream = f"KV_{bucket}"
-        last = (await self.store.jetstream.stream_info(stream)).state.last_seq
-        if not last:
-            self.nats.to_trio(self.synced.set)
-
-        async def arrived(message: Any) -> None:
-            if message.data:
-                record = msgpack.unpackb(message.data)
-                self.nats.to_trio(self._seen, record["button"], Holder(record["relay"], record["epoch"]))
-            if message.metadata.sequence.stream >= last:
-                self.nats.to_trio(self.synced.set)
-
-        subscription = await self.store.jetstream.subscribe(
-            f"$KV.{bucket}.>", stream=stream, cb=arrived, ordered_consumer=True,
-            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT, idle_heartbeat=1.0)
-        try:
-            await asyncio.Event().wait()  # until cancelled with the relay
-        finally:
-            await subscription.unsubscribe()
+        await follow_bucket(self.store.jetstream, self.subjects.buttons_bucket, seen,
+                            lambda: self.nats.to_trio(self.synced.set))
 
     # -- relays ----------------------------------------------------------------------
 
@@ -219,3 +201,47 @@ class Directory:
             await self.nats.call(self._relays.delete, token(self.relay))
         except Exception as error:
             log.info("lease of %s not given up (%s); it lapses by itself", self.relay, error)
+
+
+async def follow_bucket(jetstream: Any, bucket: str, on_record: Callable[[dict[str, Any]], None],
+                        on_synced: Callable[[], None]) -> None:
+    """On the NATS loop: every key's last value, then each change, until cancelled.
+
+    Through an ordered consumer that heartbeats, as the alert feed: nats-py's
+    KV watcher has none, so when the node that served its consumer dies it
+    goes quiet for good, and a relay would never hear of a takeover again. This one notices the silence and is made again from
+    where it was. ``on_synced`` is called once the values present at the
+    start have been read.
+    """
+    import asyncio
+
+    from nats.js.api import DeliverPolicy
+
+    stream = f"KV_{bucket}"
+    try:
+        last = (await jetstream.stream_info(stream)).state.last_seq
+    except Exception as error:
+        log.error("bucket %s not followed: %s: %s", bucket, type(error).__name__, error)
+        raise
+    synced = not last
+    if synced:
+        on_synced()
+
+    async def arrived(message: Any) -> None:
+        nonlocal synced
+        if message.data:
+            on_record(msgpack.unpackb(message.data))
+        if not synced and message.metadata.sequence.stream >= last:
+            synced = True
+            on_synced()
+
+    try:
+        subscription = await jetstream.subscribe(f"$KV.{bucket}.>", stream=stream, cb=arrived, ordered_consumer=True,
+                                                 deliver_policy=DeliverPolicy.LAST_PER_SUBJECT, idle_heartbeat=1.0)
+    except Exception as error:
+        log.error("bucket %s not followed: %s: %s", bucket, type(error).__name__, error)
+        raise
+    try:
+        await asyncio.Event().wait()  # until cancelled with the relay
+    finally:
+        await subscription.unsubscribe()
