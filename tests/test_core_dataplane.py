@@ -368,3 +368,48 @@ def test_audio_waits_up_to_audio_hold_for_the_next_video_frame_and_leaves_with_i
             h.remove()
     finally:
         plane.stop()
+
+
+def test_the_pre_roll_ring_keeps_whole_gops_reaching_back_pre_roll_within_its_budget() -> None:
+    plane = dataplane.DataPlane(1, 1024 * 1024)
+    plane.set_preroll(0.3, 1 << 20)
+    try:
+        button_far, button = pair()
+        pub = plane.publisher(button_far.fileno(), **LIMITS)
+        pub.resume()
+        pub.describe(VIDEO, Lane.VIDEO)
+        pub.describe(AUDIO, Lane.AUDIO)
+
+        def send(*messages: bytes) -> None:
+            before = pub.stats()["messages_in"]
+            button.sendall(b"".join(messages))
+            deadline = time.monotonic() + 5
+            while pub.stats()["messages_in"] < before + len(messages):
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+
+        send(media(AUDIO, 0, b"early", lane=Lane.AUDIO))  # before any keyframe: nothing to attach it to
+        assert pub.preroll() == []
+        gop1 = [media(VIDEO, 0, idr(), key=True), media(AUDIO, 1, b"a1", lane=Lane.AUDIO), media(VIDEO, 1, p_frame())]
+        send(*gop1)
+        time.sleep(0.4)
+        gop2 = [media(VIDEO, 2, idr(), key=True), media(VIDEO, 3, p_frame())]
+        send(*gop2)
+        # GOP 2 began now: only GOP 1 reaches back 0.3 s, so both stay.
+        assert [wire for *_, wire in pub.preroll()] == gop1 + gop2
+        time.sleep(0.4)
+        gop3 = [media(VIDEO, 4, idr(), key=True)]
+        send(*gop3)
+        kept = pub.preroll()
+        assert [wire for *_, wire in kept] == gop2 + gop3, "GOP 2 reaches back far enough: GOP 1 goes"
+        assert kept[0][:3] == (Lane.VIDEO, VIDEO, True)
+        assert plane.preroll_bytes == sum(len(m) for m in gop2 + gop3)
+        # Over the shared budget, this publisher (the only one) keeps its newest GOP only.
+        plane.set_preroll(10.0, len(gop3[0]) + 10)
+        gop4 = [media(VIDEO, 5, idr(), key=True)]
+        send(*gop4)
+        assert [wire for *_, wire in pub.preroll()] == gop4
+        pub.remove()
+        assert plane.preroll_bytes == 0
+    finally:
+        plane.stop()

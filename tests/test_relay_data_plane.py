@@ -7,7 +7,8 @@ an alert overtakes queued media and reaches every console while buttons
 stream; a paused or slow console loses video back to keyframes and slows
 nobody; a late joiner decodes from its first frame; bad peers are refused
 with the same errors while everyone else continues; a button over its
-bitrate is throttled, then closed.
+bitrate is throttled, then closed; evidence is recorded from the plane's
+own pre-roll ring.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import trio
 from relay_helpers import relay_config
 
 from pinkrelay.relay.data_plane import available
 
+import test_evidence as evidence
 import test_relay_alerts as alerts
 import test_relay_bad_input as bad_input
 import test_relay_limits as limits
@@ -46,6 +49,7 @@ slow_clip = _clip_of(slow_consumer)
 heavy_clip = pytest.fixture(scope="module")(lambda: limits.heavy_clip.__wrapped__())
 light_clip = pytest.fixture(scope="module")(lambda: limits.light_clip.__wrapped__())
 captured = bad_input.captured
+evidence_clip = _clip_of(evidence)
 
 
 def test_alert_overtakes_media_already_queued_for_a_console(tmp_path, alerts_clip):
@@ -79,3 +83,12 @@ def test_oversize_media_frame_drops_only_that_button(tmp_path):
 def test_a_button_over_its_bitrate_is_throttled_then_closed_and_others_keep_flowing(tmp_path, heavy_clip, light_clip):
     limits.test_a_button_over_its_bitrate_is_throttled_then_closed_and_others_keep_flowing(
         tmp_path, heavy_clip, light_clip)
+
+
+def test_evidence_from_the_data_planes_pre_roll_and_tap(tmp_path, evidence_clip):
+    """The data plane keeps the pre-roll in its own ring and hands a recorded button's messages to the writer."""
+    stats, alert_id, press_us, resolve_us = trio.run(lambda: evidence.record_one_incident(
+        tmp_path, evidence_clip, press_after=evidence.PRE_ROLL + 1.5, resolve_after=2.5))
+    assert stats["data_plane_messages"] > 0, "the data plane did not carry the media"
+    evidence.test_the_recording_starts_a_pre_roll_before_the_press_and_ends_post_roll_after_resolve(
+        (tmp_path, stats, alert_id, press_us, resolve_us))

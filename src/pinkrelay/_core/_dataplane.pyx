@@ -7,6 +7,7 @@ data plane's short locks.
 """
 
 from libc.stdint cimport uint8_t, uint64_t
+from libc.stdlib cimport free, malloc
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
 
 cdef extern from "dataplane.h" nogil:
@@ -36,13 +37,20 @@ cdef extern from "dataplane.h" nogil:
         uint64_t messages_in, bytes_in, frames_in, dropped_over_rate
         uint64_t bytes_sent, writes, dropped_video, dropped_audio, queued_bytes
         uint64_t lane_bytes[4]
+        unsigned int preroll_messages
+        uint64_t preroll_bytes
         unsigned int gop_frames
         uint64_t gop_bytes
         double seconds_since_frame
         int failed, paused, dead, subscribers
     ctypedef struct dp_plane_stats:
         uint64_t messages, deliveries, writes, turns, bytes_sent, handbacks, control_events
+    ctypedef struct dp_kept_message:
+        size_t offset, size
+        unsigned short track
+        uint8_t lane, keyframe
     enum:
+        DP_EV_MEDIA
         DP_EV_CONTROL
         DP_EV_HANDBACK
         DP_EV_CLOSED
@@ -70,6 +78,10 @@ cdef extern from "dataplane.h" nogil:
     void dp_release_handle(dp_conn *conn)
     void dp_conn_stats_get(dp_conn *conn, dp_conn_stats *out)
     const char *dp_failure(dp_conn *conn)
+    void dp_set_preroll(dp_plane *plane, double seconds, uint64_t budget_bytes)
+    uint64_t dp_preroll_bytes(dp_plane *plane)
+    int dp_preroll(dp_conn *pub, dp_kept_message *out, int max, uint8_t **data)
+    void dp_set_tap(dp_conn *pub, int on)
 
 #: What ``DataPlane.events()`` yields first in each tuple.
 CONTROL = DP_EV_CONTROL
@@ -77,6 +89,7 @@ HANDBACK = DP_EV_HANDBACK
 CLOSED = DP_EV_CLOSED
 OVERRATE = DP_EV_OVERRATE
 FAILED = DP_EV_FAILED
+MEDIA = DP_EV_MEDIA
 
 DEF EVENT_BATCH = 256
 
@@ -156,6 +169,14 @@ cdef class DataPlane:
             raise MemoryError("the data plane could not take a console")
         return handle
 
+    def set_preroll(self, double seconds, uint64_t budget_bytes):
+        """Every publisher keeps its last ``seconds`` of media (whole GOPs), all within ``budget_bytes``."""
+        dp_set_preroll(self._plane, seconds, budget_bytes)
+
+    @property
+    def preroll_bytes(self):
+        return dp_preroll_bytes(self._plane)
+
     def stats(self):
         cdef dp_plane_stats s
         dp_plane_stats_get(self._plane, &s)
@@ -198,6 +219,31 @@ cdef class Publisher(_Handle):
     def inject(self, bytes wire, int lane, int track, bint keyframe):
         dp_inject(self._conn, <const uint8_t *>PyBytes_AS_STRING(wire), PyBytes_GET_SIZE(wire), lane, track,
                   keyframe)
+
+    def preroll(self):
+        """[(lane, track, keyframe, wire bytes)] kept for pre-roll, oldest first (copies)."""
+        cdef dp_conn_stats s
+        dp_conn_stats_get(self._conn, &s)
+        cdef int room = s.preroll_messages + 64
+        cdef dp_kept_message *kept = <dp_kept_message *>malloc(sizeof(dp_kept_message) * room)
+        cdef uint8_t *data = NULL
+        cdef int n, i
+        if kept == NULL:
+            raise MemoryError()
+        try:
+            n = dp_preroll(self._conn, kept, room, &data)
+            out = []
+            for i in range(n):
+                out.append((kept[i].lane, kept[i].track, bool(kept[i].keyframe),
+                            PyBytes_FromStringAndSize(<char *>data + kept[i].offset, kept[i].size)))
+            return out
+        finally:
+            free(kept)
+            free(data)
+
+    def tap(self, bint on):
+        """While on, every message is also an event (MEDIA) for Python: a recording runs."""
+        dp_set_tap(self._conn, on)
 
     def subscribe(self, Subscriber subscriber, uint64_t max_catchup_bytes):
         """Add a watcher (its media is held until ``subscriber.release()``); returns the cached frames queued."""

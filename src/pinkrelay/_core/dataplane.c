@@ -76,6 +76,14 @@ typedef struct {
     uint32_t offset;
 } entry;
 
+/* One message kept for pre-roll: evidence of what happened before a press. */
+typedef struct {
+    dp_buf *buf;
+    double at;           /* arrival, monotonic seconds */
+    uint16_t track;
+    uint8_t lane, keyframe;
+} kept;
+
 typedef struct {
     entry *items;
     uint32_t head, count, cap;
@@ -139,6 +147,10 @@ struct dp_conn {
     int nsubs, subs_cap;
     dp_buf **gop;
     int gop_count, gop_cap, gop_valid;
+    kept *ring_items;                    /* pre-roll: whole GOPs, oldest first (a ring buffer) */
+    uint32_t ring_head, ring_count, ring_cap;
+    uint64_t ring_bytes;
+    int tap;                             /* every message also goes to Python (a recording runs) */
     uint64_t gop_bytes;
     double rate_tokens, rate_updated, over_since, last_drop;
     int over;
@@ -153,6 +165,7 @@ struct dp_conn {
     int cut_lane;                        /* lane whose head entry is written in part; -1: none */
     double audio_since;                  /* when audio began waiting in an otherwise empty queue */
     int on_hold_list;
+    int counted_out;                     /* no longer among plane->npubs */
     int failed;
     char failure[200];
     double last_progress;
@@ -188,6 +201,9 @@ struct dp_plane {
     int stopping;
     uint64_t gop_cache_bytes;
     double audio_hold;
+    double pre_roll;                     /* seconds of media kept per publisher; 0: none */
+    uint64_t preroll_budget, preroll_bytes;
+    int npubs;
     uint64_t next_id;
     int eventfd;
     pthread_mutex_t events_lock;
@@ -406,11 +422,92 @@ static void gop_reset(dp_conn *p) {
     p->gop_valid = 0;
 }
 
+/* -- pre-roll ---------------------------------------------------------------------------------- */
+
+static kept *ring_at(dp_conn *p, uint32_t i) { return &p->ring_items[(p->ring_head + i) % p->ring_cap]; }
+
+static void ring_pop(dp_conn *p) {
+    kept *k = ring_at(p, 0);
+    p->ring_bytes -= k->buf->size;
+    __atomic_sub_fetch(&p->plane->preroll_bytes, k->buf->size, __ATOMIC_RELAXED);
+    buf_unref(k->buf);
+    p->ring_head = (p->ring_head + 1) % p->ring_cap;
+    p->ring_count--;
+}
+
+/* Drop the oldest GOP (up to the next keyframe). */
+static void ring_cut_gop(dp_conn *p) {
+    if (!p->ring_count) return;
+    ring_pop(p);
+    while (p->ring_count && !(ring_at(p, 0)->lane == LANE_VIDEO && ring_at(p, 0)->keyframe)) ring_pop(p);
+}
+
+static void ring_clear_all(dp_conn *p) {
+    while (p->ring_count) ring_pop(p);
+    free(p->ring_items);
+    p->ring_items = NULL;
+    p->ring_cap = p->ring_head = 0;
+}
+
+/* Keep the message: from the first keyframe on, whole GOPs, the newest one that started at or before
+ * now - pre_roll being the oldest kept. Over the budget shared by all publishers, a publisher holding
+ * more than its share loses its oldest GOP. Caller holds p->lock. */
+static void ring_keep(dp_conn *p, dp_buf *b, int lane, uint16_t track, int keyframe, double now) {
+    dp_plane *plane = p->plane;
+    if (plane->pre_roll <= 0) return;
+    int key = lane == LANE_VIDEO && keyframe;
+    if (!p->ring_count && !key) return;   /* nothing decodable to attach it to */
+    if (p->ring_count == p->ring_cap) {
+        uint32_t cap = p->ring_cap ? p->ring_cap * 2 : 64;
+        kept *items = malloc(sizeof(kept) * cap);
+        if (!items) return;
+        for (uint32_t i = 0; i < p->ring_count; i++) items[i] = *ring_at(p, i);
+        free(p->ring_items);
+        p->ring_items = items; p->ring_head = 0; p->ring_cap = cap;
+    }
+    buf_ref(b);
+    *ring_at(p, p->ring_count) = (kept){b, now, track, (uint8_t)lane, (uint8_t)(keyframe != 0)};
+    p->ring_count++;
+    p->ring_bytes += b->size;
+    uint64_t total = __atomic_add_fetch(&plane->preroll_bytes, b->size, __ATOMIC_RELAXED);
+    if (key) {
+        /* Is the second GOP old enough to reach back on its own? Then the first can go. */
+        double horizon = now - plane->pre_roll;
+        for (;;) {
+            uint32_t second = 0;
+            for (uint32_t i = 1; i < p->ring_count; i++) {
+                kept *k = ring_at(p, i);
+                if (k->lane == LANE_VIDEO && k->keyframe) { second = i; break; }
+            }
+            if (!second || ring_at(p, second)->at > horizon) break;
+            ring_cut_gop(p);
+        }
+    }
+    int npubs = plane->npubs > 0 ? plane->npubs : 1;
+    while (total > plane->preroll_budget && p->ring_bytes > plane->preroll_budget / npubs && p->ring_count > 1) {
+        ring_cut_gop(p);
+        total = __atomic_load_n(&plane->preroll_bytes, __ATOMIC_RELAXED);
+    }
+}
+
+/* A recording runs: hand the message to Python too ([lane, keyframe, track(2)] + the wire bytes). */
+static void tap_out(dp_conn *p, dp_buf *b, int lane, uint16_t track, int keyframe) {
+    uint8_t *copy = malloc(4 + b->size);
+    if (!copy) return;
+    copy[0] = (uint8_t)lane; copy[1] = (uint8_t)(keyframe != 0);
+    copy[2] = (uint8_t)(track >> 8); copy[3] = (uint8_t)track;
+    memcpy(copy + 4, b->data, b->size);
+    post_event(p->plane, DP_EV_MEDIA, p->id, copy, 4 + b->size);
+    free(copy);
+}
+
 /* A complete message: cache it and queue it to every subscriber. Caller holds p->lock. */
 static void fan_out(worker *w, dp_conn *p, dp_buf *b, int lane, uint16_t track, int keyframe, double now) {
     p->messages_in++;
     p->bytes_in += b->size;
     COUNT(p->plane->messages, 1);
+    ring_keep(p, b, lane, track, keyframe, now);
+    if (p->tap) tap_out(p, b, lane, track, keyframe);
     if (lane == LANE_VIDEO) {
         if (keyframe) {
             gop_reset(p);
@@ -848,6 +945,37 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
+void dp_set_preroll(dp_plane *plane, double seconds, uint64_t budget_bytes) {
+    plane->pre_roll = seconds;
+    plane->preroll_budget = budget_bytes;
+}
+
+uint64_t dp_preroll_bytes(dp_plane *plane) { return __atomic_load_n(&plane->preroll_bytes, __ATOMIC_RELAXED); }
+
+void dp_set_tap(dp_conn *p, int on) {
+    pthread_mutex_lock(&p->lock);
+    p->tap = on;
+    pthread_mutex_unlock(&p->lock);
+}
+
+int dp_preroll(dp_conn *p, dp_kept_message *out, int max, uint8_t **data) {
+    pthread_mutex_lock(&p->lock);
+    int n = 0;
+    size_t total = 0;
+    for (uint32_t i = 0; i < p->ring_count && n < max; i++, n++) total += ring_at(p, i)->buf->size;
+    uint8_t *all = malloc(total ? total : 1);
+    size_t at = 0;
+    for (int i = 0; all && i < n; i++) {
+        kept *k = ring_at(p, (uint32_t)i);
+        memcpy(all + at, k->buf->data, k->buf->size);
+        out[i] = (dp_kept_message){at, k->buf->size, k->track, k->lane, k->keyframe};
+        at += k->buf->size;
+    }
+    pthread_mutex_unlock(&p->lock);
+    *data = all;
+    return all ? n : 0;
+}
+
 dp_plane *dp_create(int threads, uint64_t gop_cache_bytes, double audio_hold, char *error, size_t error_size) {
     if (threads < 1) threads = 1;
     dp_plane *plane = calloc(1, sizeof *plane);
@@ -956,6 +1084,7 @@ static dp_conn *add_conn(dp_plane *plane, int fd, int is_pub, uint64_t *id) {
 dp_conn *dp_add_publisher(dp_plane *plane, int fd, const dp_publisher_limits *limits, uint64_t *id) {
     dp_conn *c = add_conn(plane, fd, 1, id);
     if (c) {
+        __atomic_add_fetch(&plane->npubs, 1, __ATOMIC_RELAXED);
         pthread_mutex_lock(&c->lock);
         c->plimits = *limits;
         c->rate_tokens = limits->bits_per_second / 8 * limits->burst_seconds;
@@ -1117,6 +1246,8 @@ void dp_remove(dp_conn *c) {
         int n = c->nsubs;
         c->subs = NULL; c->nsubs = c->subs_cap = 0;
         gop_reset(c);
+        ring_clear_all(c);
+        if (!c->counted_out) { c->counted_out = 1; __atomic_sub_fetch(&c->plane->npubs, 1, __ATOMIC_RELAXED); }
         pthread_mutex_unlock(&c->lock);
         for (int i = 0; i < n; i++) conn_unref(subs[i]);
         free(subs);
@@ -1136,6 +1267,7 @@ static void conn_unref(dp_conn *c) {
     free(c->subs);
     gop_reset(c);
     free(c->gop);
+    if (c->is_pub) ring_clear_all(c);
     free(c->carry);
     pthread_mutex_destroy(&c->lock);
     free(c);
@@ -1149,6 +1281,8 @@ void dp_conn_stats_get(dp_conn *c, dp_conn_stats *o) {
     o->dropped_video = c->dropped_video; o->dropped_audio = c->dropped_audio;
     o->queued_bytes = sub_queued(c);
     for (int i = 0; i < LANES; i++) o->lane_bytes[i] = c->ring[i].bytes;
+    o->preroll_messages = c->ring_count;
+    o->preroll_bytes = c->ring_bytes;
     o->gop_frames = (uint32_t)c->gop_count; o->gop_bytes = c->gop_bytes;
     o->seconds_since_frame = now_s() - c->last_frame;
     o->failed = c->failed; o->paused = c->paused; o->dead = c->dead; o->subscribers = c->nsubs;

@@ -52,6 +52,7 @@ enum {
     DP_EV_CLOSED = 3,    /* a publisher's peer closed (text: why) */
     DP_EV_OVERRATE = 4,  /* a publisher stayed above its bitrate limit for close_after seconds */
     DP_EV_FAILED = 5,    /* a subscriber failed: write error, stall, control queue overflow (text: why) */
+    DP_EV_MEDIA = 6,     /* a tapped publisher's message: lane, keyframe, track (2 bytes), then its wire bytes */
 };
 
 typedef struct {
@@ -65,6 +66,8 @@ typedef struct {
     uint64_t messages_in, bytes_in, frames_in, dropped_over_rate;
     uint64_t bytes_sent, writes, dropped_video, dropped_audio, queued_bytes;
     uint64_t lane_bytes[4];
+    uint32_t preroll_messages;
+    uint64_t preroll_bytes;
     uint32_t gop_frames;
     uint64_t gop_bytes;
     double seconds_since_frame;
@@ -87,6 +90,21 @@ void dp_free_event(dp_event *event);
 void dp_plane_stats_get(dp_plane *plane, dp_plane_stats *out);
 
 /* A publisher starts paused: the data plane reads it from its first dp_resume on. */
+/* Pre-roll: every publisher keeps its last `seconds` of media, whole GOPs, within a budget they share. */
+void dp_set_preroll(dp_plane *plane, double seconds, uint64_t budget_bytes);
+uint64_t dp_preroll_bytes(dp_plane *plane);
+
+typedef struct {
+    size_t offset, size;
+    uint16_t track;
+    uint8_t lane, keyframe;
+} dp_kept_message;
+
+/* Copies up to `max` kept messages, oldest first, into one malloc'd block (*data; free it). */
+int dp_preroll(dp_conn *pub, dp_kept_message *out, int max, uint8_t **data);
+/* While on, every message of `pub` is also posted to Python as DP_EV_MEDIA (a recording runs). */
+void dp_set_tap(dp_conn *pub, int on);
+
 dp_conn *dp_add_publisher(dp_plane *plane, int fd, const dp_publisher_limits *limits, uint64_t *id);
 dp_conn *dp_add_subscriber(dp_plane *plane, int fd, const dp_subscriber_limits *limits, uint64_t *id);
 /* The lane media on `track` uses (2 audio, 3 video; 0 forgets it); resets the GOP cache. */

@@ -356,13 +356,14 @@ class AdmissionDesk:
             if previous.stream_state is not None:
                 self.hub.close_stream(previous.stream_state)
         self.sessions_by_button[button_id] = session
-        stream = session.stream_state = self.hub.open_stream(button_id, track_ids)
         if self.data_plane is not None and track_ids[-1] <= MAX_TRACK_ID:
             # (The data threads read 16-bit track ids: a button on protocol v2 ids stays on the trio path.)
             # A data thread reads the button once Python's reader reaches a frame boundary
             # (ButtonSession.hand_over_reading); until then, and if it ever hands the socket
             # back, what Python reassembles is fanned out by the data plane too.
-            stream.publisher = session.publisher = self.data_plane.publisher(session)
+            session.publisher = self.data_plane.publisher(session)
+        stream = session.stream_state = self.hub.open_stream(button_id, track_ids, session.publisher)
+        if stream.publisher is not None:
             for outbox in self.hub.watchers.get(button_id, ()):
                 stream.publisher.subscribe(outbox.handle, 0)
                 outbox.handle.release()

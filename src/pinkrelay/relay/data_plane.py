@@ -23,6 +23,7 @@ from typing import Any
 
 import trio
 
+from .._core import HEADER_SIZE, FrameDecoder, Message
 from ..config import RelayConfig
 from ..errors import ProtocolError
 
@@ -46,6 +47,8 @@ class DataPlaneLink:
     def __init__(self, config: RelayConfig) -> None:
         self.config = config
         self.plane = _dataplane.DataPlane(config.data_threads, config.gop_cache_bytes, config.audio_hold)
+        # Evidence pre-roll lives in the data plane's own structures: the wire bytes it already holds.
+        self.plane.set_preroll(config.pre_roll, config.preroll_budget_bytes)
         #: Sessions by the id of their publisher or subscriber handle.
         self.sessions: dict[int, Any] = {}
 
@@ -87,13 +90,35 @@ class DataPlaneLink:
                 await trio.lowlevel.wait_readable(plane.fileno())
                 for kind, conn_id, data in plane.events():
                     session = self.sessions.get(conn_id)
-                    if session is not None:
+                    if session is None:
+                        continue
+                    if kind == MEDIA:
+                        self._tapped(session, data)
+                    else:
                         session.data_plane_event(kind, data)
         finally:
             plane.stop()
 
+    def _tapped(self, session: Any, data: bytes) -> None:
+        """A message of a button that is being recorded: to the stream's taps (the evidence writer)."""
+        stream = session.stream_state
+        if stream is None or not stream.taps:
+            return
+        message = as_message(data[0], int.from_bytes(data[2:4], "big"), bool(data[1]), data[4:])
+        now = trio.current_time()
+        for tap in stream.taps:
+            tap.offer(message, now)
+
     def stats(self) -> dict[str, int]:
         return {f"data_plane_{key}": value for key, value in self.plane.stats().items()}
+
+
+def as_message(lane: int, track: int, keyframe: bool, wire: bytes) -> Any:
+    """A ``Message`` around a message's wire bytes (its frames), as the trio path hands to taps."""
+    frames = FrameDecoder(max_frame_bytes=len(wire)).decode(wire)
+    first = frames[0]
+    return Message(track, lane, first.seq, first.timestamp, keyframe, tuple(f.wire for f in frames),
+                   len(wire) - HEADER_SIZE * len(frames))
 
 
 #: Event kinds (see dataplane.h).
@@ -102,6 +127,7 @@ HANDBACK = getattr(_dataplane, "HANDBACK", 2)
 CLOSED = getattr(_dataplane, "CLOSED", 3)
 OVERRATE = getattr(_dataplane, "OVERRATE", 4)
 FAILED = getattr(_dataplane, "FAILED", 5)
+MEDIA = getattr(_dataplane, "MEDIA", 6)
 
 
 def overrate_error(config: RelayConfig, button: str) -> ProtocolError:

@@ -133,8 +133,8 @@ class Hub:
 
     # -- streams ---------------------------------------------------------------
 
-    def open_stream(self, button_id: str, track_ids: tuple[int, ...]) -> Stream:
-        stream = Stream(button_id=button_id, track_ids=track_ids)
+    def open_stream(self, button_id: str, track_ids: tuple[int, ...], publisher: Any = None) -> Stream:
+        stream = Stream(button_id=button_id, track_ids=track_ids, publisher=publisher)
         stream.subscribers = self.watchers.get(button_id, ())
         self.streams[button_id] = stream
         for listener in self.listeners:

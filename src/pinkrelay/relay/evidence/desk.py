@@ -28,6 +28,7 @@ from ...alerts.lifecycle import is_open
 from ...logs import event as log_event
 from ...protocol import Alert, AlertUpdate, Error
 from .manifest import Manifest, load_or_create_key
+from ..data_plane import as_message
 from .preroll import Preroll
 from .store import EvidenceStore
 from .writer import EvidenceWriter, Recording, recover
@@ -98,10 +99,6 @@ class EvidenceDesk:
                                      queue_bytes=self.config.evidence_queue_bytes,
                                      on_failure=self._failed, call_soon=token.run_sync_soon)
         self.writer.start()
-        if getattr(self.config, "data_threads", 0) and self.preroll.enabled:
-            log.warning("data_threads %d: the data threads read buttons' media without the hub's taps, so "
-                        "pre-roll and incident recordings get no media from those buttons; run with "
-                        "data_threads = 0 to record evidence", self.config.data_threads)
         try:
             await self._resume()
             async with self.relay.open_event_stream(EVENT_BUFFER, name="evidence") as events:
@@ -203,11 +200,12 @@ class EvidenceDesk:
     # -- streams (Hub.listeners) -----------------------------------------------------------------
 
     def stream_opened(self, stream: Any) -> None:
-        if self.preroll.enabled:
+        if self.preroll.enabled and stream.publisher is None:
             stream.taps = (self.preroll.open(stream.button_id),)
 
     def stream_described(self, stream: Any) -> None:
-        if self.preroll.enabled:
+        # On the data plane the pre-roll is the plane's own ring (relay/data_plane.py); here, the hub's tap.
+        if self.preroll.enabled and stream.publisher is None:
             ring = self.preroll.open(stream.button_id)
             stream.taps = (ring,) + tuple(t for t in stream.taps if isinstance(t, _Tap))
         for recording in self.recordings_of(stream.button_id):
@@ -222,11 +220,15 @@ class EvidenceDesk:
             else:
                 self.preroll.close(stream.button_id, tap)
         stream.taps = ()
+        if stream.publisher is not None:
+            stream.publisher.tap(False)
 
     def _attach(self, recording: Recording, stream: Any, reason: str) -> None:
         self.writer.new_part(recording, stream.tracks.values(), reason)
         tap = _Tap(recording, self.writer)
         stream.taps = tuple(t for t in stream.taps if not (isinstance(t, _Tap) and t.recording is recording)) + (tap,)
+        if stream.publisher is not None:
+            stream.publisher.tap(True)  # the data plane hands this button's messages to the taps too
 
     def recordings_of(self, button_id: str) -> list[Recording]:
         return [r for r in self.recordings.values() if r.button_id == button_id and r.active]
@@ -258,7 +260,11 @@ class EvidenceDesk:
         if stream is not None and stream.tracks:
             ring = self.preroll.rings.get(button_id)
             self._attach(recording, stream, reason)
-            if ring is not None:
+            if stream.publisher is not None:
+                messages = [as_message(*kept) for kept in stream.publisher.preroll()]
+                preroll = len(messages)
+                self.writer.offer_many(recording, messages)
+            elif ring is not None:
                 messages = ring.messages()
                 preroll = len(messages)
                 self.writer.offer_many(recording, messages)
@@ -292,6 +298,8 @@ class EvidenceDesk:
         stream = self.relay.hub.streams.get(recording.button_id)
         if stream is not None:
             stream.taps = tuple(t for t in stream.taps if not (isinstance(t, _Tap) and t.recording is recording))
+            if stream.publisher is not None and not any(isinstance(t, _Tap) for t in stream.taps):
+                stream.publisher.tap(False)
 
     def _failed(self, recording: Recording, reason: str) -> None:
         """On the event loop: a recording the writer had to stop. Loud, and nothing else stops."""
@@ -307,11 +315,20 @@ class EvidenceDesk:
                 console.send(notice)
         self.relay.publish_event(EvidenceStopped(recording.alert_id, recording.button_id, text))
 
+    def _plane_preroll(self) -> dict[str, Any]:
+        link = getattr(self.relay, "data_plane", None)
+        if link is None:
+            return {}
+        on_plane = sum(1 for stream in self.relay.hub.streams.values() if stream.publisher is not None)
+        return {"preroll_bytes": self.preroll.nbytes + link.plane.preroll_bytes,
+                "preroll_rings": len(self.preroll.rings) + on_plane}
+
     def stats(self) -> dict[str, Any]:
         writer = self.writer
         return {
             **self.counters,
             **self.preroll.stats(trio.current_time()),
+            **self._plane_preroll(),
             "evidence_recording": len(self.recordings),
             "evidence_segments_written": writer.segments_written if writer else 0,
             "evidence_bytes_written": writer.bytes_written if writer else 0,
