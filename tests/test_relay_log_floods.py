@@ -103,6 +103,13 @@ def _listening(port: int) -> bool:
 async def _flood(buttons: int, consoles: int, registry, button_ids, data: Path) -> int:
     secret = (data / "duty-officer.secret").read_text().strip().encode()
     seen: set[str] = set()
+    # Bounded: a relay that died would leave the clients' start waiting for ever.
+    with trio.fail_after(60):
+        await _flood_bounded(buttons, consoles, registry, button_ids, secret, seen)
+    return len(seen)
+
+
+async def _flood_bounded(buttons: int, consoles: int, registry, button_ids, secret: bytes, seen: set[str]) -> None:
     async with trio.open_nursery() as nursery:
         console = pinkrelay.ConsoleClient(pinkrelay.Address("127.0.0.1", consoles), "duty-officer", secret)
         await nursery.start(console.run)
@@ -135,4 +142,3 @@ async def _flood(buttons: int, consoles: int, registry, button_ids, data: Path) 
         nursery.start_soon(fuzz)
         await trio.sleep(12)
         nursery.cancel_scope.cancel()
-    return len(seen)
