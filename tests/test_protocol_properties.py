@@ -753,7 +753,7 @@ def test_a_message_interrupted_by_a_redescription_is_discarded_not_cut_short():
 
 CORRUPTIONS = {
     "garbage": lambda: b"\x00garbage",
-    "bad-version": lambda: HEADER.pack(MAGIC, VERSION + 1, FrameType.HEARTBEAT, 2, 1, 0, 0, 0, 0),
+    "bad-version": lambda: HEADER.pack(MAGIC, VERSION + 2, FrameType.HEARTBEAT, 2, 1, 0, 0, 0, 0),
     "forbidden-frame": lambda: control_frame(Subscribe(button="b")),
     "undescribed-track": lambda: media_frame(999),
     "wrong-lane": lambda: media_frame(101, lane=Lane.AUDIO),

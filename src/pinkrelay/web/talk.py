@@ -28,12 +28,18 @@ flood gets one error message a second, never a closed board.
 from __future__ import annotations
 
 import logging
+import struct
 from typing import Any
 
 from ..errors import TalkBackRefused
 from ..protocol.events import MAX_TALKBACK_PACKET
 from ..relay.talkback import Talk
-from .live import HEADER, VERSION
+
+#: The page's talk-back packets keep the first live-media framing (version 1, 16-bit track field,
+#: unused here): version, flags, track, capture time µs. Live media towards the page moved to
+#: version 2 (a 32-bit track id); talk-back carries no track, so its format stays as it was.
+HEADER = struct.Struct(">BBHQ")
+VERSION = 1
 
 log = logging.getLogger("pinkrelay.web")
 
