@@ -189,7 +189,6 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
             log.warning("data_threads = %d, but the compiled core is not in use (PINKRELAY_PUREPYTHON, or not "
                         "built): media takes the trio path", threads)
             return None
-        log.info("data plane: %d compiled data threads read buttons and write consoles", threads)
         return DataPlaneLink(self.config)
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -269,7 +268,8 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
                         log,
                         logging.INFO,
                         f"relay listening: buttons on {self.buttons_address}, consoles on "
-                        f"{self.consoles_address}; {len(self.registry)} buttons registered",
+                        f"{self.consoles_address}; {len(self.registry)} buttons registered"
+                        + (f"; {self.config.data_threads} data threads" if self.data_plane is not None else ""),
                         buttons=str(self.buttons_address),
                         consoles=str(self.consoles_address),
                     )
