@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 import os
+import subprocess
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +191,16 @@ async def post_sign_in(http: Any, name: str, secret: str) -> Any:
     token = re.search(r'name="csrf" value="([^"]+)"', page.text)
     assert token, "the sign-in page carries no CSRF token"
     return await http.post("/signin", data={"name": name, "secret": secret, "csrf": token.group(1)})
+
+
+@contextmanager
+def small_tmpfs(parent: Path, name: str, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (e.g. "2m") mounted at parent/name for a full-disk test; needs root."""
+    mount = parent / name
+    mount.mkdir()
+    assert os.geteuid() == 0, f"this test mounts a {size} tmpfs: run it as root (CI and make test do)"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -38,6 +38,7 @@ from relay_helpers import (
     console_client,
     next_of,
     running_relay,
+    small_tmpfs,
     secret_for,
     stream_clip,
     wait_until,
@@ -291,14 +292,8 @@ def test_kill_9_mid_incident_then_restart_resumes_the_same_recording_and_states_
 
 @pytest.fixture
 def small_disk(tmp_path):
-    mount = tmp_path / "evidence-disk"
-    mount.mkdir()
-    assert os.geteuid() == 0, "this test mounts a 4 MB tmpfs: run it as root (CI and make test do)"
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
-    try:
+    with small_tmpfs(tmp_path, "evidence-disk", "4m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_full_evidence_disk_stops_the_recording_loudly_and_nothing_else(tmp_path, small_disk, clip, caplog):

@@ -23,6 +23,7 @@ import trio
 
 import pinkrelay
 from pinkrelay.protocol import Alert
+from relay_helpers import small_tmpfs
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "peshawar-buttons.csv"
@@ -36,14 +37,8 @@ def free_port() -> int:
 
 @pytest.fixture
 def small_disk(tmp_path):
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    assert os.geteuid() == 0, "this test mounts a 2 MB tmpfs: run it as root (CI and make test do)"
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
-    try:
+    with small_tmpfs(tmp_path, "disk", "2m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 @pytest.mark.slow
