@@ -71,9 +71,14 @@ def test_full_disk_alert_flood_and_fuzz_keep_the_log_bounded(tmp_path, small_dis
                 pass
         seen = trio.run(_flood, buttons, consoles, registry, button_ids, data)
         flood_seconds = time.monotonic() - started
-    finally:
+    except BaseException:
         relay.send_signal(signal.SIGTERM)
         _, stderr = relay.communicate(timeout=20)
+        # The relay's own last words say why the clients lost it.
+        print(f"relay exit code {relay.returncode}; its stderr ends:\n" + "\n".join(stderr.splitlines()[-40:]))
+        raise
+    relay.send_signal(signal.SIGTERM)
+    _, stderr = relay.communicate(timeout=20)
     lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     # 900 presses retried by their buttons for 12 s, 400 garbage connections: thousands of lines unbounded.
     assert len(lines) / flood_seconds < 30, f"{len(lines)} log lines in {flood_seconds:.0f} s"

@@ -23,6 +23,7 @@ from lxml import etree
 from trio.testing import trio_test
 
 import pinkrelay
+from pinkrelay.button_modes import ButtonModes
 from pinkrelay.cli import main
 from pinkrelay.integrations.settings import WebhookConfig
 from pinkrelay.operators import OperatorStore
@@ -169,3 +170,29 @@ def test_button_mode_refuses_an_unknown_button_and_works_without_a_relay(tmp_pat
     (tmp_path / "button-modes.json").write_text("{not json")
     assert button_mode("list", "--data-dir", str(tmp_path)) == 2
     assert "is damaged" in capsys.readouterr().err
+
+
+@trio_test
+async def test_a_confirmation_file_that_cannot_be_written_delays_the_confirmation_not_the_relay(tmp_path, caplog):
+    """A full or read-only disk must not stop the relay through ``button-modes.applied``."""
+    write_registry(tmp_path)
+    modes = ButtonModes.in_data_dir(tmp_path)
+    modes.applied_path().mkdir()  # writing the confirmation now fails with an OSError, as on a full disk
+    async with pinkrelay.open_relay(relay_config(tmp_path), registry=load_registry(tmp_path / "registry.csv")) \
+            as relay, trio.open_nursery() as nursery:
+        console = console_client(relay)
+        await nursery.start(console.run)
+        button = button_client(relay, "kp-test-001")
+        await nursery.start(button.run)
+        revision = modes.set("kp-test-001", "test", set_by="cli:tests", set_at=1)
+        unconfirmed = f"revision {revision} is applied but cannot be confirmed"
+        await wait_until(lambda: unconfirmed in caplog.text, timeout=5, what="the logged failure")
+        assert modes.applied_revision() == -1
+        # Applied in memory all the same: the press is a test press, journalled and paging nobody.
+        press = await button.press(timeout=5)
+        await wait_until(lambda: journal_rows(tmp_path, "SELECT kind FROM events WHERE alert_id = ?",
+                                              press.alert_id) == [("test",)], what="the test press journalled")
+        modes.applied_path().rmdir()  # the disk is freed: the next poll confirms
+        await wait_until(lambda: modes.applied_revision() == revision, timeout=5, what="the late confirmation")
+        assert caplog.text.count(unconfirmed) == 1, "logged once per revision, not once per poll"
+        nursery.cancel_scope.cancel()

@@ -146,5 +146,5 @@ class ButtonModes:
     def applied_revision(self) -> int:
         try:
             return int(self.applied_path().read_text(encoding="utf-8").strip() or 0)
-        except (FileNotFoundError, ValueError):
-            return -1
+        except (OSError, ValueError):
+            return -1  # not confirmed (yet): the command keeps waiting and says so

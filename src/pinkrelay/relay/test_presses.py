@@ -49,6 +49,8 @@ class TestPresses:
         self._seen: OrderedDict[str, None] = OrderedDict()
         #: Called with (button, ModeChange) after each change of mode (the web room tells its boards).
         self.on_change: list[Any] = []
+        #: The revision whose confirmation file could not be written (None: confirmed).
+        self._unconfirmed: int | None = None
 
     def takes(self, button_id: str, alert_id: str) -> bool:
         return alert_id in self._seen or self.modes.in_test(button_id)
@@ -88,9 +90,11 @@ class TestPresses:
         await self._applied(before, where)
 
     async def watch(self) -> None:
-        self.modes.mark_applied()
+        self._mark_applied()
         while True:
             await trio.sleep(POLL_INTERVAL)
+            if self._unconfirmed is not None:
+                self._mark_applied()
             if not self.modes.changed():
                 continue
             before = dict(self.modes.changes)
@@ -101,8 +105,26 @@ class TestPresses:
                 continue
             await self._applied(before, "pinkrelay button-mode")
 
+    def _mark_applied(self) -> None:
+        """Confirm the revision to ``pinkrelay button-mode``; a full or read-only disk only delays that.
+
+        The modes are applied in memory whatever happens here: a relay must
+        never stop over a confirmation file. It is retried every poll, and the
+        failure is logged once per revision.
+        """
+        try:
+            self.modes.mark_applied()
+        except OSError as error:
+            if self._unconfirmed != self.modes.revision:
+                log_event(log, logging.ERROR, f"button modes revision {self.modes.revision} is applied but cannot "
+                          f"be confirmed in {self.modes.applied_path()}: {error}; free the disk (retried every "
+                          f"{POLL_INTERVAL} s)", decision="unconfirmed", revision=self.modes.revision)
+            self._unconfirmed = self.modes.revision
+        else:
+            self._unconfirmed = None
+
     async def _applied(self, before: dict[str, ModeChange], where: str) -> None:
-        self.modes.mark_applied()
+        self._mark_applied()
         for button_id, change in sorted(self.modes.changes.items()):
             if before.get(button_id) == change:
                 continue
