@@ -16,7 +16,7 @@ import pinkrelay
 from pinkrelay.cli.camera_bridge import CameraBridge, parse_press_inputs
 from pinkrelay.cli.common import CommandError
 from pinkrelay.media import Decoder, h264
-from pinkrelay.protocol import Alert, ButtonState, Media, Site, Subscribed
+from pinkrelay.protocol import Alert, ButtonState, Media, Site, StreamDescription, Subscribed
 
 from relay_helpers import OPERATOR, TOKEN, relay_config, secret_for, wait_until
 from rtsp_helpers import RtspServer, free_port, write_camera_file
@@ -59,7 +59,7 @@ async def test_the_bridge_relays_the_camera_raises_presses_and_goes_offline_with
             await wait_until(lambda: bridge.camera_up and bridge.button.connected.is_set(), timeout=10,
                              what="the bridge streaming")
             console.subscribe(CAMERA)
-            subscribed, video, audio, alerts, states = None, [], [], [], []
+            subscribed, described, video, audio, alerts, states = None, (), [], [], [], []
             pressed = None
 
             async def press_over_http():
@@ -72,6 +72,9 @@ async def test_the_bridge_relays_the_camera_raises_presses_and_goes_offline_with
                 async for event in console.events():
                     if isinstance(event, Subscribed):
                         subscribed = event
+                        described = described or event.tracks
+                    elif isinstance(event, StreamDescription) and event.button == CAMERA:
+                        described = event.tracks  # the bridge described its tracks after the console joined
                     elif isinstance(event, Media) and event.button == CAMERA:
                         if event.lane != pinkrelay._core.Lane.VIDEO:
                             audio.append(event)
@@ -96,8 +99,8 @@ async def test_the_bridge_relays_the_camera_raises_presses_and_goes_offline_with
     finally:
         camera.kill()
     assert subscribed is not None
-    tracks = {track.kind: track for track in subscribed.tracks}
-    assert tracks["video"].codec == "h264" and tracks["audio"].codec == "aac"
+    tracks = {track.kind: track for track in described}
+    assert tracks["video"].codec == "h264" and tracks["audio"].codec == "aac", described
     assert len(video) >= 30 and audio, "the console sees the camera's video and audio"
     assert video[0].keyframe and h264.is_keyframe(video[0].data)
     decoder = Decoder(pinkrelay.media.TrackInfo.from_dict({"kind": "video", "codec": "h264",
