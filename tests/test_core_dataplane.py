@@ -124,6 +124,30 @@ def test_every_subscriber_gets_the_exact_wire_bytes_of_each_message(plane) -> No
     pub.remove()
 
 
+def test_version_2_headers_carry_track_ids_above_65535_through_unchanged(plane) -> None:
+    """protocol.md §2.5: the track's bits 16-21 ride in the lane byte; subscribers get the same bytes."""
+    wide = 70_000
+    button_far, button = pair()
+    pub = plane.publisher(button_far.fileno(), **LIMITS)
+    pub.resume()
+    pub.describe(wide, Lane.VIDEO)
+    near, far = pair()
+    sub = plane.subscriber(near.fileno(), **SUB_LIMITS)
+    pub.subscribe(sub, 0)
+    sub.release()
+    wire = media(wide, 0, idr(40_000), key=True) + media(wide, 1, p_frame())
+    assert wire[2:4] + wire[5:8] == bytes([2, 0x40, 0x07, 0x11, 0x70])  # as the example of §2.5
+    button.sendall(wire)
+    assert read_exactly(far, len(wire)) == wire
+    assert pub.stats()["messages_in"] == 2
+    narrow_lie = media(wide & 0xFFFF, 2, p_frame())  # the same low 16 bits in a version-1 header
+    button.sendall(narrow_lie)
+    kind, _, data = wait_events(plane)[0]
+    assert (kind, data) == (dataplane.HANDBACK, narrow_lie), "track 4464 was never described"
+    sub.remove()
+    pub.remove()
+
+
 def test_a_control_frame_goes_to_python_and_media_behind_it_waits(plane) -> None:
     button_far, button = pair()
     pub = plane.publisher(button_far.fileno(), **LIMITS)
@@ -149,7 +173,7 @@ def test_a_control_frame_goes_to_python_and_media_behind_it_waits(plane) -> None
     "garbage",
     [
         b"XX" + bytes(22),  # bad magic
-        b"PR\x02" + bytes(21),  # another version
+        b"PR\x03" + bytes(21),  # a version nobody speaks
         encode_frame(FrameType.HEARTBEAT, Lane.CONTROL, 0, 0, 0, b"")[:20] + (10**7).to_bytes(4, "big"),  # lying length
     ],
     ids=["magic", "version", "length"],

@@ -7,8 +7,8 @@ an alert overtakes queued media and reaches every console while buttons
 stream; a paused or slow console loses video back to keyframes and slows
 nobody; a late joiner decodes from its first frame; bad peers are refused
 with the same errors while everyone else continues; a button over its
-bitrate is throttled, then closed; evidence is recorded from the plane's
-own pre-roll ring.
+bitrate is throttled, then closed; a protocol-v2 button streams on track
+ids above 65535; evidence is recorded from the plane's own pre-roll ring.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import test_relay_bad_input as bad_input
 import test_relay_limits as limits
 import test_relay_slow_consumer as slow_consumer
 import test_relay_streams as streams
+import test_relay_tracks as tracks
 
 pytestmark = pytest.mark.compiled_only
 
@@ -92,3 +93,7 @@ def test_evidence_from_the_data_planes_pre_roll_and_tap(tmp_path, evidence_clip)
     assert stats["data_plane_messages"] > 0, "the data plane did not carry the media"
     evidence.test_the_recording_starts_a_pre_roll_before_the_press_and_ends_post_roll_after_resolve(
         (tmp_path, stats, alert_id, press_us, resolve_us))
+
+
+def test_past_the_16_bit_space_a_v2_button_streams_on_wide_ids_to_a_v2_console(tmp_path):
+    tracks.test_past_the_16_bit_space_a_v2_button_streams_on_wide_ids_to_a_v2_console(tmp_path)

@@ -6,7 +6,7 @@ here runs in trio's thread and returns at once: the only waits are the
 data plane's short locks.
 """
 
-from libc.stdint cimport uint8_t, uint64_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
 
@@ -47,7 +47,7 @@ cdef extern from "dataplane.h" nogil:
         uint64_t messages, deliveries, writes, turns, bytes_sent, handbacks, control_events
     ctypedef struct dp_kept_message:
         size_t offset, size
-        unsigned short track
+        uint32_t track
         uint8_t lane, keyframe
     enum:
         DP_EV_MEDIA

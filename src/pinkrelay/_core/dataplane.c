@@ -35,6 +35,8 @@
 
 #define HEADER 24
 #define TYPE_MEDIA 0x40
+#define VERSION_WIDE 2    /* protocol.md §2.5: track ids above 65535 */
+#define TAP_HEADER 6      /* DP_EV_MEDIA: lane, keyframe, track (4 bytes), then the wire bytes */
 #define FLAG_KEY 0x01
 #define FLAG_END 0x02
 #define LANES 4
@@ -80,7 +82,7 @@ typedef struct {
 typedef struct {
     dp_buf *buf;
     double at;           /* arrival, monotonic seconds */
-    uint16_t track;
+    uint32_t track;
     uint8_t lane, keyframe;
 } kept;
 
@@ -115,7 +117,7 @@ static void ring_clear(lane_ring *r) {
 /* -- connections ------------------------------------------------------------------------------ */
 
 typedef struct {
-    uint16_t track;
+    uint32_t track;
     uint8_t lane;
     uint8_t keyframe;
     uint32_t seq;
@@ -136,7 +138,7 @@ struct dp_conn {
     int dead;
     /* publisher */
     dp_publisher_limits plimits;
-    uint16_t track_ids[MAX_TRACKS_PER_PUB];
+    uint32_t track_ids[MAX_TRACKS_PER_PUB];
     uint8_t track_lanes[MAX_TRACKS_PER_PUB];
     int ntracks;
     partial partials[MAX_TRACKS_PER_PUB];
@@ -159,7 +161,7 @@ struct dp_conn {
     /* subscriber */
     dp_subscriber_limits slimits;
     lane_ring ring[LANES];
-    uint16_t waiting[MAX_WAITING];       /* video tracks waiting for a keyframe */
+    uint32_t waiting[MAX_WAITING];       /* video tracks waiting for a keyframe */
     int nwaiting;
     int held;                            /* media waits for dp_release */
     int cut_lane;                        /* lane whose head entry is written in part; -1: none */
@@ -369,17 +371,17 @@ static void sub_write(dp_conn *s) {
     }
 }
 
-static int waiting_for(dp_conn *s, uint16_t track) {
+static int waiting_for(dp_conn *s, uint32_t track) {
     for (int i = 0; i < s->nwaiting; i++) if (s->waiting[i] == track) return i;
     return -1;
 }
 
-static void wait_keyframe(dp_conn *s, uint16_t track) {
+static void wait_keyframe(dp_conn *s, uint32_t track) {
     if (waiting_for(s, track) < 0 && s->nwaiting < MAX_WAITING) s->waiting[s->nwaiting++] = track;
 }
 
 /* Queue a media block for a subscriber. Caller holds s->lock. */
-static void sub_push_media(dp_conn *s, dp_buf *b, int lane, uint16_t track, int keyframe, double now) {
+static void sub_push_media(dp_conn *s, dp_buf *b, int lane, uint32_t track, int keyframe, double now) {
     if (s->dead || s->failed) return;
     if (!sub_queued(s)) s->last_progress = now;
     if (lane == LANE_AUDIO && !s->ring[LANE_AUDIO].count) s->audio_since = now;
@@ -452,7 +454,7 @@ static void ring_clear_all(dp_conn *p) {
 /* Keep the message: from the first keyframe on, whole GOPs, the newest one that started at or before
  * now - pre_roll being the oldest kept. Over the budget shared by all publishers, a publisher holding
  * more than its share loses its oldest GOP. Caller holds p->lock. */
-static void ring_keep(dp_conn *p, dp_buf *b, int lane, uint16_t track, int keyframe, double now) {
+static void ring_keep(dp_conn *p, dp_buf *b, int lane, uint32_t track, int keyframe, double now) {
     dp_plane *plane = p->plane;
     if (plane->pre_roll <= 0) return;
     int key = lane == LANE_VIDEO && keyframe;
@@ -490,19 +492,20 @@ static void ring_keep(dp_conn *p, dp_buf *b, int lane, uint16_t track, int keyfr
     }
 }
 
-/* A recording runs: hand the message to Python too ([lane, keyframe, track(2)] + the wire bytes). */
-static void tap_out(dp_conn *p, dp_buf *b, int lane, uint16_t track, int keyframe) {
-    uint8_t *copy = malloc(4 + b->size);
+/* A recording runs: hand the message to Python too ([lane, keyframe, track(4)] + the wire bytes). */
+static void tap_out(dp_conn *p, dp_buf *b, int lane, uint32_t track, int keyframe) {
+    uint8_t *copy = malloc(TAP_HEADER + b->size);
     if (!copy) return;
     copy[0] = (uint8_t)lane; copy[1] = (uint8_t)(keyframe != 0);
-    copy[2] = (uint8_t)(track >> 8); copy[3] = (uint8_t)track;
-    memcpy(copy + 4, b->data, b->size);
-    post_event(p->plane, DP_EV_MEDIA, p->id, copy, 4 + b->size);
+    copy[2] = (uint8_t)(track >> 24); copy[3] = (uint8_t)(track >> 16);
+    copy[4] = (uint8_t)(track >> 8); copy[5] = (uint8_t)track;
+    memcpy(copy + TAP_HEADER, b->data, b->size);
+    post_event(p->plane, DP_EV_MEDIA, p->id, copy, TAP_HEADER + b->size);
     free(copy);
 }
 
 /* A complete message: cache it and queue it to every subscriber. Caller holds p->lock. */
-static void fan_out(worker *w, dp_conn *p, dp_buf *b, int lane, uint16_t track, int keyframe, double now) {
+static void fan_out(worker *w, dp_conn *p, dp_buf *b, int lane, uint32_t track, int keyframe, double now) {
     p->messages_in++;
     p->bytes_in += b->size;
     COUNT(p->plane->messages, 1);
@@ -561,7 +564,7 @@ static inline uint32_t rd32(const uint8_t *p) {
 }
 static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
 
-static int track_index(dp_conn *p, uint16_t track) {
+static int track_index(dp_conn *p, uint32_t track) {
     for (int i = 0; i < p->ntracks; i++) if (p->track_ids[i] == track) return i;
     return -1;
 }
@@ -629,8 +632,13 @@ static size_t parse(worker *w, dp_conn *p, const uint8_t *data, size_t size, dou
         const uint8_t *h = data + at;
         uint32_t len = rd32(h + 20);
         int type = h[3], flags = h[4], lane = h[5];
-        uint16_t track = rd16(h + 6);
-        if (h[0] != 'P' || h[1] != 'R' || h[2] != 1 || len > p->plimits.max_frame_bytes) {
+        uint32_t track = rd16(h + 6);
+        if (h[2] == VERSION_WIDE) {   /* protocol.md §2.5: bits 16-21 of the track ride in the lane byte */
+            track |= (uint32_t)(lane >> 2) << 16;
+            lane &= 3;
+        }
+        if (h[0] != 'P' || h[1] != 'R' || (h[2] != 1 && h[2] != VERSION_WIDE) ||
+            len > p->plimits.max_frame_bytes) {
             judge = 1;  /* Python's decoder names the error */
             break;
         }
@@ -1105,7 +1113,7 @@ dp_conn *dp_add_subscriber(dp_plane *plane, int fd, const dp_subscriber_limits *
 
 void dp_describe(dp_conn *p, int track, int lane) {
     pthread_mutex_lock(&p->lock);
-    int i = track_index(p, (uint16_t)track);
+    int i = track_index(p, (uint32_t)track);
     if (lane == 0) {
         if (i >= 0) {
             free(p->partials[i].data);
@@ -1118,7 +1126,7 @@ void dp_describe(dp_conn *p, int track, int lane) {
     } else if (i >= 0) {
         p->track_lanes[i] = (uint8_t)lane;
     } else if (p->ntracks < MAX_TRACKS_PER_PUB) {
-        p->track_ids[p->ntracks] = (uint16_t)track;
+        p->track_ids[p->ntracks] = (uint32_t)track;
         p->track_lanes[p->ntracks] = (uint8_t)lane;
         memset(&p->partials[p->ntracks], 0, sizeof(partial));
         p->ntracks++;
@@ -1150,7 +1158,7 @@ void dp_inject(dp_conn *p, const uint8_t *wire, size_t size, int lane, int track
     if (!b) return;
     memcpy(b->data, wire, size);
     pthread_mutex_lock(&p->lock);
-    fan_out(NULL, p, b, lane, (uint16_t)track, keyframe, now_s());
+    fan_out(NULL, p, b, lane, (uint32_t)track, keyframe, now_s());
     pthread_mutex_unlock(&p->lock);
     buf_unref(b);
 }
@@ -1228,7 +1236,7 @@ int dp_send(dp_conn *s, int lane, const uint8_t *data, size_t size) {
 
 void dp_wait_for_keyframe(dp_conn *s, int track) {
     pthread_mutex_lock(&s->lock);
-    wait_keyframe(s, (uint16_t)track);
+    wait_keyframe(s, (uint32_t)track);
     pthread_mutex_unlock(&s->lock);
 }
 

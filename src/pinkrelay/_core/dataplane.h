@@ -52,7 +52,7 @@ enum {
     DP_EV_CLOSED = 3,    /* a publisher's peer closed (text: why) */
     DP_EV_OVERRATE = 4,  /* a publisher stayed above its bitrate limit for close_after seconds */
     DP_EV_FAILED = 5,    /* a subscriber failed: write error, stall, control queue overflow (text: why) */
-    DP_EV_MEDIA = 6,     /* a tapped publisher's message: lane, keyframe, track (2 bytes), then its wire bytes */
+    DP_EV_MEDIA = 6,     /* a tapped publisher's message: lane, keyframe, track (4 bytes), then its wire bytes */
 };
 
 typedef struct {
@@ -96,7 +96,7 @@ uint64_t dp_preroll_bytes(dp_plane *plane);
 
 typedef struct {
     size_t offset, size;
-    uint16_t track;
+    uint32_t track;
     uint8_t lane, keyframe;
 } dp_kept_message;
 

@@ -21,7 +21,6 @@ import trio
 
 from .. import tls
 from .._core import Lane
-from .._core.wire import MAX_TRACK_ID
 from ..alerts.journal import JournalError
 from ..alerts.routing import Recipient
 from ..errors import AuthenticationFailed, ConfigError, ProtocolError
@@ -356,8 +355,7 @@ class AdmissionDesk:
             if previous.stream_state is not None:
                 self.hub.close_stream(previous.stream_state)
         self.sessions_by_button[button_id] = session
-        if self.data_plane is not None and track_ids[-1] <= MAX_TRACK_ID:
-            # (The data threads read 16-bit track ids: a button on protocol v2 ids stays on the trio path.)
+        if self.data_plane is not None:
             # A data thread reads the button once Python's reader reaches a frame boundary
             # (ButtonSession.hand_over_reading); until then, and if it ever hands the socket
             # back, what Python reassembles is fanned out by the data plane too.

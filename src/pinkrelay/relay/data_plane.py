@@ -104,7 +104,7 @@ class DataPlaneLink:
         stream = session.stream_state
         if stream is None or not stream.taps:
             return
-        message = as_message(data[0], int.from_bytes(data[2:4], "big"), bool(data[1]), data[4:])
+        message = as_message(data[0], int.from_bytes(data[2:6], "big"), bool(data[1]), data[6:])
         now = trio.current_time()
         for tap in stream.taps:
             tap.offer(message, now)
