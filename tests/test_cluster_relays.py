@@ -21,6 +21,7 @@ from pinkrelay.certs import init_deployment
 from pinkrelay.tls import client_tls
 from pinkrelay.media import Decoder, TrackInfo, encode_clip
 from pinkrelay.protocol import Alert, AlertUpdate, Media, StreamDescription, Subscribed
+from pinkrelay.relay.data_plane import available as data_plane_available
 
 from nats_helpers import fresh_namespace, nats_cluster, stream_leader  # noqa: F401 (the fixture)
 from relay_helpers import (
@@ -176,15 +177,20 @@ def clip():
     return encode_clip(3, width=320, height=240, fps=30, bitrate=400_000, label="cluster")
 
 
-@pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "tls"])
-def test_a_console_on_another_relay_plays_the_stream_through_one_pull(nats_cluster, tmp_path, clip, tls):
+@pytest.mark.parametrize(("tls", "data_threads"), [(False, 0), (True, 0), (False, 2)],
+                         ids=["plaintext", "tls", "data-plane"])
+def test_a_console_on_another_relay_plays_the_stream_through_one_pull(nats_cluster, tmp_path, clip, tls,
+                                                                      data_threads):
     """Consoles on relay 2 watch a button on relay 1: one relay-to-relay pull, real H.264 decoded, fast join.
 
     With TLS on every listener (one relay certificate for the deployment's hosts), the pull speaks TLS too.
+    On the data plane, both relays' data threads carry the media: relay 2 injects what it pulls.
     """
+    if data_threads and not data_plane_available():
+        pytest.fail("the compiled core and its data plane are not built")
     pki = tmp_path / "pki"
     client = {}
-    changes = {"data_threads": 0}  # pulls need the trio fan-out (operations.md §22.1)
+    changes = {"data_threads": data_threads}
     if tls:
         init_deployment(pki, hosts=("127.0.0.2", "127.0.0.3"), devices=("kp-test-003",))
         client = {"tls": client_tls(ca=pki / "ca.pem")}
@@ -236,6 +242,8 @@ def test_a_console_on_another_relay_plays_the_stream_through_one_pull(nats_clust
                 with pytest.raises(AssertionError, match="closed the connection"):
                     await handshake(forged, raw_console("relay.relay-9", "a-guessed-token-" + "0" * 48))
                 await forged.aclose()
+            if data_threads:
+                assert relay2.stats()["data_plane_messages"] >= 30, "relay 2's data plane fanned out the pull"
             nursery.cancel_scope.cancel()
         video = first["video"]
         description = next(t for t in first["tracks"] if t.kind == "video")

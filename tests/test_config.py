@@ -209,7 +209,6 @@ def test_cluster_settings_from_a_cluster_table_and_their_bad_values(tmp_path):
         ({"cluster_nats_urls": "nats://10.40.0.1"}, "is not HOST:PORT"),
         ({"cluster_namespace": "Pesh.Relay"}, "cluster_namespace 'Pesh.Relay'"),
         ({"cluster_replicas": 7}, "outside 1..5"),
-        ({"cluster_secret_file": "/etc/pinkrelay/cluster.secret", "data_threads": 2}, "set data_threads = 0"),
     ):
         with pytest.raises(ConfigError, match=message):
             load_config(environ={}, overrides=overrides)

@@ -347,10 +347,6 @@ def _check_cluster(config: RelayConfig) -> None:
         raise ConfigError(f"cluster_replicas {config.cluster_replicas} outside 1..5 (JetStream's limit)")
     if not 1 <= config.cluster_lease <= 600:
         raise ConfigError(f"cluster_lease {config.cluster_lease} s outside 1..600")
-    if config.cluster_secret_file is not None and config.data_threads > 0:
-        raise ConfigError("cluster_secret_file (media pulled across relays) does not work with the data plane yet: "
-                          "set data_threads = 0, or remove cluster_secret_file (consoles then see the media of "
-                          "their own relay's buttons only)")
     if config.cluster_nats_urls and config.sinks:
         raise ConfigError("[[sinks]] deliver from the SQLite journal's outbox, which a relay with "
                           "cluster_nats_urls does not use; run the sinks on a single relay, or remove one of them")

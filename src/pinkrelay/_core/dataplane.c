@@ -571,6 +571,7 @@ static int track_index(dp_conn *p, uint32_t track) {
 
 /* Whether the owner's epoll reports the publisher's input (off while Python has the word). */
 static void pub_interest(dp_conn *p, int on) {
+    if (p->fd < 0) return;   /* a publisher without a socket: media is only injected */
     struct epoll_event ev = {.events = on ? EPOLLIN : 0, .data.ptr = p};
     epoll_ctl(p->plane->workers[p->owner].epfd, EPOLL_CTL_MOD, p->fd, &ev);
 }
@@ -1083,7 +1084,7 @@ static dp_conn *add_conn(dp_plane *plane, int fd, int is_pub, uint64_t *id) {
      * (the handshake's last bytes); its first dp_resume hands the reading over. */
     c->paused = is_pub;
     struct epoll_event ev = {.events = is_pub ? 0 : (EPOLLOUT | EPOLLET), .data.ptr = c};
-    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+    if (fd >= 0 && epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
         c->dead = 1;
     }
     return c;
@@ -1244,7 +1245,7 @@ void dp_remove(dp_conn *c) {
     pthread_mutex_lock(&c->lock);
     if (!c->dead) {
         c->dead = 1;
-        epoll_ctl(c->plane->workers[c->owner].epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        if (c->fd >= 0) epoll_ctl(c->plane->workers[c->owner].epfd, EPOLL_CTL_DEL, c->fd, NULL);
         for (int i = 0; i < LANES; i++) ring_clear(&c->ring[i]);
     }
     pthread_mutex_unlock(&c->lock);

@@ -105,6 +105,7 @@ int dp_preroll(dp_conn *pub, dp_kept_message *out, int max, uint8_t **data);
 /* While on, every message of `pub` is also posted to Python as DP_EV_MEDIA (a recording runs). */
 void dp_set_tap(dp_conn *pub, int on);
 
+/* fd -1: a publisher with no socket, fed only by dp_inject (media pulled from another relay). */
 dp_conn *dp_add_publisher(dp_plane *plane, int fd, const dp_publisher_limits *limits, uint64_t *id);
 dp_conn *dp_add_subscriber(dp_plane *plane, int fd, const dp_subscriber_limits *limits, uint64_t *id);
 /* The lane media on `track` uses (2 audio, 3 video; 0 forgets it); resets the GOP cache. */

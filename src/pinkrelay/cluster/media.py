@@ -28,6 +28,7 @@ from .._core import Message, encode_media
 from ..logs import event as log_event
 from ..protocol import Media, StreamDescription, Subscribed
 from ..protocol.events import TrackDescription
+from ..relay.data_plane import describe_tracks, join_watchers
 
 log = logging.getLogger("pinkrelay.cluster")
 
@@ -180,7 +181,14 @@ class _Pull:
         local_tracks = tuple(replace(track, track_id=self._remote_to_local[track.track_id])
                              for track in tracks if track.track_id in self._remote_to_local)
         if self.stream is None:
-            self.stream = relay.hub.open_stream(self.button_id, local_ids)
+            # On the data plane the pulled stream has a publisher of its own, without a socket: what
+            # arrives is injected, and the data threads fan it out and keep its GOP cache.
+            publisher = relay.data_plane.relayed_publisher(self) if relay.data_plane is not None else None
+            self.stream = relay.hub.open_stream(self.button_id, local_ids, publisher)
+            if publisher is not None:
+                join_watchers(publisher, relay.hub.watchers.get(self.button_id, ()))
+        if self.stream.publisher is not None:
+            describe_tracks(self.stream.publisher, local_ids, local_tracks)
         relay.hub.describe(self.stream, local_tracks)
         relay._notify_watchers(self.button_id, StreamDescription(button=self.button_id, tracks=local_tracks))
 
@@ -191,14 +199,24 @@ class _Pull:
         payload = media.message.payload()
         frames = encode_media(track, media.lane, media.seq, media.timestamp, payload, media.keyframe,
                               self.owner.relay.config.chunk_size)
-        self.owner.relay.hub.publish(self.stream, Message(track, media.lane, media.seq, media.timestamp,
-                                                          media.keyframe, tuple(frames), len(payload)))
+        if self.stream.publisher is not None:
+            self.stream.publisher.inject(b"".join(frames), media.lane, track, media.keyframe)
+        else:
+            self.owner.relay.hub.publish(self.stream, Message(track, media.lane, media.seq, media.timestamp,
+                                                              media.keyframe, tuple(frames), len(payload)))
         self.messages += 1
+
+    @property
+    def stream_state(self) -> Any:
+        """The hub's stream of this pull: the data plane's recording tap looks it up here."""
+        return self.stream
 
     def _close(self) -> None:
         if self.stream is not None:
             relay = self.owner.relay
             relay.hub.close_stream(self.stream)
+            if self.stream.publisher is not None:
+                relay.data_plane.forget(self.stream.publisher)
             if self.button_id not in relay.hub.streams:  # not replaced by the button's own session here
                 relay._notify_watchers(self.button_id, StreamDescription(button=self.button_id, tracks=()))
             self.stream = None

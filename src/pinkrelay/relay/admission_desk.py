@@ -35,6 +35,7 @@ from ..protocol import (
 from ..registry import Registry, load_registry
 from . import door, registry_reload
 from . import events as relay_events
+from .data_plane import join_watchers
 from .limits import Refusal
 from .media_desk import _session_traffic
 from .sessions import ButtonSession, ConsoleSession, Session, wall_us
@@ -362,9 +363,7 @@ class AdmissionDesk:
             session.publisher = self.data_plane.publisher(session)
         stream = session.stream_state = self.hub.open_stream(button_id, track_ids, session.publisher)
         if stream.publisher is not None:
-            for outbox in self.hub.watchers.get(button_id, ()):
-                stream.publisher.subscribe(outbox.handle, 0)
-                outbox.handle.release()
+            join_watchers(stream.publisher, self.hub.watchers.get(button_id, ()))
         # conn.media_sink is set when the button first describes its tracks (media_desk.py): media
         # before that is discarded anyway (protocol.md §2.3 F2), and most buttons sit idle for days.
         log_event(log, logging.INFO, f"button {button_id} authenticated from {session.peer}",

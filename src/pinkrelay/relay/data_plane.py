@@ -51,6 +51,8 @@ class DataPlaneLink:
         self.plane.set_preroll(config.pre_roll, config.preroll_budget_bytes)
         #: Sessions by the id of their publisher or subscriber handle.
         self.sessions: dict[int, Any] = {}
+        #: What feeds each publisher without a socket (``relayed_publisher``), by handle id.
+        self.relayed: dict[int, Any] = {}
 
     def publisher(self, session: Any) -> Any:
         config = self.config
@@ -64,6 +66,18 @@ class DataPlaneLink:
             close_after=config.media_overrun_close,
         )
         self.sessions[handle.id] = session
+        return handle
+
+    def relayed_publisher(self, owner: Any) -> Any:
+        """A publisher with no socket, for media another relay sends (cluster/media.py): it is injected.
+
+        ``owner.stream_state`` is the hub's stream, for the recording taps; the
+        data threads never read anything for it, so it gets no other event.
+        """
+        config = self.config
+        handle = self.plane.publisher(-1, max_frame_bytes=config.max_frame_bytes,
+                                      max_message_bytes=config.max_message_bytes, max_chunks_per_message=1 << 16)
+        self.relayed[handle.id] = owner
         return handle
 
     def subscriber(self, session: Any) -> Any:
@@ -82,6 +96,7 @@ class DataPlaneLink:
         """The session is over: no thread touches its socket after this (it may be closed)."""
         handle.remove()
         self.sessions.pop(handle.id, None)
+        self.relayed.pop(handle.id, None)
 
     async def run(self) -> None:
         plane = self.plane
@@ -91,6 +106,8 @@ class DataPlaneLink:
                 for kind, conn_id, data in plane.events():
                     session = self.sessions.get(conn_id)
                     if session is None:
+                        if kind == MEDIA and conn_id in self.relayed:
+                            self._tapped(self.relayed[conn_id], data)
                         continue
                     if kind == MEDIA:
                         self._tapped(session, data)
@@ -99,9 +116,9 @@ class DataPlaneLink:
         finally:
             plane.stop()
 
-    def _tapped(self, session: Any, data: bytes) -> None:
+    def _tapped(self, source: Any, data: bytes) -> None:
         """A message of a button that is being recorded: to the stream's taps (the evidence writer)."""
-        stream = session.stream_state
+        stream = source.stream_state
         if stream is None or not stream.taps:
             return
         message = as_message(data[0], int.from_bytes(data[2:6], "big"), bool(data[1]), data[6:])
@@ -212,3 +229,20 @@ class PlaneOutbox:
     @property
     def dropped_audio(self) -> int:
         return self._stat("dropped_audio")
+
+
+def describe_tracks(publisher: Any, track_ids: Sequence[int], tracks: Sequence[Any]) -> None:
+    """Tell the publisher which of its ids carry media now and on which lane; the others are forgotten."""
+    described = {track.track_id for track in tracks}
+    for track_id in track_ids:
+        if track_id not in described:
+            publisher.describe(track_id, 0)
+    for track in tracks:
+        publisher.describe(track.track_id, track.lane)
+
+
+def join_watchers(publisher: Any, watchers: Sequence[Any]) -> None:
+    """Consoles that watched the button before its stream opened get its media from now on."""
+    for outbox in watchers:
+        publisher.subscribe(outbox.handle, 0)
+        outbox.handle.release()

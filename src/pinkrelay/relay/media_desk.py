@@ -25,6 +25,7 @@ from ..protocol import (
     Subscribed,
 )
 from ..protocol.media_rules import checking
+from .data_plane import describe_tracks
 from .limits import MediaRate, Verdict
 from .sessions import ButtonSession, ConsoleSession, Session
 from .._core.wire import MAX_TRACK_ID
@@ -101,12 +102,7 @@ class MediaDesk:
         if session.conn.media_sink is None:
             session.conn.media_sink = checking(self._media_sink(session, stream))
         if stream.publisher is not None:
-            described = {track.track_id for track in description.tracks}
-            for track_id in stream.track_ids:
-                if track_id not in described:
-                    stream.publisher.describe(track_id, 0)
-            for track in description.tracks:
-                stream.publisher.describe(track.track_id, track.lane)
+            describe_tracks(stream.publisher, stream.track_ids, description.tracks)
         self.hub.describe(stream, description.tracks)
         self._notify_watchers(session.identity, StreamDescription(button=session.identity, tracks=description.tracks))
         log_event(log, logging.INFO, f"button {session.identity} described {len(description.tracks)} track(s): "
