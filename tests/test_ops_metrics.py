@@ -17,7 +17,7 @@ from trio.testing import trio_test
 from pinkrelay.errors import ConfigError
 from pinkrelay.media import encode_clip
 from pinkrelay.ops import serve_metrics
-from pinkrelay.protocol import AlertUpdate, Media
+from pinkrelay.protocol import AlertUpdate, Media, Subscribed
 
 from relay_helpers import (
     button_client,
@@ -65,6 +65,8 @@ async def test_metrics_follow_a_press_media_and_operator_steps(tmp_path, clip):
         button = button_client(relay, button_id, [clip.video.to_dict(), clip.audio.to_dict()])
         await nursery.start(button.run)
         console.subscribe(button_id)
+        # Subscribed before the first message, so that every message sent is delivered live.
+        await wait_until(lambda: any(isinstance(e, Subscribed) for e in seen), what="the subscription")
         sent = await stream_clip(button, clip, seconds=1.0)
         await wait_until(lambda: sum(isinstance(e, Media) for e in seen) >= sent // 2, what="media at the console")
 
@@ -108,6 +110,11 @@ async def test_metrics_follow_a_press_media_and_operator_steps(tmp_path, clip):
         assert sample(text, "pinkrelay_journal_requests_total") >= 3
         assert sample(text, "pinkrelay_refusals_total", reason="authentication") == 0
         assert 'pinkrelay_info{core="' in text
+        if relay.data_plane is not None:  # the compiled threads carried the media, and say so
+            assert sample(text, "pinkrelay_data_plane_messages_total") == sent
+            assert sample(text, "pinkrelay_data_plane_writes_total") >= 1
+        else:
+            assert "pinkrelay_data_plane_messages_total" not in text
         nursery.cancel_scope.cancel()
 
 

@@ -130,8 +130,15 @@ class RoomThread:
         return self.buttons[button_id]
 
     def press(self, button_id: str) -> str:
-        pending = self.call_sync(lambda: self.buttons[button_id].start_press())
-        return pending.alert.alert_id
+        """Press and return the alert's id once the relay has stored it (acknowledged it to the button)."""
+
+        async def press_until_stored() -> str:
+            pending = self.buttons[button_id].start_press()
+            with trio.fail_after(10):
+                await pending.done.wait()
+            return pending.alert.alert_id
+
+        return self.call(press_until_stored)
 
 
 def wait_until(page, predicate: str, arg: Any = None, timeout: float = 10.0) -> Any:

@@ -1179,6 +1179,7 @@ int dp_subscribe(dp_conn *p, dp_conn *s, uint64_t max_catchup_bytes) {
         if (p->gop_valid && p->gop_count && p->gop_bytes <= max_catchup_bytes) {
             for (int i = 0; i < p->gop_count; i++) ring_push(&s->ring[LANE_VIDEO], p->gop[i]);
             queued = p->gop_count;
+            COUNT(p->plane->deliveries, (uint64_t)queued);
         }
         for (int t = 0; t < p->ntracks; t++) {
             if (p->track_lanes[t] != LANE_VIDEO) continue;

@@ -216,7 +216,7 @@ class _RelayCollector(Collector):
         yield _counter("pinkrelay_media_bytes_received", "Media bytes (wire size) received from buttons",
                        traffic["media_bytes_in"])
         yield _counter("pinkrelay_media_deliveries", "Media messages queued for a subscriber",
-                       stats["deliveries"])
+                       stats["deliveries"] + stats.get("data_plane_deliveries", 0))
         yield _counter("pinkrelay_bytes_sent", "Bytes written to buttons and consoles", traffic["bytes_out"])
         drops = CounterMetricFamily("pinkrelay_dropped", "What the relay dropped rather than wait, by reason",
                                     labels=["reason"])
@@ -231,6 +231,7 @@ class _RelayCollector(Collector):
                      max(depths, default=0))
         yield _gauge("pinkrelay_media_streams", "Buttons streaming media now", stats["streams"])
         yield from _evidence_metrics(stats)
+        yield from _data_plane_metrics(stats)
         yield from _talkback_metrics(relay.talkback)
         try:
             disk = os.statvfs(relay.config.data_dir)
@@ -240,6 +241,23 @@ class _RelayCollector(Collector):
                      "filesystem", disk.f_bavail * disk.f_frsize)
         yield _gauge("pinkrelay_data_dir_size_bytes", "Size of the data directory's filesystem",
                      disk.f_blocks * disk.f_frsize)
+
+
+#: The data plane's own counters (relay/data_plane.py), when it runs: what the compiled threads did.
+DATA_PLANE_COUNTERS = (
+    ("messages", "Media messages the data threads fanned out"),
+    ("writes", "sendmsg calls the data threads made to consoles (one per console per turn)"),
+    ("turns", "Turns of the data threads' event loops"),
+    ("handbacks", "Connections whose input the data threads handed back to Python (bad or unusual input)"),
+    ("control_events", "Batches of control frames the data threads passed to the relay's event loop"),
+)
+
+
+def _data_plane_metrics(stats: dict[str, Any]) -> Iterator[Any]:
+    if "data_plane_messages" not in stats:
+        return
+    for key, help_text in DATA_PLANE_COUNTERS:
+        yield _counter(f"pinkrelay_data_plane_{key}", help_text, stats[f"data_plane_{key}"])
 
 
 def _evidence_metrics(stats: dict[str, Any]) -> Iterator[Any]:
