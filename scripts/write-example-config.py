@@ -75,6 +75,9 @@ def main() -> None:
         lines += ["", f"# {text}.{form}"]
         if value is None:
             lines.append(f"# {name}: unset by default; e.g. {name} = {json.dumps(EXAMPLES[name])}")
+        elif name == "data_threads":
+            lines.append("# data_threads: one per core by default (the cores the relay may run on); "
+                         "e.g. data_threads = 0 for the trio path")
         elif name == "sinks":
             lines.append("# sinks: none by default; each sink is a [[sinks]] table at the top level of the file (§20).")
         else:

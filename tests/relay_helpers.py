@@ -54,8 +54,12 @@ def make_registry(count: int = 24) -> pinkrelay.Registry:
 
 
 def relay_config(data_dir: Path, **changes: Any) -> pinkrelay.RelayConfig:
-    """Settings for a test relay; ``PINKRELAY_DATA_THREADS`` (as for ``pinkrelay serve``) turns the data plane on."""
-    changes.setdefault("data_threads", int(os.environ.get("PINKRELAY_DATA_THREADS", "0") or 0))
+    """Settings for a test relay; ``PINKRELAY_DATA_THREADS`` (as for ``pinkrelay serve``) sets its data threads.
+
+    Unset: the relay's default, one data thread per core; 0: media takes the trio path.
+    """
+    if os.environ.get("PINKRELAY_DATA_THREADS"):
+        changes.setdefault("data_threads", int(os.environ["PINKRELAY_DATA_THREADS"]))
     return pinkrelay.RelayConfig(
         buttons_listen=pinkrelay.Address("127.0.0.1", 0),
         consoles_listen=pinkrelay.Address("127.0.0.1", 0),

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from pinkrelay.cli import build_parser
-from pinkrelay.config import ENV_PREFIX, OTHER_VARIABLES, RelayConfig, load_config
+from pinkrelay.config import ENV_PREFIX, OTHER_VARIABLES, RelayConfig, load_config, usable_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = {name: (ROOT / name).read_text() for name in ("README.md", "docs/operations.md")}
@@ -145,9 +145,13 @@ def test_the_example_config_has_every_setting_at_its_default(tmp_path):
     text = EXAMPLE.read_text()
     values = re.findall(r"^# ([a-z_]+) = (.+)$", text, re.M)
     unset = re.findall(r"^# ([a-z_]+): (?:unset|none) by default", text, re.M)
-    assert sorted(name for name, _ in values) + sorted(unset) and sorted([n for n, _ in values] + unset) == sorted(
-        SETTINGS), "examples/pinkrelay.toml must name every setting exactly once: run scripts/write-example-config.py"
+    per_core = re.findall(r"^# ([a-z_]+): one per core by default", text, re.M)
+    named = [n for n, _ in values] + unset + per_core
+    assert named and sorted(named) == sorted(SETTINGS), (
+        "examples/pinkrelay.toml must name every setting exactly once: run scripts/write-example-config.py")
     defaults = RelayConfig()
+    for name in per_core:
+        assert getattr(defaults, name) == usable_cores(), f"{name} is marked one per core"
     for name in unset:
         assert getattr(defaults, name) in (None, ()), f"{name} is marked unset but defaults to {getattr(defaults, name)!r}"
     uncommented = tmp_path / "pinkrelay.toml"

@@ -166,7 +166,7 @@ async def test_past_the_16_bit_space_a_v2_button_streams_on_wide_ids_to_a_v2_con
             await wait_until(wide_media, timeout=15, what="media on track ids above 65535 at the console")
             assert relay.tracks.block_of(wide_id)[0] > 0xFFFF and {e.track_id for e in media} <= set(
                 relay.tracks.block_of(wide_id))
-            if relay.config.data_threads:
+            if relay.data_plane is not None:
                 assert relay.stats()["data_plane_messages"] >= len(media), "the data plane carried the wide ids"
             # A console that said protocol 1 in its hello is refused, not sent headers it cannot read.
             old = raw_console()

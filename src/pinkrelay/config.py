@@ -26,6 +26,15 @@ from .errors import ConfigError
 from .integrations.settings import SinkConfig, parse_sinks
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which a container or systemd may narrow), at most 64."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 64))
+
+
 @dataclass(frozen=True, slots=True)
 class Address:
     """A host and TCP port to listen on or connect to."""
@@ -99,8 +108,9 @@ class RelayConfig:
     #: Bytes of video kept per stream since its last keyframe, for fast join.
     gop_cache_bytes: int = 16 * 1024 * 1024
     #: Compiled data threads that read buttons and write consoles without Python (relay/data_plane.py);
-    #: 0: media takes the trio path (also what the pure-Python core always does).
-    data_threads: int = 0
+    #: by default one per core this process may run on. 0: media takes the trio path (also what the
+    #: pure-Python core always does).
+    data_threads: int = field(default_factory=usable_cores)
     #: Audio waits up to this long for the next video frame to a console and leaves
     #: in the same write (one write per video frame instead of one per frame); 0: at once.
     audio_hold: float = 0.035
@@ -324,9 +334,17 @@ class RelayConfig:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(RelayConfig)}
+
+
+def _default(name: str) -> Any:
+    """A setting's default value, also for those made by a factory (data_threads: the cores)."""
+    f = _FIELDS[name]
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+
+
 #: Settings that are a whole number (bytes, counts) and a number of seconds.
-_INTEGERS = tuple(name for name, f in _FIELDS.items() if type(f.default) is int)
-_FLOATS = tuple(name for name, f in _FIELDS.items() if type(f.default) is float)
+_INTEGERS = tuple(name for name in _FIELDS if type(_default(name)) is int)
+_FLOATS = tuple(name for name in _FIELDS if type(_default(name)) is float)
 ENV_PREFIX = "PINKRELAY_"
 #: ``PINKRELAY_*`` variables that are not relay settings, and who reads them. Any
 #: other ``PINKRELAY_*`` name is refused, so a misspelt setting cannot be ignored.
@@ -383,7 +401,7 @@ def _check_number_types(config: RelayConfig) -> None:
 
 def _convert(name: str, value: Any, source: str) -> Any:
     """Turn a TOML, environment or flag value into the field's type."""
-    default = _FIELDS[name].default
+    default = _default(name)
     if name in ("buttons_listen", "consoles_listen", "web_listen", "metrics_listen"):
         if isinstance(value, Address):
             return value

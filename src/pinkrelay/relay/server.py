@@ -186,8 +186,8 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
         if not threads:
             return None
         if not data_plane.available():
-            log.warning("data_threads = %d, but the compiled core is not in use (PINKRELAY_PUREPYTHON, or not "
-                        "built): media takes the trio path", threads)
+            log.info("data_threads = %d, but the compiled core is not in use (PINKRELAY_PUREPYTHON, or not "
+                     "built): media takes the trio path", threads)
             return None
         return DataPlaneLink(self.config)
 
