@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SOURCES := $(shell find src -name '*.py' -o -name '*.pyx' -o -name '*.pxd' -o -name 'dataplane.[ch]') setup.py pyproject.toml
 
-.PHONY: run test bench bench-load bench-compare clean system-deps
+.PHONY: run test fuzz bench bench-load bench-compare clean system-deps
 
 run: $(STAMP)
 	@echo "setup: done; starting the demo (180 s, Ctrl-C stops it; its data stays in var/demo)"
@@ -14,6 +14,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 	PINKRELAY_PUREPYTHON=1 $(PY) -m pytest -q -p no:cacheprovider -m "not compiled_only and not core_independent" tests
+
+# The data plane's fuzz test, longer than in make test (EXAMPLES=N: how many streams; about 60 ms each)
+fuzz: $(STAMP)
+	PINKRELAY_FUZZ_EXAMPLES=$(or $(EXAMPLES),5000) $(PY) -m pytest -q -p no:cacheprovider tests/test_dataplane_fuzz.py
 
 bench: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider benchmarks --benchmark-only --benchmark-columns=min,median,ops --benchmark-sort=name

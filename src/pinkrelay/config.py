@@ -354,6 +354,7 @@ OTHER_VARIABLES = {
     "PINKRELAY_CONSOLE_TOKEN": "the token of 'pinkrelay console'",
     "PINKRELAY_CHROMIUM": "the browser the web control room's tests drive",
     "PINKRELAY_UPDATE_SCREENSHOT": "the web control room's tests: refresh the screenshot",
+    "PINKRELAY_FUZZ_EXAMPLES": "how many streams the data plane's fuzz test tries (make fuzz)",
 }
 
 
