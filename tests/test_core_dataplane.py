@@ -437,3 +437,96 @@ def test_the_pre_roll_ring_keeps_whole_gops_reaching_back_pre_roll_within_its_bu
         assert plane.preroll_bytes == 0
     finally:
         plane.stop()
+
+
+def test_a_console_that_disconnects_mid_write_fails_alone(plane) -> None:
+    """A console's socket closes while a message is half written to it: it fails; the others get everything."""
+    button_far, button = pair()
+    pub = plane.publisher(button_far.fileno(), **LIMITS)
+    pub.resume()
+    pub.describe(VIDEO, Lane.VIDEO)
+    leaving_near, leaving = tcp_pair(16 * 1024)
+    staying_near, staying = pair()
+    leaving_sub = plane.subscriber(leaving_near.fileno(), **SUB_LIMITS)
+    staying_sub = plane.subscriber(staying_near.fileno(), **SUB_LIMITS)
+    for sub in (leaving_sub, staying_sub):
+        pub.subscribe(sub, 0)
+        sub.release()
+    frames = media(VIDEO, 0, idr(200_000), key=True) + b"".join(media(VIDEO, i, p_frame(30_000)) for i in (1, 2, 3))
+    button.sendall(frames)
+    got = read_exactly(staying, len(frames))
+    assert got == frames
+    deadline = time.monotonic() + 5
+    while leaving_sub.stats()["queued_bytes"] == 0:  # the rest waits for a socket that is full
+        assert time.monotonic() < deadline, leaving_sub.stats()
+        time.sleep(0.01)
+    partial = leaving.recv(5000)  # the console read part of a frame, then went away
+    assert 0 < len(partial) < len(frames)
+    leaving.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
+    leaving.close()
+    more = media(VIDEO, 4, p_frame(1000))
+    button.sendall(more)
+    assert read_exactly(staying, len(more)) == more, "the staying console waits for nobody"
+    events = wait_events(plane)
+    assert (events[0][0], events[0][1]) == (dataplane.FAILED, leaving_sub.id), events
+    assert leaving_sub.failure
+    for h in (leaving_sub, staying_sub, pub):
+        h.remove()
+
+
+def test_a_button_killed_mid_frame_is_reported_and_its_half_frame_reaches_nobody(plane) -> None:
+    button_far, button = pair()
+    pub = plane.publisher(button_far.fileno(), **LIMITS)
+    pub.resume()
+    pub.describe(VIDEO, Lane.VIDEO)
+    other_far, other = pair()
+    other_pub = plane.publisher(other_far.fileno(), **LIMITS)
+    other_pub.resume()
+    other_pub.describe(AUDIO, Lane.AUDIO)
+    near, far = pair()
+    sub = plane.subscriber(near.fileno(), **SUB_LIMITS)
+    for p in (pub, other_pub):
+        p.subscribe(sub, 0)
+    sub.release()
+    whole = media(VIDEO, 0, idr(), key=True)
+    cut = media(VIDEO, 1, p_frame(5000))
+    button.sendall(whole + cut[: len(cut) // 2])
+    assert read_exactly(far, len(whole)) == whole
+    button.close()  # killed: half a frame in flight
+    # Python gets the half frame, then reads the end of the stream itself: it names the truncated frame.
+    kind, conn, data = wait_events(plane)[0]
+    assert (kind, conn, data) == (dataplane.HANDBACK, pub.id, cut[: len(cut) // 2])
+    audio = media(AUDIO, 0, b"\x01" * 50, lane=Lane.AUDIO)
+    other.sendall(audio)
+    assert read_exactly(far, len(audio)) == audio, "the other button's media flows; no half frame came first"
+    assert pub.stats()["messages_in"] == 1
+    for h in (sub, pub, other_pub):
+        h.remove()
+
+
+def test_every_subscriber_full_at_once_waits_without_spinning_and_catches_up(plane) -> None:
+    """EAGAIN on every subscriber together: the data thread waits for writability, then each gets it all."""
+    button_far, button = pair()
+    pub = plane.publisher(button_far.fileno(), **LIMITS)
+    pub.resume()
+    pub.describe(VIDEO, Lane.VIDEO)
+    peers = [tcp_pair(16 * 1024) for _ in range(20)]
+    subs = [plane.subscriber(near.fileno(), **SUB_LIMITS) for near, _ in peers]
+    for sub in subs:
+        pub.subscribe(sub, 0)
+        sub.release()
+    wire = media(VIDEO, 0, idr(60_000), key=True) + b"".join(media(VIDEO, i, p_frame(20_000)) for i in range(1, 6))
+    button.sendall(wire)
+    deadline = time.monotonic() + 5
+    while not all(sub.stats()["queued_bytes"] for sub in subs):  # every socket full, every queue holding
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    turns = plane.stats()["turns"]
+    time.sleep(0.3)
+    idle_turns = plane.stats()["turns"] - turns
+    assert idle_turns < 20, f"{idle_turns} turns in 0.3 s with every socket full: the data thread spins"
+    for _, far in peers:
+        assert read_exactly(far, len(wire)) == wire
+    assert all(sub.stats()["dropped_video"] == 0 for sub in subs)
+    for h in (*subs, pub):
+        h.remove()
