@@ -939,7 +939,9 @@ static void *worker_main(void *arg) {
             pthread_mutex_lock(&c->lock);
             if (!c->dead) {
                 if (c->is_pub) pub_read(w, c);
-                else sub_write(c);
+                /* Writable again: write what is queued, except audio on hold for the next video frame
+                 * (flush_held writes it when it is due). */
+                else if (!(c->on_hold_list && audio_waits(c, w->plane->audio_hold, now_s()))) sub_write(c);
             }
             pthread_mutex_unlock(&c->lock);
         }
