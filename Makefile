@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SOURCES := $(shell find src -name '*.py' -o -name '*.pyx' -o -name '*.pxd' -o -name 'dataplane.[ch]') setup.py pyproject.toml
 
-.PHONY: run test fuzz bench bench-load bench-compare clean system-deps
+.PHONY: run test sanitize fuzz bench bench-load bench-compare clean system-deps
 
 run: $(STAMP)
 	@echo "setup: done; starting the demo (180 s, Ctrl-C stops it; its data stays in var/demo)"
@@ -14,6 +14,13 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 	PINKRELAY_PUREPYTHON=1 $(PY) -m pytest -q -p no:cacheprovider -m "not compiled_only and not core_independent" tests
+	@$(MAKE) --no-print-directory sanitize
+
+# The compiled core's and data plane's tests, and the relay's media tests, on an ASan+UBSan build (var/sanitize)
+SANITIZE_TESTS := tests/test_core_dataplane.py tests/test_dataplane_fuzz.py tests/test_core_codec.py \
+	tests/test_relay_bad_input.py tests/test_relay_slow_consumer.py tests/test_relay_streams.py tests/test_relay_alerts.py
+sanitize: $(STAMP)
+	bash scripts/sanitize.sh $(PY) $(SANITIZE_TESTS)
 
 # The data plane's fuzz test, longer than in make test (EXAMPLES=N: how many streams; about 60 ms each)
 fuzz: $(STAMP)

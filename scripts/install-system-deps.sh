@@ -9,8 +9,10 @@ have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok ins
 # openssl makes the certificate of the HTTPS test; prometheus (with promtool) scrapes
 # the relay and checks the shipped rules; systemd's systemd-analyze checks the unit;
 # GStreamer's RTSP server (through Debian's python3-gi) is the IP camera of the camera-bridge tests;
-# nftables (nft) cuts one relay of the cluster off in its partition test.
+# nftables (nft) cuts one relay of the cluster off in its partition test; libasan8 and libubsan1
+# are the sanitizers of make sanitize's build of the compiled core.
 for package in gcc python3-dev python3-venv chromium fonts-dejavu-core openssl prometheus systemd ffmpeg nftables \
+        libasan8 libubsan1 \
         python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
         gstreamer1.0-plugins-good gstreamer1.0-plugins-bad; do
     have "$package" || needed+=("$package")

@@ -355,6 +355,7 @@ OTHER_VARIABLES = {
     "PINKRELAY_CHROMIUM": "the browser the web control room's tests drive",
     "PINKRELAY_UPDATE_SCREENSHOT": "the web control room's tests: refresh the screenshot",
     "PINKRELAY_FUZZ_EXAMPLES": "how many streams the data plane's fuzz test tries (make fuzz)",
+    "PINKRELAY_SANITIZE": "setup.py: build the compiled core with AddressSanitizer and UBSan (make sanitize)",
 }
 
 
