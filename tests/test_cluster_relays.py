@@ -177,8 +177,9 @@ def clip():
     return encode_clip(3, width=320, height=240, fps=30, bitrate=400_000, label="cluster")
 
 
-@pytest.mark.parametrize(("tls", "data_threads"), [(False, 0), (True, 0), (False, 2)],
-                         ids=["plaintext", "tls", "data-plane"])
+@pytest.mark.parametrize(("tls", "data_threads"), [
+    pytest.param(False, 0, id="plaintext"), pytest.param(True, 0, id="tls"),
+    pytest.param(False, 2, id="data-plane", marks=pytest.mark.compiled_only)])
 def test_a_console_on_another_relay_plays_the_stream_through_one_pull(nats_cluster, tmp_path, clip, tls,
                                                                       data_threads):
     """Consoles on relay 2 watch a button on relay 1: one relay-to-relay pull, real H.264 decoded, fast join.

@@ -26,7 +26,10 @@ from .wire import (
     QueueDefaults,
 )
 
-if os.environ.get("PINKRELAY_PUREPYTHON", "").strip().lower() not in ("", "0", "false", "no"):
+#: True when PINKRELAY_PUREPYTHON asked for the pure-Python reference core.
+PURE_PYTHON_REQUESTED = os.environ.get("PINKRELAY_PUREPYTHON", "").strip().lower() not in ("", "0", "false", "no")
+
+if PURE_PYTHON_REQUESTED:
     from .reference import (
         COMPILED,
         Fanout,

@@ -186,8 +186,12 @@ class Relay(AdmissionDesk, AlertDesk, SupervisionDesk, MediaDesk, EventStreams):
         if not threads:
             return None
         if not data_plane.available():
-            log.info("data_threads = %d, but the compiled core is not in use (PINKRELAY_PUREPYTHON, or not "
-                     "built): media takes the trio path", threads)
+            # PINKRELAY_PUREPYTHON asks for the trio path; a core that is not built is worth a warning.
+            from .._core import PURE_PYTHON_REQUESTED
+
+            log.log(logging.DEBUG if PURE_PYTHON_REQUESTED else logging.WARNING,
+                    "data_threads = %d, but the compiled core is not in use (PINKRELAY_PUREPYTHON, or not "
+                    "built): media takes the trio path", threads)
             return None
         return DataPlaneLink(self.config)
 
