@@ -320,3 +320,29 @@ def test_kill_9_of_a_nats_node_under_relays_loses_nothing_and_consoles_keep_foll
         trio.run(main)
     finally:
         nats_cluster.restart_stopped()
+
+
+@pytest.mark.core_independent
+def test_a_retried_claim_never_takes_a_button_another_relay_claimed_since(nats_cluster, tmp_path):
+    """A relay whose first claim failed retries; if another relay claimed the button meanwhile, it stands back."""
+    from pinkrelay.cluster.kv import ClaimedElsewhere
+
+    async def main():
+        with trio.fail_after(30):
+            async with AsyncExitStack() as stack:
+                relay1, relay2 = await start_relays(stack, tmp_path, nats_cluster, count=2)
+                nursery = await stack.enter_async_context(trio.open_nursery())
+                button = button_client(relay2, "kp-test-005")
+                await nursery.start(button.run)
+                await wait_until(lambda: relay1.cluster.directory.holders.get("kp-test-005") is not None, 5,
+                                 "relay 1 to hear relay 2's claim")
+                held = relay1.cluster.directory.holders["kp-test-005"]
+                assert held.relay == relay2.cluster.name
+                # Relay 1 knew of no holder when its first claim failed: relay 2's claim came after.
+                with pytest.raises(ClaimedElsewhere, match=f"relay {relay2.cluster.name} claimed it at epoch"):
+                    await relay1.cluster.directory.claim("kp-test-005", unless_after=held.epoch - 1)
+                assert relay1.cluster.directory.holders["kp-test-005"] == held, "the bucket kept relay 2's claim"
+                assert relay2.sessions_by_button["kp-test-005"].cluster_epoch == held.epoch
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)

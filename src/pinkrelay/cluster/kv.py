@@ -47,6 +47,10 @@ class ClaimFailed(PinkRelayError, OSError):
     """The buttons bucket could not be updated (NATS unreachable); the session goes on unclaimed."""
 
 
+class ClaimedElsewhere(ClaimFailed):
+    """Another relay claimed the button after this relay's claim first failed: it is held there now."""
+
+
 def offline_alert_id(namespace: str, button_id: str, epoch: int) -> str:
     """The id every relay gives the offline alert of ``button_id`` lost at ``epoch``."""
     return str(uuid.uuid5(_OFFLINE_IDS, f"{namespace}\x00{button_id}\x00{epoch}"))
@@ -88,19 +92,25 @@ class Directory:
 
     # -- buttons -------------------------------------------------------------------
 
-    async def claim(self, button_id: str) -> int:
-        """Make this relay the holder of ``button_id``; returns the new epoch."""
+    async def claim(self, button_id: str, *, unless_after: int | None = None) -> int:
+        """Make this relay the holder of ``button_id``; returns the new epoch.
+
+        ``unless_after``: an epoch; if another relay holds the button at a later one, raise
+        ``ClaimedElsewhere`` instead (a retried claim must not take a button that moved on).
+        """
         key = token(button_id)
         self._keys[key] = button_id
         try:
-            epoch = await self.nats.call(self._claim, key)
+            epoch = await self.nats.call(self._claim, key, unless_after)
+        except ClaimedElsewhere:
+            raise
         except Exception as error:
             raise ClaimFailed(f"button {button_id}: could not claim it in {self.subjects.buttons_bucket} "
                               f"({type(error).__name__}: {error})") from None
         self._seen(button_id, Holder(self.relay, epoch))
         return epoch
 
-    async def _claim(self, key: str) -> int:
+    async def _claim(self, key: str, unless_after: int | None = None) -> int:
         from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
         import asyncio
@@ -112,7 +122,12 @@ class Directory:
                 entry = await self._buttons.get(key)
             except KeyNotFoundError:
                 entry = None
-            epoch = (msgpack.unpackb(entry.value)["epoch"] if entry is not None and entry.value else 0) + 1
+            held = msgpack.unpackb(entry.value) if entry is not None and entry.value else None
+            if held is not None and unless_after is not None and held["relay"] != self.relay and (
+                    held["epoch"] > unless_after):
+                raise ClaimedElsewhere(f"button {self._keys[key]}: relay {held['relay']} claimed it at epoch "
+                                       f"{held['epoch']} meanwhile")
+            epoch = (held["epoch"] if held is not None else 0) + 1
             value = msgpack.packb({"relay": self.relay, "epoch": epoch, "button": self._keys[key]})
             try:
                 if entry is None:

@@ -11,6 +11,7 @@ each offline alert exactly once.
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,11 @@ import trio
 
 from ..logs import event as log_event
 from ..errors import ConfigError
-from .kv import ClaimFailed, Directory, Holder, offline_alert_id
+from .kv import ClaimedElsewhere, ClaimFailed, Directory, Holder, offline_alert_id
 from .media import RemoteStreams
+
+#: A failed claim of a button is tried again after this long, doubling up to the maximum (seconds).
+CLAIM_RETRY_MIN, CLAIM_RETRY_MAX = 0.2, 5.0
 
 log = logging.getLogger("pinkrelay.cluster")
 
@@ -76,13 +80,30 @@ class Membership:
             self.relay._nursery.start_soon(self._claim, session)
 
     async def _claim(self, session: Any) -> None:
-        try:
-            session.cluster_epoch = await self.directory.claim(session.identity)
-        except ClaimFailed as error:
-            log.error("%s; other relays do not know this relay holds it", error)
-            return
-        log_event(log, logging.INFO, f"button {session.identity} held by relay {self.name}, epoch "
-                  f"{session.cluster_epoch}", button=session.identity, epoch=session.cluster_epoch)
+        """Claim the button, retrying with backoff while its session lasts (NATS away, a stream mid-election)."""
+        failures, delay, known = 0, CLAIM_RETRY_MIN, None
+        while True:
+            try:
+                session.cluster_epoch = await self.directory.claim(session.identity, unless_after=known)
+                break
+            except ClaimedElsewhere as error:
+                log.warning("%s; not claiming it back", error)
+                return
+            except ClaimFailed as error:
+                if self.relay.sessions_by_button.get(session.identity) is not session:
+                    return  # the session ended: its successor claims for itself
+                failures += 1
+                if failures == 1:
+                    holder = self.directory.holders.get(session.identity)
+                    known = holder.epoch if holder is not None else 0  # a later claim is another relay's
+                    log.error("%s; other relays do not know this relay holds it until a claim succeeds: "
+                              "retrying", error)
+            await trio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, CLAIM_RETRY_MAX)
+        after = f" after {failures} failed attempts" if failures else ""
+        log_event(log, logging.WARNING if failures else logging.INFO,
+                  f"button {session.identity} held by relay {self.name}, epoch {session.cluster_epoch}{after}",
+                  button=session.identity, epoch=session.cluster_epoch)
 
     def _holder_changed(self, button_id: str, holder: Holder) -> None:
         self.media.holder_changed(button_id)
